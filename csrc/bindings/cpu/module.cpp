@@ -1,0 +1,35 @@
+// pydeepbench._C: the CPU extension. One bind_<op> per op, each in its own file.
+#include <pybind11/pybind11.h>
+
+#include "common/cpu_features.h"
+
+namespace py = pybind11;
+
+namespace pdb {
+void bind_gemm(py::module_& m);
+void bind_roofline(py::module_& m);
+}  // namespace pdb
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pydeepbench CPU kernels";
+  m.def("isa", [] { return std::string(pdb::isa_name(pdb::active_isa())); },
+        "ISA the CPU kernels dispatch to (capped by PYDEEPBENCH_ISA)");
+  m.def("cpu_info", [] {
+    const auto& f = pdb::cpu_features();
+    py::dict d;
+    d["brand"] = f.brand;
+    d["avx2"] = f.avx2;
+    d["fma"] = f.fma;
+    d["avx512f"] = f.avx512f;
+    d["avx512bw"] = f.avx512bw;
+    d["avx512vl"] = f.avx512vl;
+    d["avx512_bf16"] = f.avx512_bf16;
+    d["l1d_bytes"] = f.l1d_bytes;
+    d["l2_bytes"] = f.l2_bytes;
+    d["l3_bytes"] = f.l3_bytes;
+    return d;
+  });
+  m.attr("compiler") = PDB_COMPILER;
+  pdb::bind_gemm(m);
+  pdb::bind_roofline(m);
+}

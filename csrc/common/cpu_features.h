@@ -1,0 +1,25 @@
+// Run-time ISA detection (cpuid + xgetbv) so one wheel runs on any x86-64 CPU and
+// uses the widest vector unit the CPU and OS both support.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace pdb {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, avx512_bf16 = 3 };
+
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512_bf16 = false;
+  std::string brand;
+  int64_t l1d_bytes = 32 << 10, l2_bytes = 512 << 10, l3_bytes = 8 << 20;
+};
+
+const CpuFeatures& cpu_features();
+// Best ISA the CPU supports, capped by the environment variable PYDEEPBENCH_ISA
+// (generic|avx2|avx512|avx512_bf16) so tests can exercise every lower path.
+Isa active_isa();
+const char* isa_name(Isa isa);
+
+}  // namespace pdb

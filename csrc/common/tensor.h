@@ -1,0 +1,54 @@
+// A framework-agnostic view of a strided 2-D operand: kernels take these (or raw
+// pointers), never torch tensors, so the extension does not link libtorch.
+#pragma once
+#include <cstdint>
+
+namespace pdb {
+
+enum class DType : int { f32 = 0, bf16 = 1, f16 = 2, i32 = 3, i64 = 4 };
+
+inline int dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::bf16: return 2;
+    case DType::f16: return 2;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+  }
+  return 0;
+}
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "float32";
+    case DType::bf16: return "bfloat16";
+    case DType::f16: return "float16";
+    case DType::i32: return "int32";
+    case DType::i64: return "int64";
+  }
+  return "?";
+}
+
+// Element (not byte) strides; rows x cols; element (i, j) at data + i*s0 + j*s1.
+struct MatView {
+  void* data;
+  int64_t rows, cols, s0, s1;
+  DType dtype;
+};
+
+// bf16 <-> fp32 (round to nearest even; NaN kept quiet).
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+}  // namespace pdb

@@ -1,0 +1,67 @@
+#include "cpu/roofline.h"
+
+#include <omp.h>
+
+#include <cstring>
+
+#include "common/check.h"
+#include "common/cpu_features.h"
+
+namespace pdb::cpu {
+namespace {
+
+// Portable chains: 8 independent accumulators with distinct starts so the compiler
+// cannot merge them; the multiplier keeps values bounded.
+double fma_chains_generic(int64_t iters, double* flops) {
+  float acc[8];
+  for (int i = 0; i < 8; ++i) acc[i] = 1.0f + 0.01f * static_cast<float>(i);
+  const float mul = 0.999999f, add = 1e-7f;
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * mul + add;
+  *flops = 2.0 * 8 * static_cast<double>(iters);
+  double s = 0;
+  for (float v : acc) s += v;
+  return s;
+}
+
+}  // namespace
+
+bool fma_probe_supported(const char* dtype) {
+  if (!std::strcmp(dtype, "float32")) return true;
+  if (!std::strcmp(dtype, "bfloat16")) return active_isa() >= Isa::avx512_bf16;
+  return false;
+}
+
+ProbeResult fma_probe(const char* dtype, int64_t iters) {
+  PDB_CHECK(iters > 0, "fma_probe: iters must be positive");
+  PDB_CHECK(fma_probe_supported(dtype), "fma_probe: no ", dtype, " FMA probe for ISA ",
+            isa_name(active_isa()));
+  const bool bf16 = !std::strcmp(dtype, "bfloat16");
+  const Isa isa = active_isa();
+  double flops = 0, checksum = 0;
+  int threads = 1;
+#pragma omp parallel reduction(+ : flops, checksum)
+  {
+    double f = 0;
+    if (bf16) checksum += dpbf16_chains_avx512(iters, &f);
+    else if (isa >= Isa::avx512) checksum += fma_chains_avx512(iters, &f);
+    else if (isa >= Isa::avx2) checksum += fma_chains_avx2(iters, &f);
+    else checksum += fma_chains_generic(iters, &f);
+    flops += f;
+#pragma omp single
+    threads = omp_get_num_threads();
+  }
+  return {flops, checksum, threads};
+}
+
+void stream_copy(float* dst, const float* src, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
+void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) a[i] = b[i] + scalar * c[i];
+}
+
+}  // namespace pdb::cpu

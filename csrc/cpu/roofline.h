@@ -1,0 +1,27 @@
+// Native probes for the roofline: peak FMA throughput per dtype and STREAM-style
+// memory bandwidth. They do the work; the Python harness owns the clock.
+#pragma once
+#include <cstdint>
+
+namespace pdb::cpu {
+
+struct ProbeResult {
+  double flops;     // floating-point operations executed (all threads)
+  double checksum;  // consumed by the caller so the work cannot be optimized away
+  int threads;
+};
+
+// Independent FMA chains per thread, `iters` rounds each. dtype: "float32" or "bfloat16".
+ProbeResult fma_probe(const char* dtype, int64_t iters);
+bool fma_probe_supported(const char* dtype);
+
+// STREAM kernels over n floats, OpenMP static schedule (first touch by the caller's init).
+void stream_copy(float* dst, const float* src, int64_t n);
+void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n);
+
+// Per-ISA FMA loops (each in its own translation unit with its own target flags).
+double fma_chains_avx2(int64_t iters, double* flops);
+double fma_chains_avx512(int64_t iters, double* flops);
+double dpbf16_chains_avx512(int64_t iters, double* flops);
+
+}  // namespace pdb::cpu
