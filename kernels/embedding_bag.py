@@ -1,0 +1,300 @@
+"""
+Embedding bags (pooled embedding lookups), in Triton
+====================================================
+
+An embedding bag gathers rows of a weight table ``W`` (R rows, D columns) and
+pools them. Bag ``b`` owns the index positions ``offsets[b] <= i < end_b`` of the
+flat ``indices`` array, where ``end_b`` is ``offsets[b + 1]`` (or ``len(indices)``
+for the last bag when ``include_last_offset=False``). With ``n_b = end_b - offsets[b]``:
+
+.. math::
+
+    \\text{sum:}\\quad  O_{b,d} = \\sum_{i} s_i \\, W_{\\text{indices}[i],\\, d}
+    \\qquad (s_i = \\text{per\\_sample\\_weights}[i], \\text{ or } 1)
+
+    \\text{mean:}\\quad O_{b,d} = \\frac{1}{n_b} \\sum_{i} W_{\\text{indices}[i],\\, d}
+
+    \\text{max:}\\quad  O_{b,d} = \\max_{i} W_{\\text{indices}[i],\\, d}
+
+An empty bag (``n_b = 0``) yields a row of zeros in every mode, as in
+``torch.nn.functional.embedding_bag``.
+
+Kernel structure
+----------------
+The grid is (bags, column blocks): each program owns one bag and ``BLOCK_D``
+consecutive columns. It walks the bag's index range ``BLOCK_I`` positions at a
+time: it loads ``BLOCK_I`` indices, gathers the ``BLOCK_I x BLOCK_D`` tile of rows
+they name, and reduces the tile over its rows into an fp32 accumulator of
+``BLOCK_D`` values. Lanes past the end of the bag (ragged bags) and past D (D
+not a power of two) are masked, so bags of any length, including 0 and 1, and
+any D work. Duplicate indices in a bag are simply gathered twice.
+
+Weights may be fp32, bf16 or fp16; they are widened to fp32 right after the
+load, all arithmetic is fp32, and the output is fp32.
+
+Several tables in one launch
+----------------------------
+:func:`embedding_bags` runs T tables of the same width D in one launch: the
+program for global bag ``g`` serves table ``t = g // B`` and sample
+``b = g % B``. See its docstring for the packed layout. :func:`embedding_bag` is
+the same kernel with T = 1.
+
+Index validation
+----------------
+The kernels trust their indices and offsets: out-of-range indices, offsets that
+decrease, start past 0 or run past ``len(indices)`` are not checked on the device
+(checking would need a host sync). The caller (the ops layer) checks them on the
+host before launching; an unchecked bad index reads out of bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .gemm import interpreted
+
+__all__ = ["embedding_bag", "embedding_bags"]
+
+_MODES = ("sum", "mean", "max")
+_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+@triton.jit
+def _embedding_bag_kernel(
+    weight_ptr, table_row_offsets_ptr, indices_ptr, offsets_ptr, psw_ptr, out_ptr,
+    B, n_offsets, n_indices, D,
+    stride_wr, stride_wd,
+    stride_ob, stride_ot, stride_od,
+    MODE: tl.constexpr,
+    HAS_PSW: tl.constexpr,
+    MULTI_TABLE: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    bag = tl.program_id(axis=0)  # global bag id in [0, T * B)
+    pid_d = tl.program_id(axis=1)
+    table = bag // B
+    sample = bag % B
+
+    # -- this bag's index range [start, end) ----------------------------------
+    # Without include_last_offset the last bag has no closing offset: it runs to
+    # the end of `indices`.
+    start = tl.load(offsets_ptr + bag).to(tl.int64)
+    end = tl.load(offsets_ptr + bag + 1, mask=bag + 1 < n_offsets, other=n_indices)
+    end = end.to(tl.int64)
+
+    # -- this table's rows inside the packed weight ----------------------------
+    if MULTI_TABLE:
+        row_base = tl.load(table_row_offsets_ptr + table).to(tl.int64)
+        weight_ptr += row_base * stride_wr
+
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+
+    if MODE == "max":
+        acc = tl.full((BLOCK_D,), float("-inf"), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+
+    # -- gather BLOCK_I rows at a time and reduce them over the bag axis -------
+    for i0 in range(start, end, BLOCK_I):
+        offs_i = i0 + tl.arange(0, BLOCK_I)
+        mask_i = offs_i < end
+        idx = tl.load(indices_ptr + offs_i, mask=mask_i, other=0).to(tl.int64)
+        mask = mask_i[:, None] & mask_d[None, :]
+        w_ptrs = weight_ptr + idx[:, None] * stride_wr + offs_d[None, :] * stride_wd
+        # Widen to fp32 straight away: all arithmetic is fp32 (and the interpreter
+        # has no bf16 arithmetic).
+        rows = tl.load(w_ptrs, mask=mask, other=0.0).to(tl.float32)
+        if MODE == "max":
+            rows = tl.where(mask, rows, float("-inf"))
+            acc = tl.maximum(acc, tl.max(rows, axis=0))
+        else:
+            if HAS_PSW:
+                s = tl.load(psw_ptr + offs_i, mask=mask_i, other=0.0).to(tl.float32)
+                rows = rows * s[:, None]
+            acc += tl.sum(rows, axis=0)
+
+    # -- finish the pooling; empty bags give zeros ----------------------------
+    count = end - start
+    if MODE == "mean":
+        acc = acc / tl.maximum(count, 1).to(tl.float32)
+    if MODE == "max":
+        acc = tl.where(count > 0, acc, 0.0)
+
+    out_ptrs = out_ptr + sample * stride_ob + table * stride_ot + offs_d * stride_od
+    tl.store(out_ptrs, acc, mask=mask_d)
+
+
+def _check_tensor(fn: str, name: str, t, rank: int, dtypes, device) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != rank:
+        raise ValueError(f"{fn}: {name} must be {rank}-D, got shape {tuple(t.shape)}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise ValueError(f"{fn}: {name} has dtype {t.dtype}; supported: {names}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{fn}: {name} is on {t.device}, but weight is on {device}")
+
+
+def _check_common(fn, weight, indices, offsets, mode, per_sample_weights):
+    """Validation shared by both launchers (everything but the offsets' length)."""
+    _check_tensor(fn, "weight", weight, 2, _WEIGHT_DTYPES, None)
+    device = weight.device
+    _check_tensor(fn, "indices", indices, 1, _INDEX_DTYPES, device)
+    _check_tensor(fn, "offsets", offsets, 1, _INDEX_DTYPES, device)
+    if mode not in _MODES:
+        raise ValueError(f"{fn}: mode must be one of {_MODES}, got {mode!r}")
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise ValueError(f"{fn}: per_sample_weights is only supported with mode='sum'")
+        _check_tensor(fn, "per_sample_weights", per_sample_weights, 1, _WEIGHT_DTYPES, device)
+        if per_sample_weights.shape != indices.shape:
+            raise ValueError(
+                f"{fn}: per_sample_weights has shape {tuple(per_sample_weights.shape)}, "
+                f"it must match indices {tuple(indices.shape)}"
+            )
+    if device.type != "cuda" and not interpreted():
+        raise ValueError(
+            f"{fn}: tensors are on {device}; Triton kernels need CUDA tensors "
+            "(or TRITON_INTERPRET=1 for the CPU interpreter)"
+        )
+
+
+def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mode, B, T):
+    """Allocate the (B, T, D) fp32 output and run one program per (bag, column block)."""
+    D = weight.shape[1]
+    out = torch.empty((B, T, D), device=weight.device, dtype=torch.float32)
+    if B == 0 or T == 0 or D == 0:
+        return out
+
+    indices = indices.contiguous()
+    offsets = offsets.contiguous()
+    if per_sample_weights is not None:
+        per_sample_weights = per_sample_weights.contiguous()
+
+    BLOCK_D = max(16, min(triton.next_power_of_2(D), 256))
+    BLOCK_I = max(1, min(64, 4096 // BLOCK_D))  # a tile of <= 4096 gathered values
+    num_warps = 4 if BLOCK_D >= 128 else 2
+
+    grid = (T * B, triton.cdiv(D, BLOCK_D))
+    _embedding_bag_kernel[grid](
+        weight,
+        table_row_offsets if table_row_offsets is not None else offsets,  # unused if T == 1
+        indices, offsets,
+        per_sample_weights if per_sample_weights is not None else weight,  # unused if None
+        out,
+        B, offsets.shape[0], indices.shape[0], D,
+        weight.stride(0), weight.stride(1),
+        out.stride(0), out.stride(1), out.stride(2),
+        MODE=mode,
+        HAS_PSW=per_sample_weights is not None,
+        MULTI_TABLE=table_row_offsets is not None,
+        BLOCK_I=BLOCK_I,
+        BLOCK_D=BLOCK_D,
+        num_warps=num_warps,
+    )  # fmt: skip
+    return out
+
+
+def embedding_bag(
+    weight: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+    include_last_offset: bool = False,
+) -> torch.Tensor:
+    """Pooled lookups into one table, like ``torch.nn.functional.embedding_bag``.
+
+    Args:
+        weight: (R, D) fp32, bf16 or fp16 table, any strides.
+        indices: (L,) int32 or int64 row ids, flat over all bags.
+        offsets: int32 or int64 start of each bag in ``indices``: (B,) entries, or
+            (B + 1,) with ``include_last_offset=True`` (the last entry closes the
+            last bag). ``offsets[0]`` must be 0 and the offsets non-decreasing.
+        mode: ``"sum"``, ``"mean"`` or ``"max"``.
+        per_sample_weights: optional (L,) float weights scaling each looked-up
+            row; only with ``mode="sum"``.
+        include_last_offset: as in torch.
+
+    Returns:
+        (B, D) fp32 tensor (always fp32, unlike torch, which returns
+        ``weight.dtype``). Empty bags give zeros.
+
+    Index and offset values are not checked here (see the module docstring): the
+    caller must ensure ``0 <= indices < R`` and valid offsets. ``padding_idx``,
+    ``max_norm`` and 2-D ``indices`` are not supported.
+
+    Raises:
+        ValueError: on wrong rank, dtype or device, an unknown mode, or
+            per_sample_weights with a mode other than sum or of the wrong shape.
+    """
+    fn = "embedding_bag"
+    _check_common(fn, weight, indices, offsets, mode, per_sample_weights)
+    if include_last_offset and offsets.shape[0] == 0:
+        raise ValueError(f"{fn}: include_last_offset=True needs at least one offset")
+    B = offsets.shape[0] - 1 if include_last_offset else offsets.shape[0]
+    out = _launch(weight, None, indices, offsets, per_sample_weights, mode, B, 1)
+    return out.view(B, weight.shape[1])
+
+
+def embedding_bags(
+    weights_packed: torch.Tensor,
+    table_row_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pooled lookups into T tables of width D in one launch.
+
+    Packed layout:
+        * ``weights_packed`` is (sum of the tables' rows, D): the tables stacked
+          along rows; table ``t`` occupies rows ``table_row_offsets[t]`` up to
+          the next table's start.
+        * ``table_row_offsets`` is (T,) int32/int64: the first packed row of each
+          table (T entries, no closing total).
+        * ``offsets`` is (T * B + 1,) int32/int64, KeyedJaggedTensor style: the
+          B bags of table 0 first, then the B bags of table 1, ...; bag ``g``
+          (table ``g // B``, sample ``g % B``) is ``indices[offsets[g]:offsets[g+1]]``
+          and the last entry closes the last bag (``include_last_offset``-style).
+        * ``indices`` are *local* row ids of their bag's table (0 <= id < that
+          table's row count); ``per_sample_weights`` (sum only) aligns with them.
+
+    Returns:
+        (B, T, D) fp32 tensor: ``out[:, t]`` equals
+        ``embedding_bag(table_t, indices_t, offsets_t)``. ``out.view(B, T * D)`` is
+        the per-sample concatenation of the tables' pooled rows.
+
+    As with :func:`embedding_bag`, index, offset and row-offset values are the
+    caller's to validate; they are not checked on the device.
+
+    Raises:
+        ValueError: on wrong rank, dtype or device, an unknown mode, bad
+            per_sample_weights, or an ``offsets`` length that is not T * B + 1.
+    """
+    fn = "embedding_bags"
+    _check_common(fn, weights_packed, indices, offsets, mode, per_sample_weights)
+    _check_tensor(
+        fn, "table_row_offsets", table_row_offsets, 1, _INDEX_DTYPES, weights_packed.device
+    )
+    T = table_row_offsets.shape[0]
+    if T == 0:
+        raise ValueError(f"{fn}: table_row_offsets is empty; need at least one table")
+    n_bags = offsets.shape[0] - 1
+    if n_bags < 0 or n_bags % T != 0:
+        raise ValueError(
+            f"{fn}: offsets has {offsets.shape[0]} entries; expected T * B + 1 with T = {T}"
+        )
+    B = n_bags // T
+    return _launch(
+        weights_packed, table_row_offsets.contiguous(), indices, offsets,
+        per_sample_weights, mode, B, T,
+    )  # fmt: skip
