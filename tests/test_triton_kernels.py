@@ -7,51 +7,17 @@ small so the whole file stays fast there. References are computed in float64.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    # Must precede the first import of triton (and of the kernel modules) in this process.
-    os.environ["TRITON_INTERPRET"] = "1"
 
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _load_kernel_modules():
-    """Import pydeepbench.kernels.{gemm,embedding_bag}; fall back to the checkout's kernels/.
+from pydeepbench.kernels import embedding_bag as _eb_mod  # noqa: E402
+from pydeepbench.kernels import gemm as _gemm_mod  # noqa: E402
 
-    The fallback covers runs where ``pydeepbench`` resolves to a package without these
-    modules (e.g. ``python -m pytest`` from the repo root, or another checkout installed).
-    """
-    try:
-        from pydeepbench.kernels import embedding_bag, gemm
-
-        return gemm, embedding_bag
-    except ImportError:
-        kdir = Path(__file__).resolve().parents[1] / "kernels"
-        name = "_pydeepbench_kernels_checkout"
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                name, kdir / "__init__.py", submodule_search_locations=[str(kdir)]
-            )
-            pkg = importlib.util.module_from_spec(spec)
-            sys.modules[name] = pkg
-            spec.loader.exec_module(pkg)
-        return (
-            importlib.import_module(f"{name}.gemm"),
-            importlib.import_module(f"{name}.embedding_bag"),
-        )
-
-
-_gemm_mod, _eb_mod = _load_kernel_modules()
 gemm = _gemm_mod.gemm
 embedding_bag = _eb_mod.embedding_bag
 embedding_bags = _eb_mod.embedding_bags

@@ -1,0 +1,5 @@
+import sys
+
+from pydeepbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The correctness gate: compare an implementation's output with the op's reference.
+
+Tolerances are (atol, rtol) per dtype in one table per op (see each op's TOLERANCES);
+an element passes when |out - ref| <= atol + rtol * |ref|, as torch.testing.assert_close
+does. NaN or Inf where the reference is finite fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+@dataclass
+class CheckResult:
+    ok: bool
+    max_abs_err: float
+    max_rel_err: float
+    atol: float
+    rtol: float
+    mismatched: int
+    numel: int
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tolerance_for(table: dict[torch.dtype, Tolerance], dtype: torch.dtype) -> Tolerance:
+    if dtype not in table:
+        raise ValueError(f"no tolerance for {dtype} in this op's table")
+    return table[dtype]
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> CheckResult:
+    """Compare in float64; `ref` is the high-precision reference."""
+    if tuple(out.shape) != tuple(ref.shape):
+        return CheckResult(
+            False,
+            float("inf"),
+            float("inf"),
+            tol.atol,
+            tol.rtol,
+            ref.numel(),
+            ref.numel(),
+            f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
+        )
+    o = out.detach().to("cpu", torch.float64)
+    r = ref.detach().to("cpu", torch.float64)
+    if o.numel() == 0:
+        return CheckResult(True, 0.0, 0.0, tol.atol, tol.rtol, 0, 0)
+    diff = (o - r).abs()
+    diff = torch.where(torch.isnan(o) & torch.isnan(r), torch.zeros_like(diff), diff)
+    bad = ~(diff <= tol.atol + tol.rtol * r.abs())  # NaN diff counts as bad
+    mismatched = int(bad.sum())
+    max_abs = float(diff.nan_to_num(nan=float("inf")).max())
+    rel = diff / r.abs().clamp_min(1e-30)
+    max_rel = float(rel.nan_to_num(nan=float("inf")).max())
+    msg = ""
+    if mismatched:
+        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+        msg = (
+            f"{mismatched}/{o.numel()} elements outside atol={tol.atol:g} rtol={tol.rtol:g}; "
+            f"first at {idx}: got {float(o[idx]):.6g}, expected {float(r[idx]):.6g}"
+        )
+    return CheckResult(
+        mismatched == 0, max_abs, max_rel, tol.atol, tol.rtol, mismatched, o.numel(), msg
+    )

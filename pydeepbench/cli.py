@@ -1,0 +1,189 @@
+"""`python -m pydeepbench`: list, roofline, and one subcommand per op."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+
+import torch
+from rich.markup import escape
+
+from pydeepbench import harness, registry, report, roofline, shapes, system
+from pydeepbench.ops._spec import parse_dtype
+from pydeepbench.runner import SweepConfig, sweep
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _add_op_parser(sub, op: str) -> None:
+    p = sub.add_parser(op, help=f"benchmark {op} over a shape set")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shapes", help="built-in shape set name or path to a .toml file")
+    src.add_argument("--shape", help="one case, e.g. M=128,N=512,K=13,b_t=true")
+    p.add_argument("--impl", default=None, help="comma list (default: all registered)")
+    p.add_argument("--dtype", default="fp32", help="comma list of fp32,bf16,fp16")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument(
+        "--mode",
+        default="hot",
+        choices=harness.MODES,
+        help="hot: caches warm; cold: last-level cache flushed before each sample",
+    )
+    p.add_argument("--max-time", type=float, default=5.0, help="seconds of samples per case")
+    p.add_argument("--min-time", type=float, default=0.25)
+    p.add_argument("--min-samples", type=int, default=10)
+    p.add_argument("--target-noise", type=float, default=0.02, help="stop at IQR/median below")
+    p.add_argument("--limit", type=int, default=None, help="run only the first N cases")
+    p.add_argument("--json", help="results JSON (default: results/<op>-<set>-<time>.json)")
+    p.add_argument("--csv", help="also write CSV here")
+    p.add_argument("--markdown", help="also write a Markdown table here")
+    p.add_argument("--no-roofline", action="store_true", help="skip peak measurement")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pydeepbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="ops, implementations available here (or why not), shape sets")
+    r = sub.add_parser("roofline", help="measure (or show cached) peak FLOP/s and bandwidth")
+    r.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    r.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
+    r.add_argument("--max-time", type=float, default=2.0)
+    for op in registry.ops():
+        _add_op_parser(sub, op)
+    return p
+
+
+def cmd_list(con) -> int:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for op, _spec in registry.ops().items():
+        con.print(f"[bold]{op}[/bold]")
+        for name, impl in registry.impls(op).items():
+            dts = ",".join(str(d).removeprefix("torch.") for d in impl.dtypes)
+            where = []
+            for dev in ("cpu", "cuda"):
+                if dev not in impl.devices:
+                    continue
+                why = impl.why_not(dev) if dev in devices else "no CUDA device here"
+                where.append(f"{dev}: " + ("available" if why is None else f"unavailable: {why}"))
+            con.print(escape(f"  {name:8s} [{dts}] {'; '.join(where)}"))
+            if impl.doc:
+                con.print(escape(f"           {impl.doc.splitlines()[0]}"))
+        sets = shapes.builtin_sets(op)
+        con.print(f"  shape sets: {', '.join(sets) if sets else '(none)'}")
+    return 0
+
+
+def cmd_roofline(args, con) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
+    pk = roofline.peaks(args.device, refresh=args.refresh, max_time_s=args.max_time)
+    con.print(f"peaks for {args.device} ({system.machine_id(system.collect())}):")
+    for dtype, v in pk.flops.items():
+        con.print(escape(f"  {dtype:9s} {v / 1e9:10.1f} GFLOP/s   [{pk.flops_source[dtype]}]"))
+    for k, v in pk.detail.items():
+        if k.startswith("fma_") and isinstance(v, str):
+            con.print(escape(f"  {k[4:]:9s} {'-':>10s}           [{v}]"))
+    con.print(escape(f"  bandwidth {pk.bandwidth / 1e9:10.1f} GB/s      [{pk.bandwidth_source}]"))
+    stream = pk.detail.get("stream", {}).get("bytes_per_s", {})
+    for k, v in stream.items():
+        con.print(f"    STREAM {k:6s} {v / 1e9:8.1f} GB/s")
+    return 0
+
+
+def cmd_op(args, con) -> int:
+    op = args.command
+    impl_names = _csv(args.impl) if args.impl else list(registry.impls(op))
+    for name in impl_names:
+        registry.get_impl(op, name)  # unknown names fail before anything runs
+    if "ootb" in impl_names:  # baseline first, so speedups are computed against it
+        impl_names.remove("ootb")
+        impl_names.insert(0, "ootb")
+    dtypes = [parse_dtype(d) for d in _csv(args.dtype)]
+    if args.shapes:
+        sset = shapes.load(args.shapes, op)
+        set_name, cases = sset.name, sset.cases
+    else:
+        set_name, cases = "custom", [shapes.parse_shape(args.shape, op)]
+    if args.limit is not None:
+        cases = cases[: args.limit]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"{op} --device cuda: no CUDA device visible to torch")
+    cfg = SweepConfig(
+        op=op,
+        impls=impl_names,
+        dtypes=dtypes,
+        device=args.device,
+        shape_set=set_name,
+        harness=harness.HarnessConfig(
+            mode=args.mode,
+            max_time_s=args.max_time,
+            min_time_s=args.min_time,
+            min_samples=args.min_samples,
+            target_rel_iqr=args.target_noise,
+        ),
+    )
+    sysinfo = system.collect()
+    pk = None if args.no_roofline else roofline.peaks(args.device)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    json_path = args.json or os.path.join("results", f"{op}-{set_name}-{stamp}.json")
+    run_info = {
+        "argv": sys.argv[1:],
+        "op": op,
+        "set": set_name,
+        "impls": impl_names,
+        "dtypes": _csv(args.dtype),
+        "device": args.device,
+        "harness": vars(cfg.harness),
+    }
+    writer = report.JsonWriter(json_path, sysinfo, pk.as_dict() if pk else None, run_info)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = len(cases) * len(dtypes)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=con,
+        transient=True,
+    ) as prog:
+        task = prog.add_task(f"{op} {set_name}", total=total)
+
+        first = [True]
+
+        def on_rows(rows):
+            writer.add(rows)
+            prog.console.print(report.table(rows, header=first[0]))
+            first[0] = False
+            prog.advance(task)
+
+        rows = sweep(cfg, cases, pk, on_rows)
+    writer.close()
+    for line in report.summary(rows):
+        con.print(line)
+    if args.csv:
+        report.write_csv(args.csv, rows)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(rows))
+    con.print(f"results: {json_path}")
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    con = report.console()
+    try:
+        if args.command == "list":
+            return cmd_list(con)
+        if args.command == "roofline":
+            return cmd_roofline(args, con)
+        return cmd_op(args, con)
+    except ValueError as e:
+        con.print(f"[red]error:[/red] {e}")
+        return 2

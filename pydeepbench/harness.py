@@ -1,0 +1,238 @@
+"""Adaptive, noise-aware timing. The only module that reads clocks.
+
+Protocol for one case:
+1. Warm up until steady: at least `warmup_min_iters` calls and `warmup_min_s`, then until
+   the mean of the last 3 calls is within `warmup_tolerance` of the 3 before (first-touch
+   page faults, caches, frequency ramps and allocator growth settle), capped at
+   `warmup_max_s`.
+2. Sample: one synchronized timing per call (CPU: perf_counter_ns; CUDA: events). Calls
+   shorter than `min_block_s` are timed in blocks (hot mode only) so timer overhead stays
+   negligible; samples are per call either way. In cold mode a buffer of at least the
+   last-level cache is rewritten before every sample, outside the timed region.
+3. Stop when n >= min_samples, summed sample time >= min_time_s and IQR/median <=
+   target_rel_iqr ("converged"); or at max_time_s ("max_time") or max_samples
+   ("max_samples"). The reason is recorded; results with IQR/median above
+   `noisy_rel_iqr` are flagged noisy.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+MODES = ("hot", "cold")
+
+
+@dataclass
+class HarnessConfig:
+    mode: str = "hot"
+    min_samples: int = 10
+    max_samples: int = 100_000
+    min_time_s: float = 0.25
+    max_time_s: float = 5.0
+    target_rel_iqr: float = 0.02
+    noisy_rel_iqr: float = 0.10
+    warmup_min_iters: int = 3
+    warmup_min_s: float = 0.05
+    warmup_max_s: float = 2.0
+    warmup_tolerance: float = 0.05
+    min_block_s: float = 100e-6
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.min_samples < 1 or self.max_samples < self.min_samples:
+            raise ValueError("need 1 <= min_samples <= max_samples")
+        if self.max_time_s <= 0 or self.min_time_s < 0:
+            raise ValueError("max_time_s must be > 0 and min_time_s >= 0")
+
+
+@dataclass
+class Stats:
+    median: float
+    min: float
+    max: float
+    mean: float
+    stdev: float
+    q1: float
+    q3: float
+    iqr: float
+    rel_iqr: float
+    n: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Stats:
+        if not samples:
+            raise ValueError("no samples")
+        s = sorted(samples)
+        q1, med, q3 = _quantile(s, 0.25), _quantile(s, 0.5), _quantile(s, 0.75)
+        stdev = statistics.stdev(s) if len(s) > 1 else 0.0
+        rel = (q3 - q1) / med if med > 0 else math.inf
+        return cls(med, s[0], s[-1], statistics.fmean(s), stdev, q1, q3, q3 - q1, rel, len(s))
+
+
+def _quantile(sorted_s: list[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's default)."""
+    pos = q * (len(sorted_s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_s) - 1)
+    return sorted_s[lo] + (sorted_s[hi] - sorted_s[lo]) * (pos - lo)
+
+
+@dataclass
+class Measurement:
+    samples_s: list[float]
+    stats: Stats
+    stop_reason: str
+    warmup_iters: int
+    block: int
+    mode: str
+    noisy: bool
+    timer: str
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["stats"] = asdict(self.stats)
+        return d
+
+
+class CpuTimer:
+    name = "perf_counter_ns"
+
+    def clock(self) -> float:
+        return time.perf_counter()
+
+    def time(self, fn: Callable[[], object], calls: int = 1) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter_ns() - t0) * 1e-9
+
+
+class CudaTimer:
+    """CUDA events around each call on the current stream; synchronizes before starting
+    so queued work is not charged to this call."""
+
+    name = "cuda_events"
+
+    def __init__(self) -> None:
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._end = torch.cuda.Event(enable_timing=True)
+
+    def clock(self) -> float:
+        return time.perf_counter()
+
+    def time(self, fn: Callable[[], object], calls: int = 1) -> float:
+        torch.cuda.synchronize()
+        self._start.record()
+        for _ in range(calls):
+            fn()
+        self._end.record()
+        self._end.synchronize()
+        return self._start.elapsed_time(self._end) * 1e-3
+
+
+def timer_for(device: str):
+    return CudaTimer() if device.startswith("cuda") else CpuTimer()
+
+
+def llc_bytes(device: str) -> int:
+    """Last-level cache size: L2 on a GPU, the largest CPU cache level otherwise."""
+    if device.startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).L2_cache_size)
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = f.read_text().strip()
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KMG")) * mult)
+    return max(sizes, default=32 << 20)
+
+
+@dataclass
+class CacheFlusher:
+    """Rewrites a buffer of 2x the last-level cache, allocated once (not per call)."""
+
+    device: str
+    nbytes: int = 0
+    _buf: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.nbytes:
+            self.nbytes = 2 * llc_bytes(self.device)
+        self._buf = torch.ones(self.nbytes // 4, dtype=torch.float32, device=self.device)
+
+    def __call__(self) -> None:
+        self._buf.add_(1.0)
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+
+def measure(
+    fn: Callable[[], object],
+    config: HarnessConfig | None = None,
+    *,
+    timer=None,
+    flush: Callable[[], None] | None = None,
+    device: str = "cpu",
+) -> Measurement:
+    """Time `fn` (a closure over prepared, initialized inputs) under `config`."""
+    cfg = config or HarnessConfig()
+    timer = timer or timer_for(device)
+    if cfg.mode == "cold" and flush is None:
+        flush = CacheFlusher(device)
+
+    # 1. Warm-up until steady.
+    start = timer.clock()
+    warm: list[float] = []
+    while True:
+        warm.append(timer.time(fn))
+        elapsed = timer.clock() - start
+        if elapsed >= min(cfg.warmup_max_s, cfg.max_time_s):
+            break
+        if len(warm) >= max(cfg.warmup_min_iters, 6) and elapsed >= cfg.warmup_min_s:
+            last, prev = statistics.fmean(warm[-3:]), statistics.fmean(warm[-6:-3])
+            if abs(last - prev) <= cfg.warmup_tolerance * prev:
+                break
+
+    # Block tiny calls so timer overhead stays negligible (hot mode only).
+    per_call = statistics.median(warm[-3:])
+    block = 1
+    if cfg.mode == "hot" and per_call < cfg.min_block_s:
+        block = max(1, math.ceil(cfg.min_block_s / max(per_call, 1e-9)))
+
+    # 2-3. Sample with the adaptive stopping rule.
+    samples: list[float] = []
+    start = timer.clock()
+    reason = "max_samples"
+    next_check = cfg.min_samples
+    while len(samples) < cfg.max_samples:
+        if flush is not None:
+            flush()
+        samples.append(timer.time(fn, block) / block)
+        n = len(samples)
+        if timer.clock() - start >= cfg.max_time_s:
+            reason = "max_time"
+            break
+        if n >= next_check:
+            next_check = n + max(1, n // 16)  # re-sorting every sample is O(n^2 log n)
+            if sum(samples) * block >= cfg.min_time_s:
+                if Stats.of(samples).rel_iqr <= cfg.target_rel_iqr:
+                    reason = "converged"
+                    break
+    stats = Stats.of(samples)
+    return Measurement(
+        samples_s=samples,
+        stats=stats,
+        stop_reason=reason,
+        warmup_iters=len(warm),
+        block=block,
+        mode=cfg.mode,
+        noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
+        timer=timer.name,
+    )

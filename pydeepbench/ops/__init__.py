@@ -1,0 +1,17 @@
+"""Public ops. Each op lives in its own module with its reference, inputs, FLOP/byte
+formulas, tolerances and one decorated function per implementation."""
+
+from __future__ import annotations
+
+import torch
+
+from pydeepbench import registry
+from pydeepbench.ops.gemm import gemm
+
+
+def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) -> dict:
+    """Implementation name -> None when it runs on device (and dtype), else the reason."""
+    return {name: impl.why_not(device, dtype) for name, impl in registry.impls(op).items()}
+
+
+__all__ = ["available", "gemm"]

@@ -1,0 +1,142 @@
+"""GEMM: out[M,N] = a[M,K] @ b[K,N].
+
+Layouts follow DeepBench's transpose flags applied to row-major operands: a_t makes `a`
+a transposed view of a contiguous (K, M) tensor, b_t makes `b` a transposed view of a
+contiguous (N, K) tensor (nn.Linear's weight). FLOPs = 2*M*N*K (one multiply and one add
+per term). Bytes = each of A, B and C moved once: (M*K + K*N + M*N) * element size, the
+compulsory traffic a perfectly blocked kernel needs.
+
+Inputs are seeded: a ~ N(0, 1), b ~ N(0, 1/K), so outputs are O(1) for every K and one
+(atol, rtol) per dtype serves all shapes. The reference is computed in float64 from the
+same (already rounded) inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from pydeepbench import _native
+from pydeepbench.check import Tolerance
+from pydeepbench.ops import _triton
+from pydeepbench.ops._spec import OpSpec
+from pydeepbench.registry import get_impl, register_impl, register_op
+
+# fp32: accumulation-order differences grow ~sqrt(K)*eps; 1e-4 rejects a bf16-rounded
+# "fp32" GEMM (errors ~4e-3). bf16/fp16 outputs are rounded to 8/11 mantissa bits.
+TOLERANCES = {
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-4),
+    torch.bfloat16: Tolerance(atol=2e-2, rtol=1.6e-2),
+    torch.float16: Tolerance(atol=2e-3, rtol=2e-3),
+}
+
+
+@register_op("gemm")
+class Gemm(OpSpec):
+    fields = {
+        "M": (int, None, 1),
+        "N": (int, None, 1),
+        "K": (int, None, 1),
+        "a_t": (bool, False, 0),
+        "b_t": (bool, False, 0),
+    }
+    tolerances = TOLERANCES
+
+    def describe(self, s: dict) -> str:
+        lay = ("T" if s["a_t"] else "N") + ("T" if s["b_t"] else "N")
+        return f"M={s['M']},N={s['N']},K={s['K']},{lay}"
+
+    def flops(self, s: dict) -> float:
+        return 2.0 * s["M"] * s["N"] * s["K"]
+
+    def bytes(self, s: dict, dtype: torch.dtype) -> float:
+        return float((s["M"] * s["K"] + s["K"] * s["N"] + s["M"] * s["N"]) * dtype.itemsize)
+
+    def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
+        """Peak memory of one checked case: inputs, outputs, float64 reference and the
+        float64 copies the gate compares."""
+        M, N, K = s["M"], s["N"], s["K"]
+        return (M * K + K * N) * (dtype.itemsize + 4 + 8) + M * N * (2 * dtype.itemsize + 8 * 4)
+
+    def make_inputs(self, s: dict, dtype: torch.dtype, device: str, seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        M, N, K = s["M"], s["N"], s["K"]
+        a = torch.randn((K, M) if s["a_t"] else (M, K), generator=g)
+        b = torch.randn((N, K) if s["b_t"] else (K, N), generator=g) / math.sqrt(K)
+        a, b = a.to(device=device, dtype=dtype), b.to(device=device, dtype=dtype)
+        return {"a": a.t() if s["a_t"] else a, "b": b.t() if s["b_t"] else b}
+
+    def reference(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a.to("cpu", torch.float64) @ b.to("cpu", torch.float64)
+
+
+def _validate(a: torch.Tensor, b: torch.Tensor) -> None:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError("gemm: a and b must be torch.Tensors")
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"gemm: a and b must be 2-D, got {a.dim()}-D and {b.dim()}-D")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"gemm: shapes {tuple(a.shape)} and {tuple(b.shape)} do not multiply "
+            f"(a has K={a.shape[1]}, b has K={b.shape[0]})"
+        )
+    if a.dtype != b.dtype:
+        raise ValueError(f"gemm: a is {a.dtype} but b is {b.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"gemm: a is on {a.device} but b is on {b.device}")
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor, *, impl: str = "native") -> torch.Tensor:
+    """a @ b with the chosen implementation (ootb, native, triton)."""
+    _validate(a, b)
+    chosen = get_impl("gemm", impl)
+    device = a.device.type
+    why = chosen.why_not(device, a.dtype)
+    if why:
+        raise ValueError(f"gemm impl {impl!r} cannot run here: {why}")
+    return chosen.fn(a, b)
+
+
+@register_impl(
+    "gemm", "ootb", devices=("cpu", "cuda"), dtypes=(torch.float32, torch.bfloat16, torch.float16)
+)
+def gemm_ootb(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.matmul (MKL/oneDNN on CPU, cuBLAS on GPU)."""
+    return torch.matmul(a, b)
+
+
+def _cpu_operand(t: torch.Tensor) -> torch.Tensor:
+    # The kernel takes any non-negative strides; zero-size or negative-stride views are
+    # the only ones it cannot walk directly.
+    return t if all(s >= 0 for s in t.stride()) else t.contiguous()
+
+
+@register_impl(
+    "gemm",
+    "native",
+    devices=("cpu",),
+    dtypes=(torch.float32, torch.bfloat16),
+    available=_native.cpu_unavailable,
+)
+def gemm_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """pydeepbench C++ kernel: packed, cache-blocked, ISA chosen at run time."""
+    a, b = _cpu_operand(a), _cpu_operand(b)
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), None, False)
+    return out
+
+
+@register_impl(
+    "gemm",
+    "triton",
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    available=_triton.unavailable,
+    supports=lambda s, dtype, device: _triton.too_big_for_interpreter(Gemm().flops(s), device),
+)
+def gemm_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Triton tl.dot kernel, grouped tile order, fp32 accumulate (interpreter on CPU)."""
+    from pydeepbench.kernels import gemm as kernel
+
+    return kernel.gemm(a, b)

@@ -1,0 +1,276 @@
+"""The only module that formats output: terminal tables, JSON (versioned schema), CSV and
+Markdown. JSON is rewritten atomically after every case, so an interrupted sweep keeps
+everything it measured."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+SCHEMA = "pydeepbench.results/1"
+
+# Every result row carries these keys (None when they do not apply, e.g. skipped rows).
+ROW_FIELDS = (
+    "op",
+    "impl",
+    "device",
+    "dtype",
+    "set",
+    "case",
+    "shape",
+    "seed",
+    "mode",
+    "status",
+    "reason",
+    "time_s",
+    "samples_s",
+    "flops",
+    "bytes",
+    "tflops",
+    "gbps",
+    "arithmetic_intensity",
+    "peak_flops",
+    "peak_flops_source",
+    "peak_bw",
+    "pct_peak_flops",
+    "pct_peak_bw",
+    "attainable_flops",
+    "bound",
+    "pct_attainable",
+    "speedup_vs_ootb",
+    "check",
+    "harness",
+)
+STATUSES = ("ok", "skipped", "failed")
+
+
+def normalize(row: dict) -> dict:
+    unknown = set(row) - set(ROW_FIELDS)
+    if unknown:
+        raise ValueError(f"result row has fields outside the schema: {sorted(unknown)}")
+    if row.get("status") not in STATUSES:
+        raise ValueError(f"result row status must be one of {STATUSES}, got {row.get('status')!r}")
+    return {k: row.get(k) for k in ROW_FIELDS}
+
+
+class JsonWriter:
+    def __init__(self, path: str | os.PathLike, system: dict, peaks: dict | None, run: dict):
+        self.path = Path(path)
+        self.doc = {
+            "schema": SCHEMA,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "run": run,
+            "system": system,
+            "peaks": peaks,
+            "complete": False,
+            "results": [],
+        }
+        self._flush()
+
+    def add(self, rows: list[dict]) -> None:
+        self.doc["results"].extend(normalize(r) for r in rows)
+        self._flush()
+
+    def close(self) -> None:
+        self.doc["complete"] = True
+        self._flush()
+
+    def _flush(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".partial")
+        tmp.write_text(json.dumps(self.doc, indent=1, allow_nan=False, default=_json_default))
+        tmp.replace(self.path)
+
+
+def _json_default(o):
+    raise TypeError(f"cannot serialize {type(o).__name__} in results")
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    doc = json.loads(Path(path).read_text())
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: schema {doc.get('schema')!r} is not {SCHEMA!r}")
+    return doc
+
+
+def _fmt_time(s: float | None) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def _fmt(v: float | None, spec: str = ".3g", suffix: str = "") -> str:
+    return "-" if v is None else f"{v:{spec}}{suffix}"
+
+
+FLAT_COLUMNS = (
+    "op",
+    "impl",
+    "device",
+    "dtype",
+    "set",
+    "case",
+    "mode",
+    "status",
+    "reason",
+    "time_median_s",
+    "time_min_s",
+    "time_iqr_s",
+    "n",
+    "tflops",
+    "gbps",
+    "pct_peak_flops",
+    "pct_peak_bw",
+    "bound",
+    "speedup_vs_ootb",
+    "check_ok",
+    "max_abs_err",
+    "stop_reason",
+    "noisy",
+)
+
+
+def flat(row: dict) -> dict:
+    t = row.get("time_s") or {}
+    chk = row.get("check") or {}
+    h = row.get("harness") or {}
+    return {
+        **{
+            k: row.get(k)
+            for k in (
+                "op",
+                "impl",
+                "device",
+                "dtype",
+                "set",
+                "case",
+                "mode",
+                "status",
+                "reason",
+                "tflops",
+                "gbps",
+                "pct_peak_flops",
+                "pct_peak_bw",
+                "bound",
+                "speedup_vs_ootb",
+            )
+        },
+        "time_median_s": t.get("median"),
+        "time_min_s": t.get("min"),
+        "time_iqr_s": t.get("iqr"),
+        "n": t.get("n"),
+        "check_ok": chk.get("ok"),
+        "max_abs_err": chk.get("max_abs_err"),
+        "stop_reason": h.get("stop_reason"),
+        "noisy": h.get("noisy"),
+    }
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FLAT_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(flat(r))
+
+
+def _cells(r: dict) -> list[str]:
+    t = (r.get("time_s") or {}).get("median")
+    chk = r.get("check")
+    if r["status"] == "ok":
+        noisy = (r.get("harness") or {}).get("noisy")
+        status = "ok" + (" (noisy)" if noisy else "")
+    else:
+        status = f"{r['status']}: {r.get('reason')}"
+    check = "-" if chk is None else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_err']:.1e}"
+    return [
+        r["case"],
+        r["impl"],
+        r["dtype"],
+        _fmt_time(t),
+        _fmt(r.get("tflops"), ".3g"),
+        _fmt(r.get("gbps"), ".1f"),
+        _fmt(r.get("pct_peak_flops"), ".0f", "%"),
+        _fmt(r.get("pct_peak_bw"), ".0f", "%"),
+        r.get("bound") or "-",
+        _fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
+        check,
+        status,
+    ]
+
+
+HEADERS = [
+    "case",
+    "impl",
+    "dtype",
+    "time (median)",
+    "TF/s",
+    "GB/s",
+    "%peak F",
+    "%peak BW",
+    "bound",
+    "vs ootb",
+    "check",
+    "status",
+]
+
+
+# Fixed widths so the tables printed case by case line up as one table.
+WIDTHS = [28, 6, 8, 13, 9, 7, 7, 8, 7, 7, 14, 30]
+
+
+def table(rows: list[dict], header: bool = True) -> Table:
+    t = Table(box=None, show_header=header, pad_edge=False, header_style="bold")
+    for h, w in zip(HEADERS, WIDTHS, strict=True):
+        t.add_column(h, min_width=w, max_width=w if h != "status" else None, overflow="fold")
+    for r in rows:
+        t.add_row(*_cells(r))
+    return t
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """Geomean speedup vs ootb per (impl, dtype), and counts of failed/skipped rows."""
+    out = []
+    keys = sorted({(r["impl"], r["dtype"]) for r in rows if r["impl"] != "ootb"})
+    for impl, dtype in keys:
+        sp = [
+            r["speedup_vs_ootb"]
+            for r in rows
+            if r["impl"] == impl and r["dtype"] == dtype and r.get("speedup_vs_ootb")
+        ]
+        g = geomean(sp)
+        if g is not None:
+            out.append(f"{impl} {dtype}: geomean {g:.2f}x vs ootb over {len(sp)} cases")
+    for status in ("failed", "skipped"):
+        n = sum(r["status"] == status for r in rows)
+        if n:
+            out.append(f"{n} row(s) {status}")
+    return out
+
+
+def console() -> Console:
+    # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 170)

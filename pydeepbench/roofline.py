@@ -1,0 +1,240 @@
+"""Roofline peaks: measured by our own native probes, plus datasheet peaks for known GPUs.
+
+CPU probes (csrc/cpu/roofline*.cpp): independent FMA chains per dtype at the widest ISA
+the CPU supports, and STREAM copy/triad over arrays of 4x the last-level cache, results
+validated, bandwidth from the minimum time (BabelStream's convention: copy moves 2 words
+per element, triad 3; write-allocate traffic is not counted). Peaks are cached per machine
+in ~/.cache/pydeepbench; `python -m pydeepbench roofline --refresh` re-measures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pydeepbench import _native, harness, system
+
+SCHEMA = "pydeepbench.roofline/1"
+
+# Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
+# NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 product brief,
+# AMD Instinct MI300X datasheet. tf32/bf16/fp16 are tensor-core (matrix) peaks.
+DATASHEET = {
+    "A100-SXM4-80GB": dict(
+        float32=19.5e12, tf32=156e12, bfloat16=312e12, float16=312e12, bandwidth=2039e9
+    ),
+    "A100-SXM4-40GB": dict(
+        float32=19.5e12, tf32=156e12, bfloat16=312e12, float16=312e12, bandwidth=1555e9
+    ),
+    "A100 80GB PCIe": dict(
+        float32=19.5e12, tf32=156e12, bfloat16=312e12, float16=312e12, bandwidth=1935e9
+    ),
+    "H100 80GB HBM3": dict(
+        float32=67e12, tf32=494.7e12, bfloat16=989.4e12, float16=989.4e12, bandwidth=3350e9
+    ),
+    "H100 PCIe": dict(
+        float32=51e12, tf32=378e12, bfloat16=756e12, float16=756e12, bandwidth=2000e9
+    ),
+    "H200": dict(
+        float32=67e12, tf32=494.7e12, bfloat16=989.4e12, float16=989.4e12, bandwidth=4800e9
+    ),
+    "MI300X": dict(
+        float32=163.4e12, tf32=653.7e12, bfloat16=1307.4e12, float16=1307.4e12, bandwidth=5300e9
+    ),
+}
+
+
+def datasheet_for(gpu_name: str) -> tuple[str, dict] | None:
+    """Longest datasheet key contained in the device name (so 'H100 PCIe' beats 'H100')."""
+    hits = [k for k in DATASHEET if k.lower() in gpu_name.lower()]
+    if not hits:
+        return None
+    key = max(hits, key=len)
+    return key, DATASHEET[key]
+
+
+@dataclass
+class Peaks:
+    device: str
+    flops: dict[str, float]  # dtype name -> FLOP/s
+    flops_source: dict[str, str]
+    bandwidth: float  # bytes/s
+    bandwidth_source: str
+    detail: dict
+
+    def peak_flops(self, dtype: torch.dtype) -> tuple[float | None, str]:
+        """Peak FLOP/s for dtype and where it comes from. On a CPU without a native bf16
+        dot product, bf16 math runs on the fp32 FMA units, so fp32 is the roof."""
+        name = str(dtype).removeprefix("torch.")
+        if name in self.flops:
+            return self.flops[name], self.flops_source[name]
+        if "float32" in self.flops and self.device == "cpu":
+            return self.flops[
+                "float32"
+            ], f"{self.flops_source['float32']} (fp32 FMA: no native {name} FMA)"
+        return None, f"no {name} peak"
+
+    def as_dict(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "device": self.device,
+            "flops": self.flops,
+            "flops_source": self.flops_source,
+            "bandwidth": self.bandwidth,
+            "bandwidth_source": self.bandwidth_source,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Peaks:
+        if d.get("schema") != SCHEMA:
+            raise ValueError(f"roofline cache has schema {d.get('schema')!r}, want {SCHEMA}")
+        return cls(
+            d["device"],
+            d["flops"],
+            d["flops_source"],
+            d["bandwidth"],
+            d["bandwidth_source"],
+            d["detail"],
+        )
+
+
+def _probe_config(max_time_s: float) -> harness.HarnessConfig:
+    return harness.HarnessConfig(
+        min_samples=5, max_time_s=max_time_s, min_time_s=0.1, warmup_min_s=0.1
+    )
+
+
+def measure_cpu(max_time_s: float = 2.0) -> Peaks:
+    C = _native.cpu()
+    flops, source, detail = {}, {}, {}
+    for dtype in ("float32", "bfloat16"):
+        if not C.fma_probe_supported(dtype):
+            detail[f"fma_{dtype}"] = f"unsupported on ISA {C.isa()}"
+            continue
+        iters = 200_000
+        done = {}
+
+        def run(dtype=dtype, iters=iters, done=done):
+            done["flops"], done["checksum"], done["threads"] = C.fma_probe(dtype, iters)
+
+        m = harness.measure(run, _probe_config(max_time_s))
+        flops[dtype] = done["flops"] / m.stats.min
+        source[dtype] = f"measured: {C.isa()} FMA chains x {done['threads']} threads"
+        detail[f"fma_{dtype}"] = {
+            "median_flops": done["flops"] / m.stats.median,
+            "threads": done["threads"],
+            "samples": m.stats.n,
+        }
+
+    n = max(4 * harness.llc_bytes("cpu") // 4, 1 << 24)
+    b = torch.arange(n, dtype=torch.float32).remainder_(1000.0)
+    c = torch.full((n,), 2.0)
+    a = torch.zeros(n)  # written (not torch.empty) so no page maps the shared zero page
+    bw = {}
+    m = harness.measure(
+        lambda: C.stream_copy(_native.arg(a), _native.arg(b)), _probe_config(max_time_s)
+    )
+    if not torch.equal(a, b):
+        raise RuntimeError("STREAM copy probe produced a wrong result")
+    bw["copy"] = 2 * n * 4 / m.stats.min
+    m = harness.measure(
+        lambda: C.stream_triad(_native.arg(a), _native.arg(b), _native.arg(c), 3.0),
+        _probe_config(max_time_s),
+    )
+    if not torch.allclose(a, b + 3.0 * c):
+        raise RuntimeError("STREAM triad probe produced a wrong result")
+    bw["triad"] = 3 * n * 4 / m.stats.min
+    detail["stream"] = {"elements": n, "bytes_per_s": bw}
+    best = max(bw, key=bw.get)
+    return Peaks("cpu", flops, source, bw[best], f"measured: STREAM {best}, min time", detail)
+
+
+def measure_cuda(max_time_s: float = 2.0) -> Peaks:
+    """GPU: datasheet peaks for known devices plus a measured copy bandwidth.
+    Untested on this project's CI (no GPU there)."""
+    name = torch.cuda.get_device_name(0)
+    flops, source, detail = {}, {}, {}
+    sheet = datasheet_for(name)
+    if sheet:
+        key, vals = sheet
+        for k, v in vals.items():
+            if k != "bandwidth":
+                flops[k], source[k] = v, f"datasheet: {key}"
+        detail["datasheet_bandwidth"] = vals["bandwidth"]
+    n = 64 * harness.llc_bytes("cuda") // 4
+    src = torch.rand(n, device="cuda")
+    dst = torch.zeros_like(src)
+    m = harness.measure(lambda: dst.copy_(src), _probe_config(max_time_s), device="cuda")
+    if not torch.equal(dst, src):
+        raise RuntimeError("GPU copy probe produced a wrong result")
+    measured_bw = 2 * n * 4 / m.stats.min
+    detail["measured_copy_bandwidth"] = measured_bw
+    if sheet:
+        bw, bw_src = sheet[1]["bandwidth"], f"datasheet: {sheet[0]}"
+    else:
+        bw, bw_src = measured_bw, "measured: torch copy_"
+    return Peaks("cuda", flops, source, bw, bw_src, detail)
+
+
+def _cache_path(device: str) -> Path:
+    from pydeepbench import __version__
+
+    sysinfo = system.collect()
+    key = json.dumps(
+        [
+            device,
+            system.machine_id(sysinfo),
+            sysinfo["cpu"].get("isa"),
+            os.environ.get("PYDEEPBENCH_ISA"),
+            __version__,
+        ]
+    )
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    root = Path(os.environ.get("PYDEEPBENCH_CACHE", Path.home() / ".cache" / "pydeepbench"))
+    return root / f"roofline-{device}-{digest}.json"
+
+
+def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -> Peaks:
+    """Cached peaks for this machine and device, measuring them on first use."""
+    path = _cache_path(device)
+    if path.exists() and not refresh:
+        try:
+            return Peaks.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError):
+            pass  # stale or corrupt cache: measure again
+    p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(p.as_dict(), indent=1))
+    tmp.replace(path)
+    return p
+
+
+def place(flops: float, nbytes: float, seconds: float, dtype: torch.dtype, pk: Peaks) -> dict:
+    """Where one measurement sits under the roofline."""
+    achieved = flops / seconds if seconds > 0 else 0.0
+    bw = nbytes / seconds if seconds > 0 else 0.0
+    peak, peak_src = pk.peak_flops(dtype)
+    ai = flops / nbytes if nbytes else float("inf")
+    out = {
+        "tflops": achieved / 1e12,
+        "gbps": bw / 1e9,
+        "arithmetic_intensity": ai,
+        "peak_flops": peak,
+        "peak_flops_source": peak_src,
+        "peak_bw": pk.bandwidth,
+        "pct_peak_flops": 100 * achieved / peak if peak else None,
+        "pct_peak_bw": 100 * bw / pk.bandwidth if pk.bandwidth else None,
+    }
+    if peak and pk.bandwidth:
+        attainable = min(peak, ai * pk.bandwidth)
+        out["attainable_flops"] = attainable
+        out["bound"] = "compute" if peak <= ai * pk.bandwidth else "memory"
+        out["pct_attainable"] = 100 * achieved / attainable if attainable else None
+    return out

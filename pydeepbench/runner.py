@@ -1,0 +1,177 @@
+"""One benchmark sweep: for each case and implementation, make seeded inputs, run once,
+check against the reference, time with the harness, and emit a result row."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from pydeepbench import harness, registry, roofline, system
+from pydeepbench.check import compare
+from pydeepbench.ops._spec import dtype_name
+from pydeepbench.shapes import Case
+
+# Fraction of MemAvailable one case may use; the rest is headroom for torch and the OS.
+MEMORY_FRACTION = 0.7
+
+
+@dataclass
+class SweepConfig:
+    op: str
+    impls: list[str]
+    dtypes: list[torch.dtype]
+    device: str
+    harness: harness.HarnessConfig
+    shape_set: str
+
+
+def _base_row(cfg: SweepConfig, impl: str, dtype: torch.dtype, case: Case) -> dict:
+    return {
+        "op": cfg.op,
+        "impl": impl,
+        "device": cfg.device,
+        "dtype": dtype_name(dtype),
+        "set": cfg.shape_set,
+        "case": case.name,
+        "shape": dict(case.shape),
+        "seed": case.seed,
+        "mode": cfg.harness.mode,
+    }
+
+
+def _skip(row: dict, reason: str, status: str = "skipped") -> dict:
+    row.update(status=status, reason=reason)
+    return row
+
+
+def run_case(
+    cfg: SweepConfig,
+    case: Case,
+    dtype: torch.dtype,
+    peaks: roofline.Peaks | None,
+    flusher: harness.CacheFlusher | None,
+) -> list[dict]:
+    """All implementations on one (case, dtype); one reference shared by all of them."""
+    spec = registry.get_op(cfg.op)
+    rows = []
+    runnable = []
+    for name in cfg.impls:
+        impl = registry.get_impl(cfg.op, name)
+        row = _base_row(cfg, name, dtype, case)
+        why = impl.why_not(cfg.device, dtype) or impl.supports(case.shape, dtype, cfg.device)
+        if why:
+            rows.append(_skip(row, why))
+        else:
+            runnable.append((impl, row))
+    if not runnable:
+        return rows
+
+    need = spec.footprint_bytes(case.shape, dtype)
+    have = system.available_memory_bytes()
+    if need > MEMORY_FRACTION * have:
+        reason = (
+            f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of the "
+            f"{have / 2**30:.1f} GiB available"
+        )
+        return rows + [_skip(row, reason) for _, row in runnable]
+
+    inputs = spec.make_inputs(case.shape, dtype, cfg.device, case.seed)
+    ref = spec.reference(**inputs)
+    tol = spec.tolerance(dtype)
+    flops = spec.flops(case.shape)
+    nbytes = spec.bytes(case.shape, dtype)
+    for impl, row in runnable:
+        row.update(flops=flops, bytes=nbytes)
+        try:
+            out = impl.fn(**inputs)
+            if cfg.device.startswith("cuda"):
+                torch.cuda.synchronize()
+        except Exception as e:  # an impl bug must not end the sweep; it is recorded
+            rows.append(_skip(row, f"error: {type(e).__name__}: {e}", "failed"))
+            continue
+        chk = compare(out, ref, tol)
+        row["check"] = {
+            "ok": chk.ok,
+            "max_abs_err": chk.max_abs_err,
+            "max_rel_err": chk.max_rel_err,
+            "atol": chk.atol,
+            "rtol": chk.rtol,
+            "mismatched": chk.mismatched,
+        }
+        del out
+        if not chk.ok:
+            rows.append(_skip(row, f"wrong result: {chk.message}", "failed"))
+            continue
+        m = harness.measure(
+            lambda impl=impl, inputs=inputs: impl.fn(**inputs),
+            cfg.harness,
+            flush=flusher,
+            device=cfg.device,
+        )
+        st = m.stats
+        row.update(
+            status="ok",
+            reason=None,
+            time_s={
+                "median": st.median,
+                "min": st.min,
+                "max": st.max,
+                "mean": st.mean,
+                "stdev": st.stdev,
+                "q1": st.q1,
+                "q3": st.q3,
+                "iqr": st.iqr,
+                "rel_iqr": st.rel_iqr,
+                "n": st.n,
+            },
+            samples_s=m.samples_s,
+            harness={
+                "stop_reason": m.stop_reason,
+                "warmup_iters": m.warmup_iters,
+                "block": m.block,
+                "noisy": m.noisy,
+                "timer": m.timer,
+            },
+        )
+        if peaks is not None:
+            row.update(roofline.place(flops, nbytes, st.median, dtype, peaks))
+        else:
+            row.update(
+                tflops=flops / st.median / 1e12,
+                gbps=nbytes / st.median / 1e9,
+                pct_peak_flops=None,
+                pct_peak_bw=None,
+            )
+        rows.append(row)
+    del inputs, ref
+    gc.collect()
+    _add_speedups(rows)
+    return rows
+
+
+def _add_speedups(rows: list[dict]) -> None:
+    base = next((r for r in rows if r["impl"] == "ootb" and r["status"] == "ok"), None)
+    for r in rows:
+        if r["status"] == "ok" and base is not None:
+            r["speedup_vs_ootb"] = base["time_s"]["median"] / r["time_s"]["median"]
+        else:
+            r["speedup_vs_ootb"] = None
+
+
+def sweep(
+    cfg: SweepConfig,
+    cases: Iterable[Case],
+    peaks: roofline.Peaks | None,
+    on_rows: Callable[[list[dict]], None],
+) -> list[dict]:
+    flusher = harness.CacheFlusher(cfg.device) if cfg.harness.mode == "cold" else None
+    all_rows = []
+    for case in cases:
+        for dtype in cfg.dtypes:
+            rows = run_case(cfg, case, dtype, peaks, flusher)
+            all_rows.extend(rows)
+            on_rows(rows)
+    return all_rows

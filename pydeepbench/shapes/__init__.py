@@ -1,0 +1,109 @@
+"""Shape sets: versioned data files (one per set) that name their public source.
+
+File format (TOML): schema = "pydeepbench.shapes/1", name, op, version, seed, source, and
+`cases`, a list of tables holding the op's shape keys (plus an optional `name`). Code never
+hard-codes a benchmark shape; pytest ids and CLI sweeps both come from these files.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = "pydeepbench.shapes/1"
+_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    shape: dict
+    seed: int
+
+
+@dataclass(frozen=True)
+class ShapeSet:
+    name: str
+    op: str
+    version: int
+    source: str
+    cases: list[Case] = field(default_factory=list)
+    path: str = ""
+
+
+def builtin_sets(op: str | None = None) -> dict[str, Path]:
+    """Set name -> file for the sets shipped with pydeepbench (optionally for one op)."""
+    sets = {}
+    for p in sorted(_DIR.glob("*.toml")):
+        if op is None or _peek_op(p) == op:
+            sets[p.stem] = p
+    return sets
+
+
+def _peek_op(path: Path) -> str | None:
+    with path.open("rb") as f:
+        return tomllib.load(f).get("op")
+
+
+def load(name_or_path: str, op: str | None = None) -> ShapeSet:
+    """Load a built-in set by name, or a file by path; validate it against the op."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" and path.exists()):
+        sets = builtin_sets()
+        if name_or_path not in sets:
+            raise ValueError(
+                f"unknown shape set {name_or_path!r}; built-in sets: {', '.join(sets)} "
+                "(or pass a path to a .toml file)"
+            )
+        path = sets[name_or_path]
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from e
+    for key in ("schema", "name", "op", "version", "source", "cases"):
+        if key not in data:
+            raise ValueError(f"{path}: missing field {key!r}")
+    if data["schema"] != SCHEMA:
+        raise ValueError(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
+    if op is not None and data["op"] != op:
+        raise ValueError(f"shape set {data['name']!r} is for op {data['op']!r}, not {op!r}")
+    base_seed = int(data.get("seed", 0))
+    from pydeepbench import registry
+
+    spec = registry.get_op(data["op"])
+    cases = []
+    for i, raw in enumerate(data["cases"]):
+        raw = dict(raw)
+        label = raw.pop("name", None)
+        try:
+            shape = spec.validate_shape(raw)
+        except ValueError as e:
+            raise ValueError(f"{path}: case {i} ({label or raw}): {e}") from e
+        cases.append(Case(label or spec.describe(shape), shape, base_seed + i))
+    return ShapeSet(
+        data["name"], data["op"], int(data["version"]), data["source"], cases, str(path)
+    )
+
+
+def parse_shape(text: str, op: str) -> Case:
+    """`M=128,N=512,K=13,b_t=1` -> a one-case set for the CLI's --shape."""
+    from pydeepbench import registry
+
+    raw: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--shape: expected KEY=VALUE, got {part!r}")
+        k, v = (s.strip() for s in part.split("=", 1))
+        low = v.lower()
+        if low in ("true", "false"):
+            raw[k] = low == "true"
+        else:
+            try:
+                raw[k] = int(v)
+            except ValueError:
+                raw[k] = v
+    spec = registry.get_op(op)
+    shape = spec.validate_shape(raw)
+    return Case(spec.describe(shape), shape, 0)

@@ -1,0 +1,149 @@
+"""Hardware and software metadata, and GPU telemetry through NVML, for every run."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from pydeepbench import _native
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str | None:
+    """Commit of the source tree this package was installed from, when run inside it."""
+    for where in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(where), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+def cpu_info() -> dict:
+    info = {
+        "model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if _native.cpu_unavailable() is None:
+        C = _native.cpu()
+        info["isa"] = C.isa()
+        info["features"] = C.cpu_info()
+    return info
+
+
+def gpu_telemetry(index: int = 0) -> dict:
+    """Clocks, power, temperature and throttle reasons via nvidia-ml-py, or why not."""
+    try:
+        import pynvml
+    except ImportError:
+        return {"available": False, "reason": "nvidia-ml-py is not installed"}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return {"available": False, "reason": f"NVML: {e}"}
+    try:
+        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(h)
+        return {
+            "available": True,
+            "driver": pynvml.nvmlSystemGetDriverVersion(),
+            "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
+            "max_sm_clock_mhz": pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+            "power_w": pynvml.nvmlDeviceGetPowerUsage(h) / 1000.0,
+            "temperature_c": pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU),
+            "clock_event_reasons": reasons,
+            # 0x4 sw power cap, 0x8 hw slowdown, 0x20 sw thermal, 0x40 hw thermal, 0x80 brake
+            "throttled": bool(reasons & (0x4 | 0x8 | 0x20 | 0x40 | 0x80)),
+        }
+    except pynvml.NVMLError as e:
+        return {"available": False, "reason": f"NVML: {e}"}
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def gpu_info() -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "name": props.name,
+        "capability": f"{props.major}.{props.minor}",
+        "memory_bytes": props.total_memory,
+        "multiprocessors": props.multi_processor_count,
+        "l2_bytes": getattr(props, "L2_cache_size", None),
+        "cuda_runtime": torch.version.cuda,
+        "telemetry": gpu_telemetry(0),
+    }
+
+
+def collect() -> dict:
+    from pydeepbench import __version__
+
+    compiler = _native.cpu().compiler if _native.cpu_unavailable() is None else None
+    return {
+        "hostname": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu": cpu_info(),
+        "gpu": gpu_info(),
+        "cuda_kernels": _native.cuda_unavailable() or "available",
+        "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": _version("numpy"),
+            "triton": _version("triton"),
+            "pydeepbench": __version__,
+            "compiler": compiler,
+        },
+        "git_commit": _git_commit(),
+    }
+
+
+def machine_id(system: dict) -> str:
+    """What makes two result files comparable as 'the same machine'."""
+    gpu = (system.get("gpu") or {}).get("name", "")
+    mem_gib = round(system["memory_bytes"] / 2**30)
+    return f"{system['cpu']['model']}|{system['cpu']['logical_cpus']} cpus|{mem_gib} GiB|{gpu}"
+
+
+def available_memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

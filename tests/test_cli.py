@@ -1,0 +1,158 @@
+"""End to end through the CLI: JSON schema, CSV/Markdown, list, bad input."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pydeepbench import cli, registry, report
+
+FAST = ["--max-time", "0.05", "--min-time", "0.0", "--min-samples", "3"]
+
+
+def run(args):
+    return cli.main(args)
+
+
+def test_gemm_sweep_writes_schema_json_csv_markdown(tmp_path, capsys):
+    j, c, m = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.md"
+    rc = run(
+        [
+            "gemm",
+            "--shapes",
+            "dlrm",
+            "--limit",
+            "2",
+            "--dtype",
+            "fp32,bf16",
+            *FAST,
+            "--json",
+            str(j),
+            "--csv",
+            str(c),
+            "--markdown",
+            str(m),
+            "--no-roofline",
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(j.read_text())
+    assert doc["schema"] == report.SCHEMA and doc["complete"] is True
+    assert {"cpu", "versions", "git_commit", "os"} <= set(doc["system"])
+    assert doc["system"]["versions"]["torch"]
+    rows = doc["results"]
+    assert len(rows) == 2 * 2 * len(registry.impls("gemm"))
+    for r in rows:
+        assert set(r) == set(report.ROW_FIELDS)
+        assert r["set"] == "dlrm" and r["mode"] == "hot" and r["device"] == "cpu"
+        impl = registry.get_impl("gemm", r["impl"])
+        dtype = getattr(torch, r["dtype"])
+        if impl.why_not("cpu", dtype) is None and impl.supports(r["shape"], dtype, "cpu") is None:
+            assert r["status"] == "ok", r["reason"]
+            assert r["check"]["ok"] is True
+            assert set(r["time_s"]) >= {"median", "min", "mean", "stdev", "iqr", "n"}
+            assert r["time_s"]["n"] == len(r["samples_s"]) >= 1
+            if r["harness"]["stop_reason"] != "max_time":  # e.g. the Triton interpreter
+                assert r["time_s"]["n"] >= 3
+            assert r["flops"] == 2 * r["shape"]["M"] * r["shape"]["N"] * r["shape"]["K"]
+            assert r["tflops"] == pytest.approx(r["flops"] / r["time_s"]["median"] / 1e12)
+        else:
+            assert r["status"] == "skipped" and r["reason"]
+    out = capsys.readouterr().out
+    assert "geomean" in out and "kaggle.bot0" in out
+    with c.open() as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert m.read_text().startswith("| case | impl |")
+
+
+def test_single_shape_with_roofline(tmp_path):
+    j = tmp_path / "r.json"
+    assert (
+        run(
+            [
+                "gemm",
+                "--shape",
+                "M=64,N=64,K=64",
+                "--impl",
+                "ootb,native",
+                *FAST,
+                "--mode",
+                "cold",
+                "--json",
+                str(j),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(j.read_text())
+    assert doc["peaks"]["flops"]["float32"] > 0 and doc["peaks"]["bandwidth"] > 0
+    for r in doc["results"]:
+        assert r["mode"] == "cold"
+        assert r["pct_peak_flops"] > 0 and r["pct_peak_bw"] > 0
+        assert r["bound"] in ("compute", "memory")
+        assert r["attainable_flops"] <= r["peak_flops"]
+    native = next(r for r in doc["results"] if r["impl"] == "native")
+    assert native["speedup_vs_ootb"] > 0
+
+
+def test_list_shows_impls_and_reasons(capsys):
+    assert run(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "gemm" in out and "native" in out and "dlrm" in out
+    assert "cuda: unavailable" in out or "cuda: available" in out
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["gemm", "--shapes", "no-such-set"], "unknown shape set"),
+        (["gemm", "--shape", "M=1,N=1"], "needs field 'K'"),
+        (["gemm", "--shape", "M=1,N=1,K=1", "--impl", "magic"], "unknown implementation"),
+        (["gemm", "--shape", "M=1,N=1,K=1", "--dtype", "fp8"], "unknown dtype"),
+    ],
+)
+def test_bad_arguments_exit_2_with_message(args, match, capsys):
+    assert run(args + ["--no-roofline"]) == 2
+    assert match in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "pydeepbench", "list"], capture_output=True, text=True, check=True
+    )
+    assert "gemm" in out.stdout
+
+
+def test_failed_impl_is_recorded_not_hidden(tmp_path):
+    import torch
+
+    def wrong(a, b):
+        return (a.bfloat16() @ b.bfloat16()).float()
+
+    registry.register_impl("gemm", "bf16cast", devices=("cpu",), dtypes=(torch.float32,))(wrong)
+    try:
+        j = tmp_path / "r.json"
+        rc = run(
+            [
+                "gemm",
+                "--shape",
+                "M=32,N=32,K=512",
+                "--impl",
+                "ootb,bf16cast",
+                *FAST,
+                "--json",
+                str(j),
+                "--no-roofline",
+            ]
+        )
+        assert rc == 1  # a failed check makes the run fail
+        rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
+        assert rows["bf16cast"]["status"] == "failed"
+        assert "wrong result" in rows["bf16cast"]["reason"]
+        assert rows["bf16cast"]["check"]["ok"] is False and rows["bf16cast"]["time_s"] is None
+        assert rows["ootb"]["status"] == "ok"
+    finally:
+        registry._IMPLS["gemm"].pop("bf16cast")

@@ -1,0 +1,171 @@
+"""GEMM: formulas, every implementation against the reference, the gate, bad input."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydeepbench import ops, registry
+from pydeepbench.check import compare
+
+SPEC = registry.get_op("gemm")
+CPU_IMPLS = [n for n, i in registry.impls("gemm").items() if i.why_not("cpu") is None]
+SIZES = (1, 2, 7, 31, 64, 127, 257)
+SMOKE = [  # (M, N, K): every size appears in each position at least once
+    (1, 1, 1),
+    (2, 7, 31),
+    (7, 31, 2),
+    (31, 2, 7),
+    (64, 127, 257),
+    (127, 257, 64),
+    (257, 64, 127),
+    (1, 257, 31),
+    (257, 1, 7),
+    (64, 64, 1),
+]
+
+
+def shape(M, N, K, a_t=False, b_t=False):
+    return SPEC.validate_shape(dict(M=M, N=N, K=K, a_t=a_t, b_t=b_t))
+
+
+def run_checked(impl, s, dtype, seed=0):
+    inputs = SPEC.make_inputs(s, dtype, "cpu", seed)
+    out = ops.gemm(inputs["a"], inputs["b"], impl=impl)
+    assert out.dtype == dtype and out.shape == (s["M"], s["N"])
+    return compare(out, SPEC.reference(**inputs), SPEC.tolerance(dtype))
+
+
+def test_flops_and_bytes_formulas():
+    s = shape(3, 5, 7)
+    assert SPEC.flops(s) == 2 * 3 * 5 * 7
+    assert SPEC.bytes(s, torch.float32) == 4 * (3 * 7 + 7 * 5 + 3 * 5)
+    assert SPEC.bytes(s, torch.bfloat16) == 2 * (3 * 7 + 7 * 5 + 3 * 5)
+    big = shape(5124, 9124, 2560)
+    assert SPEC.flops(big) == 239_367_045_120  # DeepBench: 2*M*N*K, exact in a double
+
+
+def test_inputs_are_seeded_and_laid_out_as_asked():
+    s = shape(4, 6, 8, a_t=True, b_t=True)
+    x, y = (
+        SPEC.make_inputs(s, torch.float32, "cpu", 3),
+        SPEC.make_inputs(s, torch.float32, "cpu", 3),
+    )
+    assert torch.equal(x["a"], y["a"]) and torch.equal(x["b"], y["b"])
+    assert x["a"].shape == (4, 8) and x["a"].stride() == (1, 4)  # transposed view of (K, M)
+    assert x["b"].shape == (8, 6) and x["b"].stride() == (1, 8)  # transposed view of (N, K)
+    z = SPEC.make_inputs(s, torch.float32, "cpu", 4)
+    assert not torch.equal(x["a"], z["a"])
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT"])
+@pytest.mark.parametrize("mnk", SMOKE, ids=lambda t: "x".join(map(str, t)))
+def test_smoke_grid(impl, dtype, layout, mnk):
+    if dtype not in registry.get_impl("gemm", impl).dtypes:
+        pytest.skip(f"{impl} does not support {dtype}")
+    r = run_checked(impl, shape(*mnk, a_t=layout[0] == "T", b_t=layout[1] == "T"), dtype)
+    assert r.ok, r.message
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_non_contiguous_views(impl):
+    base_a = torch.randn(40, 90)
+    base_b = torch.randn(70, 50)
+    a = base_a[::2, 3:80:3]  # (20, 26), strides (180, 3)
+    b = base_b[5:31, ::2]  # (26, 25), strides (50, 2)
+    out = ops.gemm(a, b, impl=impl)
+    torch.testing.assert_close(out.double(), a.double() @ b.double(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_large_k_keeps_fp32_accuracy(impl):
+    r = run_checked(impl, shape(3, 5, 100_000), torch.float32)
+    assert r.ok, r.message
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    M=st.integers(1, 80),
+    N=st.integers(1, 80),
+    K=st.integers(1, 300),
+    a_t=st.booleans(),
+    b_t=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_matches_reference_on_random_shapes(M, N, K, a_t, b_t, seed):
+    r = run_checked("native", shape(M, N, K, a_t, b_t), torch.float32, seed)
+    assert r.ok, r.message
+
+
+# --- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "a, b, err, match",
+    [
+        (torch.randn(3), torch.randn(3, 4), ValueError, "2-D"),
+        (torch.randn(3, 4), torch.randn(5, 6), ValueError, "do not multiply"),
+        (torch.randn(3, 4), torch.randn(4, 2, dtype=torch.float64), ValueError, "float64"),
+        (torch.randn(3, 4).double(), torch.randn(4, 2).double(), ValueError, "supports"),
+        (torch.randn(3, 4), "b", TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_raises_clear_errors(a, b, err, match):
+    with pytest.raises(err, match=match):
+        ops.gemm(a, b, impl="native")
+
+
+def test_unknown_impl_is_named():
+    with pytest.raises(ValueError, match="unknown implementation 'fastest'"):
+        ops.gemm(torch.randn(2, 2), torch.randn(2, 2), impl="fastest")
+
+
+def test_unavailable_impl_says_why():
+    why = ops.available("gemm", "cuda")
+    assert why["native"] is not None  # no CUDA native GEMM without a GPU build and device
+
+
+def test_native_binding_rejects_mismatched_output():
+    from pydeepbench import _native
+
+    a, b, out = torch.randn(3, 4), torch.randn(4, 5), torch.empty(3, 6)
+    with pytest.raises(ValueError, match="out must be 3x5"):
+        _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), None, False)
+
+
+# --- the gate must reject known-bad implementations --------------------------------------
+
+
+def _bf16_cast_fp32(a, b):
+    """Claims fp32 but multiplies bf16-rounded inputs."""
+    return (a.bfloat16() @ b.bfloat16()).float()
+
+
+def _drops_last_column(a, b):
+    out = a @ b
+    out[:, -1] = 0
+    return out
+
+
+def _drops_last_k(a, b):
+    return a[:, :-1] @ b[:-1, :]
+
+
+@pytest.mark.parametrize("bad", [_bf16_cast_fp32, _drops_last_column, _drops_last_k])
+def test_gate_rejects_known_bad_impls(bad):
+    s = shape(64, 48, 256)
+    inputs = SPEC.make_inputs(s, torch.float32, "cpu", 0)
+    r = compare(bad(**inputs), SPEC.reference(**inputs), SPEC.tolerance(torch.float32))
+    assert not r.ok and r.mismatched > 0 and "elements outside" in r.message
+
+
+def test_tolerance_table_covers_every_impl_dtype():
+    for impl in registry.impls("gemm").values():
+        for dt in impl.dtypes:
+            tol = SPEC.tolerance(dt)
+            assert 0 < tol.atol < 0.1 and 0 < tol.rtol < 0.1
+    assert math.isclose(SPEC.tolerance(torch.float32).atol, 1e-4)

@@ -1,0 +1,148 @@
+"""The harness' stopping rule, warm-up and statistics, on a fake timer (no real clock)."""
+
+import statistics
+
+import numpy as np
+import pytest
+
+from pydeepbench import harness
+from pydeepbench.harness import HarnessConfig, Stats, measure
+
+
+class FakeTimer:
+    """Returns scripted per-call durations and advances a fake clock by each one."""
+
+    name = "fake"
+
+    def __init__(self, durations):
+        self.durations = iter(durations)
+        self.now = 0.0
+        self.calls = 0
+
+    def clock(self):
+        return self.now
+
+    def time(self, fn, calls=1):
+        total = 0.0
+        for _ in range(calls):
+            fn()
+            total += next(self.durations)
+        self.calls += calls
+        self.now += total
+        return total
+
+
+def steady(value):
+    while True:
+        yield value
+
+
+def cfg(**kw):
+    base = dict(
+        min_samples=10,
+        min_time_s=0.01,
+        max_time_s=1.0,
+        warmup_min_s=0.0,
+        warmup_min_iters=3,
+        min_block_s=0.0,
+    )
+    base.update(kw)
+    return HarnessConfig(**base)
+
+
+def test_converges_on_quiet_timings():
+    m = measure(lambda: None, cfg(), timer=FakeTimer(steady(1e-3)))
+    assert m.stop_reason == "converged"
+    assert m.stats.n == 10  # min_samples reached, 10 ms >= min_time, IQR = 0
+    assert m.stats.median == pytest.approx(1e-3)
+    assert not m.noisy
+
+
+def test_min_time_keeps_sampling_past_min_samples():
+    m = measure(lambda: None, cfg(min_time_s=0.05), timer=FakeTimer(steady(1e-3)))
+    assert m.stop_reason == "converged"
+    assert m.stats.n >= 50
+
+
+def test_noisy_timings_run_to_max_time_and_are_flagged():
+    rng = np.random.default_rng(0)
+    durations = iter((1e-3 * (1 + rng.random(100_000))).tolist())  # IQR/median ~ 1/3
+    m = measure(lambda: None, cfg(max_time_s=0.2), timer=FakeTimer(durations))
+    assert m.stop_reason == "max_time"
+    assert m.noisy
+    assert 0.2 <= sum(m.samples_s) < 0.2 + 2e-3
+
+
+def test_max_samples_stops():
+    rng = np.random.default_rng(1)
+    durations = iter((1e-3 * (1 + rng.random(100_000))).tolist())
+    m = measure(lambda: None, cfg(max_samples=25, max_time_s=100), timer=FakeTimer(durations))
+    assert m.stop_reason == "max_samples"
+    assert m.stats.n == 25
+
+
+def test_warmup_waits_until_steady():
+    # 5 slow calls (first touch, caches), then steady: warm-up must outlast the slow phase.
+    durations = [50e-3] * 5 + [1e-3] * 10_000
+    m = measure(lambda: None, cfg(), timer=FakeTimer(durations))
+    assert m.warmup_iters >= 8  # 5 slow + 3 steady that match the 3 before
+    assert max(m.samples_s) == pytest.approx(1e-3)
+
+
+def test_warmup_is_capped():
+    durations = [10e-3 * (1.5**i) for i in range(200)]  # never steady
+    m = measure(lambda: None, cfg(warmup_max_s=0.1, max_time_s=10), timer=FakeTimer(durations))
+    assert 0.1 <= sum(durations[: m.warmup_iters]) < 0.1 + durations[m.warmup_iters]
+
+
+def test_tiny_calls_are_blocked_and_reported_per_call():
+    timer = FakeTimer(steady(1e-6))
+    m = measure(lambda: None, cfg(min_block_s=100e-6), timer=timer)
+    assert 100 <= m.block <= 101  # ceil(100e-6 / 1e-6) up to float rounding
+    assert m.stats.median == pytest.approx(1e-6)
+
+
+def test_cold_mode_flushes_before_every_sample_and_never_blocks():
+    flushes = []
+    m = measure(
+        lambda: None,
+        cfg(mode="cold", min_block_s=1.0),
+        timer=FakeTimer(steady(1e-3)),
+        flush=lambda: flushes.append(1),
+    )
+    assert m.block == 1
+    assert len(flushes) == m.stats.n
+    assert m.mode == "cold"
+
+
+def test_stats_match_numpy():
+    xs = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    s = Stats.of(xs)
+    q1, med, q3 = np.quantile(xs, [0.25, 0.5, 0.75])
+    assert (s.q1, s.median, s.q3) == pytest.approx((q1, med, q3))
+    assert s.iqr == pytest.approx(q3 - q1)
+    assert s.rel_iqr == pytest.approx((q3 - q1) / med)
+    assert s.stdev == pytest.approx(statistics.stdev(xs))
+    assert (s.min, s.max, s.n) == (1.0, 9.0, 8)
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="mode"):
+        HarnessConfig(mode="lukewarm")
+    with pytest.raises(ValueError, match="min_samples"):
+        HarnessConfig(min_samples=0)
+
+
+def test_real_cpu_timer_measures_sleep():
+    import time
+
+    m = measure(
+        lambda: time.sleep(2e-3), cfg(max_time_s=0.2, min_samples=5), timer=harness.CpuTimer()
+    )
+    assert m.stats.min >= 2e-3
+
+
+def test_cache_flusher_buffer_covers_llc():
+    f = harness.CacheFlusher("cpu")
+    assert f.nbytes >= 2 * harness.llc_bytes("cpu")
+    f()

@@ -1,0 +1,71 @@
+import pytest
+
+from pydeepbench import registry, shapes
+
+EXPECTED_COUNTS = {
+    "deepbench-train": 160,
+    "deepbench-infer-server": 75,
+    "deepbench-infer-device": 13,
+    "fambench-mlp_A": 12,
+}
+
+
+@pytest.mark.parametrize("name", sorted(shapes.builtin_sets()))
+def test_builtin_sets_load_with_source_and_unique_cases(name):
+    s = shapes.load(name)
+    assert s.source and s.version >= 1 and s.cases
+    spec = registry.get_op(s.op)
+    keys = [tuple(sorted(c.shape.items())) for c in s.cases]
+    if name.startswith("deepbench"):
+        assert len(s.cases) == EXPECTED_COUNTS[name]
+    else:
+        assert len(set(keys)) == len(keys), "duplicate cases"
+    assert all(spec.flops(c.shape) > 0 for c in s.cases)
+    assert len({c.seed for c in s.cases}) == len(s.cases)
+
+
+def test_counts_of_fambench_and_dlrm():
+    assert len(shapes.load("fambench-mlp_A").cases) == 12
+    dlrm = {c.name: c.shape for c in shapes.load("dlrm").cases}
+    # Kaggle's first top layer: 16 + C(27, 2) = 367 inputs at batch 128.
+    top0 = next(s for n, s in dlrm.items() if "kaggle.top0" in n)
+    assert (top0["M"], top0["K"], top0["N"], top0["b_t"]) == (128, 367, 512, True)
+
+
+def test_deepbench_train_layout_mix():
+    cases = shapes.load("deepbench-train").cases
+    lay = [("T" if c.shape["a_t"] else "N") + ("T" if c.shape["b_t"] else "N") for c in cases]
+    # 146 problems come as NN+TN pairs, 6 are NT only, 8 are NN+NT pairs (shapes.md).
+    assert (lay.count("NN"), lay.count("TN"), lay.count("NT")) == (73 + 4, 73, 6 + 4)
+
+
+def test_unknown_set_and_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown shape set 'nope'"):
+        shapes.load("nope")
+    f = tmp_path / "bad.toml"
+    f.write_text(
+        'schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion=1\n'
+        'source="test"\ncases=[{M=1, N=2}]\n'
+    )
+    with pytest.raises(ValueError, match="needs field 'K'"):
+        shapes.load(str(f))
+    f.write_text(f.read_text().replace("N=2}", "N=-2, K=1}"))
+    with pytest.raises(ValueError, match="'N' must be >= 1"):
+        shapes.load(str(f))
+    f.write_text('schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion=1\ncases=[]\n')
+    with pytest.raises(ValueError, match="missing field 'source'"):
+        shapes.load(str(f))
+
+
+def test_wrong_op_is_refused():
+    with pytest.raises(ValueError, match="for op 'gemm', not 'embedding_bag'"):
+        shapes.load("dlrm", op="embedding_bag")
+
+
+def test_parse_shape():
+    c = shapes.parse_shape("M=3, N=4, K=5, b_t=true", "gemm")
+    assert c.shape == {"M": 3, "N": 4, "K": 5, "a_t": False, "b_t": True}
+    with pytest.raises(ValueError, match="unknown shape field"):
+        shapes.parse_shape("M=3,N=4,K=5,Z=1", "gemm")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        shapes.parse_shape("M3", "gemm")
