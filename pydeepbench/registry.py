@@ -20,7 +20,7 @@ import torch
 _OPS: dict[str, Any] = {}
 _IMPLS: dict[str, dict[str, Impl]] = {}
 # Modules that register ops; imported lazily so `import pydeepbench` stays cheap.
-_OP_MODULES = ("pydeepbench.ops.gemm",)
+_OP_MODULES = ("pydeepbench.ops.gemm", "pydeepbench.ops.linear")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import torch
 
 from pydeepbench import registry
 from pydeepbench.ops.gemm import gemm
+from pydeepbench.ops.linear import linear
 
 
 def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) -> dict:
@@ -14,4 +15,4 @@ def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) ->
     return {name: impl.why_not(device, dtype) for name, impl in registry.impls(op).items()}
 
 
-__all__ = ["available", "gemm"]
+__all__ = ["available", "gemm", "linear"]

@@ -107,9 +107,22 @@ def gemm_ootb(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _cpu_operand(t: torch.Tensor) -> torch.Tensor:
-    # The kernel takes any non-negative strides; zero-size or negative-stride views are
-    # the only ones it cannot walk directly.
+    # The kernel walks any non-negative strides; only negative-stride views need a copy.
     return t if all(s >= 0 for s in t.stride()) else t.contiguous()
+
+
+def cpu_gemm(
+    a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
+) -> torch.Tensor:
+    """relu?(a @ b + bias) on the C++ kernel; bias is applied in fp32 whatever its dtype."""
+    a, b = _cpu_operand(a), _cpu_operand(b)
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    bias_arg = None
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
+        bias_arg = _native.arg(bias)
+    _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), bias_arg, relu)
+    return out
 
 
 @register_impl(
@@ -121,10 +134,7 @@ def _cpu_operand(t: torch.Tensor) -> torch.Tensor:
 )
 def gemm_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """pydeepbench C++ kernel: packed, cache-blocked, ISA chosen at run time."""
-    a, b = _cpu_operand(a), _cpu_operand(b)
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), None, False)
-    return out
+    return cpu_gemm(a, b)
 
 
 @register_impl(
