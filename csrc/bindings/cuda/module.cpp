@@ -12,6 +12,7 @@ int runtime_version();
 
 namespace pdb {
 void bind_gemm(py::module_& m);
+void bind_embedding_bag(py::module_& m);
 }  // namespace pdb
 
 PYBIND11_MODULE(_C_cuda, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.attr("archs") = PDB_CUDA_ARCHS;
 #endif
   pdb::bind_gemm(m);
+  pdb::bind_embedding_bag(m);
 }
