@@ -265,3 +265,157 @@ class TestGemmValidation:
                 stream=0,
                 allow_tf32=True,
             )
+
+
+# ---- EmbeddingBag ----------------------------------------------------------------
+
+MODES = {"sum": 0, "mean": 1, "max": 2}
+
+
+def make_bags(n_bags: int, n_indices: int, gen: torch.Generator) -> torch.Tensor:
+    """Non-decreasing offsets starting at 0 (with empty bags), n_bags + 1 entries."""
+    cuts = torch.randint(0, n_indices + 1, (n_bags - 1,), generator=gen).sort().values
+    offs = torch.cat([torch.zeros(1, dtype=torch.long), cuts, torch.tensor([n_indices])])
+    if n_bags >= 3:  # force an empty bag in the middle
+        offs[2] = offs[1]
+    return offs
+
+
+def run_embedding_bag(weight, indices, offsets, mode, psw, include_last_offset, out=None):
+    bags = offsets.numel() - 1 if include_last_offset else offsets.numel()
+    if out is None:
+        out = torch.empty(bags, weight.shape[1], device=weight.device, dtype=torch.float32)
+    _C_cuda.embedding_bag(
+        targ(weight),
+        targ(indices),
+        targ(offsets),
+        targ(out),
+        MODES[mode],
+        None if psw is None else targ(psw),
+        include_last_offset,
+        stream(),
+    )
+    return out
+
+
+def ref_embedding_bag(weight, indices, offsets, mode, psw, include_last_offset):
+    return torch.nn.functional.embedding_bag(
+        indices.long(),
+        weight.double(),
+        offsets.long(),
+        mode=mode,
+        per_sample_weights=None if psw is None else psw.double(),
+        include_last_offset=include_last_offset,
+    )
+
+
+@pytest.mark.gpu
+@requires_gpu
+# per_sample_weights ("same": the weight's dtype, "f32") only exist for mode sum.
+@pytest.mark.parametrize(
+    ("mode", "psw"),
+    [("sum", "none"), ("sum", "same"), ("sum", "f32"), ("mean", "none"), ("max", "none")],
+)
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_embedding_bag_grid(dtype, index_dtype, mode, psw):
+    gen = torch.Generator().manual_seed(3)
+    for d, rows, n_bags, n_idx in itertools.product(
+        (1, 3, 8, 16, 64, 100, 257, 512), (1, 50), (1, 2, 7, 300), (0, 1, 33, 1000)
+    ):
+        weight = torch.randn(rows, d, generator=gen).to(dtype).cuda()
+        indices = torch.randint(0, rows, (n_idx,), generator=gen).to(index_dtype).cuda()
+        offs_full = make_bags(n_bags, n_idx, gen).to(index_dtype).cuda()
+        w = None
+        if psw != "none":
+            w = torch.randn(n_idx, generator=gen).to(dtype if psw == "same" else torch.float32)
+            w = w.cuda()
+        for include_last in (False, True):
+            offsets = offs_full if include_last else offs_full[:-1]
+            out = run_embedding_bag(weight, indices, offsets, mode, w, include_last)
+            ref = ref_embedding_bag(weight, indices, offsets, mode, w, include_last)
+            torch.testing.assert_close(
+                out.double(),
+                ref,
+                rtol=1e-5,
+                atol=1e-5,
+                msg=lambda s, c=(d, rows, n_bags, n_idx, include_last): f"{c}: {s}",
+            )
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_embedding_bag_misaligned_and_padded(dtype):
+    """Weight rows that are not 16-byte aligned take the scalar path; out is padded."""
+    gen = torch.Generator().manual_seed(4)
+    for d in (8, 64, 128):
+        rows = 40
+        flat = torch.randn(rows * (d + 1) + 1, generator=gen).to(dtype).cuda()
+        weight = flat[1:].as_strided((rows, d), (d + 1, 1))
+        indices = torch.randint(0, rows, (500,), generator=gen).cuda()
+        offsets = make_bags(64, 500, gen).cuda()
+        full = torch.full((64, d + 3), 7.0, device="cuda")
+        for mode in MODES:
+            out = run_embedding_bag(weight, indices, offsets, mode, None, True, out=full[:, :d])
+            ref = ref_embedding_bag(weight, indices, offsets, mode, None, True)
+            torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+            assert bool((full[:, d:] == 7.0).all())
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_embedding_bag_offsets_end_before_indices():
+    """include_last_offset with offsets[-1] < len(indices): trailing indices are ignored."""
+    weight = torch.randn(10, 16, device="cuda")
+    indices = torch.arange(10, device="cuda")
+    offsets = torch.tensor([0, 2, 5], device="cuda")
+    out = run_embedding_bag(weight, indices, offsets, "sum", None, True)
+    ref = ref_embedding_bag(weight, indices, offsets, "sum", None, True)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_module
+class TestEmbeddingBagValidation:
+    def call(self, weight, indices, offsets, out, mode=0, psw=None, include_last=False):
+        _C_cuda.embedding_bag(
+            targ(weight),
+            targ(indices),
+            targ(offsets),
+            targ(out),
+            mode,
+            None if psw is None else targ(psw),
+            include_last,
+            0,
+        )
+
+    def test_errors(self):
+        w, i, o = torch.randn(10, 4), torch.zeros(6, dtype=torch.long), torch.tensor([0, 3])
+        out = torch.empty(2, 4)
+        with pytest.raises(ValueError, match="offsets must be int64"):
+            self.call(w, i, o.int(), out)
+        with pytest.raises(ValueError, match="indices must be int32 or int64"):
+            self.call(w, i.float(), o.float(), out)
+        with pytest.raises(ValueError, match="out must be 1x4"):
+            self.call(w, i, o, out, include_last=True)
+        with pytest.raises(ValueError, match="out must be float32"):
+            self.call(w, i, o, out.half())
+        with pytest.raises(ValueError, match="mode must be"):
+            self.call(w, i, o, out, mode=3)
+        with pytest.raises(ValueError, match="only supported with mode 0"):
+            self.call(w, i, o, out, mode=1, psw=torch.ones(6))
+        with pytest.raises(ValueError, match="must have 6 elements"):
+            self.call(w, i, o, out, psw=torch.ones(5))
+        with pytest.raises(ValueError, match="weight must be row-major"):
+            self.call(torch.randn(4, 10).t(), i, o, out)
+        with pytest.raises(ValueError, match="needs at least one offset"):
+            self.call(w, i, o[:0], torch.empty(0, 4), include_last=True)
+
+    def test_no_bags_is_a_no_op(self):
+        # Zero bags never reach the device.
+        self.call(
+            torch.randn(10, 4),
+            torch.zeros(6, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+            torch.empty(0, 4),
+        )
