@@ -10,6 +10,11 @@ int device_count(std::string* why);
 int runtime_version();
 }  // namespace pdb::cuda
 
+namespace pdb {
+void bind_gemm(py::module_& m);
+void bind_embedding_bag(py::module_& m);
+}  // namespace pdb
+
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "pydeepbench CUDA kernels";
   m.def("device_count", [] {
@@ -21,4 +26,6 @@ PYBIND11_MODULE(_C_cuda, m) {
 #ifdef PDB_CUDA_ARCHS
   m.attr("archs") = PDB_CUDA_ARCHS;
 #endif
+  pdb::bind_gemm(m);
+  pdb::bind_embedding_bag(m);
 }

@@ -1,0 +1,212 @@
+// CUDA EmbeddingBag forward.
+//
+// One group of G threads per bag, G a power of two <= 32 sized to the row: a warp serves
+// 32 / G bags when D is small, one bag when it is large. Each thread owns a chunk of kVec
+// consecutive columns (16-byte loads when the weight rows allow it, scalar otherwise),
+// walks the bag's indices (4 rows in flight) accumulating in fp32, and moves to the next
+// chunk G * kVec columns on if D is wider than one pass. No shared memory, no barriers.
+#include "cuda/embedding_bag.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include "common/check.h"
+#include "cuda/launch.h"
+
+namespace pdb::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Params {
+  const void* weight; int64_t ldw; int D;
+  const void* indices; int64_t n_indices;
+  const void* offsets; int64_t n_offsets;
+  int64_t bags;
+  int mode;
+  const void* psw; bool psw_f32;
+  float* out; int64_t ldo;
+  int log2_group;
+  bool out_vec_ok;  // out rows allow 16-byte stores
+};
+
+template <typename T> __device__ __forceinline__ float to_f32(T x);
+template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+
+// kVec consecutive elements of a weight row as floats: one 16-byte load when kVec > 1.
+template <typename T, int kVec>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec]) {
+  if constexpr (kVec == 1) {
+    v[0] = to_f32(__ldg(p));
+  } else {
+    static_assert(kVec * sizeof(T) == 16, "vector loads are 16 bytes");
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) v[i] = to_f32(e[i]);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float load_psw(const Params& p, int64_t e) {
+  return p.psw_f32 ? __ldg(static_cast<const float*>(p.psw) + e)
+                   : to_f32(__ldg(static_cast<const T*>(p.psw) + e));
+}
+
+template <typename T, typename Idx, int kVec>
+__global__ void __launch_bounds__(kThreads) embedding_bag_kernel(const Params p) {
+  const int group = 1 << p.log2_group;
+  const int64_t bag =
+      static_cast<int64_t>(blockIdx.x) * (kThreads >> p.log2_group) + (threadIdx.x >> p.log2_group);
+  if (bag >= p.bags) return;  // no barriers below: whole groups leave together
+  const int lane = threadIdx.x & (group - 1);
+
+  const Idx* indices = static_cast<const Idx*>(p.indices);
+  const Idx* offsets = static_cast<const Idx*>(p.offsets);
+  // bag + 1 < n_offsets keeps the read inside offsets; without include_last_offset the
+  // last bag ends at n_indices. Clamped so that indices is never read out of range.
+  int64_t start = static_cast<int64_t>(__ldg(offsets + bag));
+  int64_t end = bag + 1 < p.n_offsets ? static_cast<int64_t>(__ldg(offsets + bag + 1))
+                                      : p.n_indices;
+  start = start < 0 ? 0 : (start > p.n_indices ? p.n_indices : start);
+  end = end < start ? start : (end > p.n_indices ? p.n_indices : end);
+
+  const T* weight = static_cast<const T*>(p.weight);
+  const bool is_max = p.mode == 2, has_psw = p.psw != nullptr;
+  const float init = is_max ? -INFINITY : 0.f;
+  const float scale = (p.mode == 1 && end > start) ? 1.f / static_cast<float>(end - start) : 1.f;
+  float* out = p.out + bag * p.ldo;
+
+  for (int col = lane * kVec; col < p.D; col += group * kVec) {
+    float acc[kVec];
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) acc[i] = init;
+    const T* base = weight + col;
+
+    auto accumulate = [&](const float (&v)[kVec], float w) {
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) acc[i] = is_max ? fmaxf(acc[i], v[i]) : fmaf(w, v[i], acc[i]);
+    };
+    int64_t e = start;
+    for (; e + 4 <= end; e += 4) {  // four rows in flight
+      float v[4][kVec];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+        load_vec<T, kVec>(base + static_cast<int64_t>(__ldg(indices + e + u)) * p.ldw, v[u]);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) accumulate(v[u], has_psw ? load_psw<T>(p, e + u) : 1.f);
+    }
+    for (; e < end; ++e) {
+      float v[kVec];
+      load_vec<T, kVec>(base + static_cast<int64_t>(__ldg(indices + e)) * p.ldw, v);
+      accumulate(v, has_psw ? load_psw<T>(p, e) : 1.f);
+    }
+
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) acc[i] = end > start ? acc[i] * scale : 0.f;
+    if constexpr (kVec % 4 == 0) {
+      if (p.out_vec_ok) {
+#pragma unroll
+        for (int i = 0; i < kVec; i += 4)
+          *reinterpret_cast<float4*>(out + col + i) =
+              make_float4(acc[i], acc[i + 1], acc[i + 2], acc[i + 3]);
+        continue;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) out[col + i] = acc[i];
+  }
+}
+
+int log2_group_for(int64_t chunks) {
+  int lg = 0;
+  while (lg < 5 && (int64_t{1} << lg) < chunks) ++lg;
+  return lg;
+}
+
+template <typename T, typename Idx, int kVec>
+void launch(Params p, cudaStream_t stream) {
+  p.log2_group = log2_group_for(p.D / kVec);
+  const int64_t bags_per_block = kThreads >> p.log2_group;
+  const int64_t blocks = (p.bags + bags_per_block - 1) / bags_per_block;
+  PDB_CHECK(blocks <= INT_MAX, "embedding_bag: too many bags (", p.bags, ")");
+  embedding_bag_kernel<T, Idx, kVec><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  check_launch("embedding_bag kernel launch");
+}
+
+template <typename T, typename Idx>
+void dispatch_vec(const Params& p, bool vec_ok, cudaStream_t stream) {
+  if (vec_ok) launch<T, Idx, 16 / sizeof(T)>(p, stream);
+  else launch<T, Idx, 1>(p, stream);
+}
+
+template <typename T>
+void dispatch_idx(const Params& p, DType idx, bool vec_ok, cudaStream_t stream) {
+  if (idx == DType::i32) dispatch_vec<T, int32_t>(p, vec_ok, stream);
+  else dispatch_vec<T, int64_t>(p, vec_ok, stream);
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+}  // namespace
+
+void embedding_bag(const EmbeddingBagArgs& a, void* stream_ptr) {
+  PDB_CHECK(a.weight_dtype == DType::f32 || a.weight_dtype == DType::bf16 ||
+                a.weight_dtype == DType::f16,
+            "embedding_bag: weight must be float32, bfloat16 or float16, got ",
+            dtype_name(a.weight_dtype));
+  PDB_CHECK(a.index_dtype == DType::i32 || a.index_dtype == DType::i64,
+            "embedding_bag: indices must be int32 or int64, got ", dtype_name(a.index_dtype));
+  PDB_CHECK(static_cast<int>(a.mode) >= 0 && static_cast<int>(a.mode) <= 2,
+            "embedding_bag: mode must be 0 (sum), 1 (mean) or 2 (max)");
+  PDB_CHECK(a.per_sample_weights == nullptr || a.mode == BagMode::sum,
+            "embedding_bag: per_sample_weights are only supported with mode sum");
+  PDB_CHECK(a.per_sample_weights == nullptr || a.psw_dtype == DType::f32 ||
+                a.psw_dtype == a.weight_dtype,
+            "embedding_bag: per_sample_weights must be float32 or the weight's dtype");
+  PDB_CHECK(a.D >= 0 && a.D < INT_MAX, "embedding_bag: D must be < 2^31");
+  PDB_CHECK(!a.include_last_offset || a.n_offsets >= 1,
+            "embedding_bag: include_last_offset needs at least one offset");
+  const int64_t bags = a.include_last_offset ? a.n_offsets - 1 : a.n_offsets;
+  if (bags <= 0 || a.D == 0) return;
+  PDB_CHECK(a.out != nullptr && a.offsets != nullptr, "embedding_bag: null out or offsets");
+  PDB_CHECK(a.n_indices == 0 || a.indices != nullptr, "embedding_bag: null indices");
+  PDB_CHECK(a.n_indices == 0 || a.rows > 0, "embedding_bag: indices into an empty weight");
+
+  Params p{};
+  p.weight = a.weight;
+  p.ldw = a.ldw;
+  p.D = static_cast<int>(a.D);
+  p.indices = a.indices;
+  p.n_indices = a.n_indices;
+  p.offsets = a.offsets;
+  p.n_offsets = a.n_offsets;
+  p.bags = bags;
+  p.mode = static_cast<int>(a.mode);
+  p.psw = a.per_sample_weights;
+  p.psw_f32 = a.psw_dtype == DType::f32;
+  p.out = a.out;
+  p.ldo = a.ldo;
+
+  const int64_t esize = dtype_size(a.weight_dtype), vec = 16 / esize;
+  const bool vec_ok = aligned16(a.weight) && a.D % vec == 0 &&
+                      (a.rows <= 1 || (a.ldw * esize) % 16 == 0);
+  p.out_vec_ok = aligned16(a.out) && (bags <= 1 || a.ldo % 4 == 0);
+  const auto stream = static_cast<cudaStream_t>(stream_ptr);
+  switch (a.weight_dtype) {
+    case DType::f32: dispatch_idx<float>(p, a.index_dtype, vec_ok, stream); break;
+    case DType::bf16: dispatch_idx<__nv_bfloat16>(p, a.index_dtype, vec_ok, stream); break;
+    default: dispatch_idx<__half>(p, a.index_dtype, vec_ok, stream); break;
+  }
+}
+
+}  // namespace pdb::cuda
