@@ -62,14 +62,15 @@ def cmd_list(con) -> int:
     for op, _spec in registry.ops().items():
         con.print(f"[bold]{op}[/bold]")
         for name, impl in registry.impls(op).items():
-            dts = ",".join(str(d).removeprefix("torch.") for d in impl.dtypes)
             where = []
             for dev in ("cpu", "cuda"):
                 if dev not in impl.devices:
                     continue
                 why = impl.why_not(dev) if dev in devices else "no CUDA device here"
-                where.append(f"{dev}: " + ("available" if why is None else f"unavailable: {why}"))
-            con.print(escape(f"  {name:8s} [{dts}] {'; '.join(where)}"))
+                dts = ",".join(str(d).removeprefix("torch.") for d in impl.dtypes[dev])
+                state = "available" if why is None else f"unavailable: {why}"
+                where.append(f"{dev} [{dts}]: {state}")
+            con.print(escape(f"  {name:8s} {'; '.join(where)}"))
             if impl.doc:
                 con.print(escape(f"           {impl.doc.splitlines()[0]}"))
         sets = shapes.builtin_sets(op)

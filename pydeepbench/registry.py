@@ -29,7 +29,7 @@ class Impl:
     name: str
     fn: Callable[..., Any]
     devices: tuple[str, ...]
-    dtypes: tuple[torch.dtype, ...]
+    dtypes: dict[str, tuple[torch.dtype, ...]]  # device -> dtypes it supports there
     available: Callable[[str], str | None] = field(default=lambda device: None)
     supports: Callable[[dict, torch.dtype, str], str | None] = field(
         default=lambda shape, dtype, device: None
@@ -40,9 +40,10 @@ class Impl:
         """The reason this impl cannot run on device/dtype, or None if it can."""
         if device not in self.devices:
             return f"{self.name} has no {device} implementation"
-        if dtype is not None and dtype not in self.dtypes:
-            names = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes)
-            return f"{self.name} supports {names}, not {str(dtype).removeprefix('torch.')}"
+        if dtype is not None and dtype not in self.dtypes[device]:
+            names = ", ".join(str(d).removeprefix("torch.") for d in self.dtypes[device])
+            want = str(dtype).removeprefix("torch.")
+            return f"{self.name} supports {names} on {device}, not {want}"
         return self.available(device)
 
 
@@ -63,11 +64,13 @@ def register_impl(
     name: str,
     *,
     devices: tuple[str, ...],
-    dtypes: tuple[torch.dtype, ...],
+    dtypes: tuple[torch.dtype, ...] | dict[str, tuple[torch.dtype, ...]],
     available: Callable[[str], str | None] | None = None,
     supports: Callable[[dict, torch.dtype, str], str | None] | None = None,
 ):
-    """Function decorator: registers `fn` as implementation `name` of `op`."""
+    """Function decorator: registers `fn` as implementation `name` of `op`. `dtypes` is one
+    tuple for every device, or a dict device -> tuple where they differ."""
+    by_device = dtypes if isinstance(dtypes, dict) else dict.fromkeys(devices, dtypes)
 
     def deco(fn):
         kwargs = {}
@@ -78,7 +81,9 @@ def register_impl(
         impls = _IMPLS.setdefault(op, {})
         if name in impls:
             raise ValueError(f"implementation {name!r} of op {op!r} is registered twice")
-        impls[name] = Impl(op, name, fn, devices, dtypes, doc=(fn.__doc__ or "").strip(), **kwargs)
+        impls[name] = Impl(
+            op, name, fn, devices, by_device, doc=(fn.__doc__ or "").strip(), **kwargs
+        )
         return fn
 
     return deco

@@ -111,30 +111,55 @@ def _cpu_operand(t: torch.Tensor) -> torch.Tensor:
     return t if all(s >= 0 for s in t.stride()) else t.contiguous()
 
 
-def cpu_gemm(
+def native_gemm(
     a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
 ) -> torch.Tensor:
-    """relu?(a @ b + bias) on the C++ kernel; bias is applied in fp32 whatever its dtype."""
-    a, b = _cpu_operand(a), _cpu_operand(b)
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    """relu?(a @ b + bias) on our C++ (CPU) or CUDA kernel; bias is applied in fp32."""
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
     bias_arg = None
     if bias is not None:
         bias = bias.to(torch.float32).contiguous()
         bias_arg = _native.arg(bias)
-    _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), bias_arg, relu)
+    if a.device.type == "cuda":
+        # The CUDA kernels read operands with unit stride along one dimension.
+        a, b = (t if 1 in t.stride() else t.contiguous() for t in (a, b))
+        stream = torch.cuda.current_stream(a.device).cuda_stream
+        _native.cuda().gemm(
+            _native.arg(a),
+            _native.arg(b),
+            _native.arg(out),
+            bias_arg,
+            relu,
+            stream,
+            torch.backends.cuda.matmul.allow_tf32,
+        )
+    else:
+        a, b = _cpu_operand(a), _cpu_operand(b)
+        _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), bias_arg, relu)
     return out
+
+
+# The C++ kernels have no fp16 path (no fp16 FMA on these CPUs); CUDA covers all three.
+NATIVE_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16),
+    "cuda": (torch.float32, torch.bfloat16, torch.float16),
+}
+
+
+def native_available(device: str) -> str | None:
+    return _native.cuda_unavailable() if device == "cuda" else _native.cpu_unavailable()
 
 
 @register_impl(
     "gemm",
     "native",
-    devices=("cpu",),
-    dtypes=(torch.float32, torch.bfloat16),
-    available=_native.cpu_unavailable,
+    devices=("cpu", "cuda"),
+    dtypes=NATIVE_DTYPES,
+    available=native_available,
 )
 def gemm_native(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """pydeepbench C++ kernel: packed, cache-blocked, ISA chosen at run time."""
-    return cpu_gemm(a, b)
+    """Our kernels: C++ (packed, cache-blocked, ISA chosen at run time) or CUDA tensor cores."""
+    return native_gemm(a, b)
 
 
 @register_impl(

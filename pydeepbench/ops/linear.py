@@ -14,10 +14,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pydeepbench import _native
 from pydeepbench.ops import _triton
 from pydeepbench.ops._spec import OpSpec
-from pydeepbench.ops.gemm import TOLERANCES, Gemm, cpu_gemm
+from pydeepbench.ops.gemm import (
+    NATIVE_DTYPES,
+    TOLERANCES,
+    Gemm,
+    native_available,
+    native_gemm,
+)
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 ACTIVATIONS = (None, "relu")
@@ -127,13 +132,13 @@ def linear_ootb(x, weight, bias, activation):
 @register_impl(
     "linear",
     "native",
-    devices=("cpu",),
-    dtypes=(torch.float32, torch.bfloat16),
-    available=_native.cpu_unavailable,
+    devices=("cpu", "cuda"),
+    dtypes=NATIVE_DTYPES,
+    available=native_available,
 )
 def linear_native(x, weight, bias, activation):
-    """C++ GEMM with bias + ReLU applied in the epilogue while C is in registers."""
-    return cpu_gemm(x, weight.t(), bias, activation == "relu")
+    """Our GEMM (C++ or CUDA) with bias + ReLU applied in the epilogue, in registers."""
+    return native_gemm(x, weight.t(), bias, activation == "relu")
 
 
 @register_impl(
