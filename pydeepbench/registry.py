@@ -20,7 +20,11 @@ import torch
 _OPS: dict[str, Any] = {}
 _IMPLS: dict[str, dict[str, Impl]] = {}
 # Modules that register ops; imported lazily so `import pydeepbench` stays cheap.
-_OP_MODULES = ("pydeepbench.ops.gemm", "pydeepbench.ops.linear")
+_OP_MODULES = (
+    "pydeepbench.ops.gemm",
+    "pydeepbench.ops.linear",
+    "pydeepbench.ops.embedding_bag",
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class Impl:
     supports: Callable[[dict, torch.dtype, str], str | None] = field(
         default=lambda shape, dtype, device: None
     )
+    # Work done once, outside the timed region, to put the op's inputs into the form this
+    # impl consumes (e.g. per-table index lists and nn.Module instances for OOTB).
+    prepare: Callable[[list[dict]], list[dict]] | None = None
     doc: str = ""
 
     def why_not(self, device: str, dtype: torch.dtype | None = None) -> str | None:
@@ -67,6 +74,7 @@ def register_impl(
     dtypes: tuple[torch.dtype, ...] | dict[str, tuple[torch.dtype, ...]],
     available: Callable[[str], str | None] | None = None,
     supports: Callable[[dict, torch.dtype, str], str | None] | None = None,
+    prepare: Callable[[list[dict]], list[dict]] | None = None,
 ):
     """Function decorator: registers `fn` as implementation `name` of `op`. `dtypes` is one
     tuple for every device, or a dict device -> tuple where they differ."""
@@ -78,6 +86,8 @@ def register_impl(
             kwargs["available"] = available
         if supports is not None:
             kwargs["supports"] = supports
+        if prepare is not None:
+            kwargs["prepare"] = prepare
         impls = _IMPLS.setdefault(op, {})
         if name in impls:
             raise ValueError(f"implementation {name!r} of op {op!r} is registered twice")

@@ -4,6 +4,7 @@ check against the reference, time with the harness, and emit a result row."""
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -79,14 +80,16 @@ def run_case(
         return rows + [_skip(row, reason) for _, row in runnable]
 
     inputs = spec.make_inputs(case.shape, dtype, cfg.device, case.seed)
-    ref = spec.reference(**inputs)
+    variants = spec.variants(inputs)
+    ref = spec.reference(**variants[0])
     tol = spec.tolerance(dtype)
     flops = spec.flops(case.shape)
     nbytes = spec.bytes(case.shape, dtype)
     for impl, row in runnable:
         row.update(flops=flops, bytes=nbytes)
         try:
-            out = impl.fn(**inputs)
+            own = impl.prepare(variants) if impl.prepare else variants
+            out = impl.fn(**own[0])
             if cfg.device.startswith("cuda"):
                 torch.cuda.synchronize()
         except Exception as e:  # an impl bug must not end the sweep; it is recorded
@@ -105,12 +108,14 @@ def run_case(
         if not chk.ok:
             rows.append(_skip(row, f"wrong result: {chk.message}", "failed"))
             continue
+        cycle = itertools.cycle(own)  # fresh data per call where the op provides variants
         m = harness.measure(
-            lambda impl=impl, inputs=inputs: impl.fn(**inputs),
+            lambda fn=impl.fn, cycle=cycle: fn(**next(cycle)),
             cfg.harness,
             flush=flusher,
             device=cfg.device,
         )
+        del own, cycle
         st = m.stats
         row.update(
             status="ok",
@@ -146,7 +151,7 @@ def run_case(
                 pct_peak_bw=None,
             )
         rows.append(row)
-    del inputs, ref
+    del inputs, variants, ref
     gc.collect()
     _add_speedups(rows)
     return rows

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from pydeepbench import registry
+from pydeepbench.ops.embedding_bag import embedding_bag, embedding_bags
 from pydeepbench.ops.gemm import gemm
 from pydeepbench.ops.linear import linear
 
@@ -15,4 +16,4 @@ def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) ->
     return {name: impl.why_not(device, dtype) for name, impl in registry.impls(op).items()}
 
 
-__all__ = ["available", "gemm", "linear"]
+__all__ = ["available", "embedding_bag", "embedding_bags", "gemm", "linear"]

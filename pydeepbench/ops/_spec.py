@@ -29,9 +29,16 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 class OpSpec:
     name: str
-    # key -> (type, default or None when required, minimum for ints)
-    fields: dict[str, tuple[type, object, int]] = {}
+    # key -> (type, default or None when required, constraint): the constraint is the
+    # minimum for int/float (and for each element of a list of ints), the allowed values
+    # for str.
+    fields: dict[str, tuple[type, object, object]] = {}
     tolerances: dict[torch.dtype, Tolerance] = {}
+
+    def variants(self, inputs: dict) -> list[dict]:
+        """Input sets the timed loop cycles through (ops whose data must change per step,
+        like embedding indices, return several); the check uses the first."""
+        return [inputs]
 
     def validate_shape(self, raw: dict) -> dict:
         unknown = set(raw) - set(self.fields)
@@ -41,7 +48,7 @@ class OpSpec:
                 f"fields: {', '.join(self.fields)}"
             )
         shape = {}
-        for key, (typ, default, minimum) in self.fields.items():
+        for key, (typ, default, minimum) in self.fields.items():  # minimum: see `fields`
             if key not in raw:
                 if default is None:
                     raise ValueError(f"{self.name} shape needs field {key!r}")
@@ -53,11 +60,29 @@ class OpSpec:
                     v = bool(v)
                 if not isinstance(v, bool):
                     raise ValueError(f"shape field {key!r} must be true/false, got {v!r}")
-            elif typ is int:
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise ValueError(f"shape field {key!r} must be an integer, got {v!r}")
+            elif typ is int or typ is float:
+                ok = isinstance(v, int) or (typ is float and isinstance(v, float))
+                if isinstance(v, bool) or not ok:
+                    raise ValueError(f"shape field {key!r} must be a {typ.__name__}, got {v!r}")
                 if v < minimum:
                     raise ValueError(f"shape field {key!r} must be >= {minimum}, got {v}")
+            elif typ is str:
+                if v not in minimum:
+                    raise ValueError(f"shape field {key!r} must be one of {minimum}, got {v!r}")
+            elif typ is list:
+                if isinstance(v, int) and not isinstance(v, bool):
+                    v = [v]
+                if (
+                    not isinstance(v, list)
+                    or not v
+                    or not all(
+                        isinstance(x, int) and not isinstance(x, bool) and x >= minimum for x in v
+                    )
+                ):
+                    raise ValueError(
+                        f"shape field {key!r} must be an integer or a non-empty list of "
+                        f"integers >= {minimum}, got {v!r}"
+                    )
             shape[key] = v
         return shape
 

@@ -1,0 +1,463 @@
+"""EmbeddingBag: pooled lookups into one or many tables (DLRM's sparse features).
+
+Layout of the batched multi-table form (`embedding_bags`), TorchRec's KJT layout: T tables
+packed in one `weight` (R_total, D); `table_offsets` (T+1,) int64, table t owning rows
+[table_offsets[t], table_offsets[t+1]); `indices` (N,) int32/int64 holding each table's
+local row ids; `offsets` (T*B+1,) of the same dtype, bag b of table t spanning
+indices[offsets[t*B+b] : offsets[t*B+b+1]] (all of table 0's bags first). Output: fp32
+(B, T*D), out[b, t*D:(t+1)*D] the pooled vector of bag (t, b), the layout DLRM's
+interaction concatenates. Modes sum/mean/max with torch semantics (empty bags give zeros);
+per_sample_weights with sum only. Accumulation is fp32 for every weight dtype.
+
+Counting (per call):
+  FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean.
+  Bytes = rows gathered (N*D*element size, duplicates counted: each lookup reads its row)
+          + indices (N*index size) + offsets ((T*B+1)*index size)
+          + per_sample_weights (N*4) + output written (B*T*D*4).
+Data: each timed call uses the next of `ROTATIONS` index batches drawn before timing from
+the case's distribution (uniform, or Zipf over a seeded permutation of rows, so hot rows are
+scattered), never the same indices on consecutive calls. Tables larger than the case's
+`row_cap` are capped to it; results record the cap in the shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pydeepbench import _native
+from pydeepbench.check import Tolerance
+from pydeepbench.ops import _triton
+from pydeepbench.ops._spec import OpSpec
+from pydeepbench.registry import get_impl, register_impl, register_op
+
+MODES = ("sum", "mean", "max")
+MODE_CODES = {"sum": 0, "mean": 1, "max": 2}
+INDEX_DTYPES = {"int32": torch.int32, "int64": torch.int64}
+ROTATIONS = 8
+
+# The reference sums the same (rounded) weights in float64; fp32 accumulation of up to a
+# few hundred O(1) rows stays within 1e-4. OOTB returns bf16/fp16 outputs for bf16/fp16
+# weights, so those tolerances cover one final rounding of an O(10) sum.
+TOLERANCES = {
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-4),
+    torch.bfloat16: Tolerance(atol=2e-2, rtol=1.6e-2),
+    torch.float16: Tolerance(atol=1e-2, rtol=2e-3),
+}
+
+
+def capped_rows(s: dict) -> list[int]:
+    rows = s["rows"] * s["tables"] if len(s["rows"]) == 1 else s["rows"]
+    return [min(r, s["row_cap"]) if s["row_cap"] else r for r in rows]
+
+
+def poolings(s: dict) -> list[int]:
+    return s["pooling"] * s["tables"] if len(s["pooling"]) == 1 else s["pooling"]
+
+
+@register_op("embedding_bags")
+class EmbeddingBags(OpSpec):
+    fields = {
+        "tables": (int, None, 1),
+        "rows": (list, None, 1),
+        "dim": (int, None, 1),
+        "batch": (int, None, 1),
+        "pooling": (list, None, 0),
+        "row_cap": (int, 0, 0),
+        "distribution": (str, "uniform", ("uniform", "zipf")),
+        "alpha": (float, 1.05, 0.0),
+        "weighted": (bool, False, 0),
+        "mode": (str, "sum", MODES),
+        "index_dtype": (str, "int64", tuple(INDEX_DTYPES)),
+    }
+    tolerances = TOLERANCES
+
+    def validate_shape(self, raw: dict) -> dict:
+        s = super().validate_shape(raw)
+        for key in ("rows", "pooling"):
+            if len(s[key]) not in (1, s["tables"]):
+                raise ValueError(
+                    f"shape field {key!r} needs 1 or {s['tables']} (tables) "
+                    f"entries, got {len(s[key])}"
+                )
+        if s["weighted"] and s["mode"] != "sum":
+            raise ValueError("weighted (per_sample_weights) needs mode 'sum'")
+        return s
+
+    def describe(self, s: dict) -> str:
+        pool = poolings(s)
+        lookups = sum(pool)
+        return (
+            f"T={s['tables']},D={s['dim']},B={s['batch']},L={lookups / len(pool):.3g},"
+            f"{s['distribution']}"
+        )
+
+    def lookups(self, s: dict) -> int:
+        return s["batch"] * sum(poolings(s))
+
+    def flops(self, s: dict) -> float:
+        n, D = self.lookups(s), s["dim"]
+        return float(
+            n * D * (2 if s["weighted"] else 1)
+            + (s["batch"] * s["tables"] * D if s["mode"] == "mean" else 0)
+        )
+
+    def bytes(self, s: dict, dtype: torch.dtype) -> float:
+        n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
+        isz = INDEX_DTYPES[s["index_dtype"]].itemsize
+        return float(
+            n * D * dtype.itemsize
+            + n * isz
+            + (T * B + 1) * isz
+            + (n * 4 if s["weighted"] else 0)
+            + B * T * D * 4
+        )
+
+    def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
+        n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
+        weights = sum(capped_rows(s)) * D * dtype.itemsize
+        per_batch = n * (8 + 8 + 4) + (T * B + 1) * 8
+        gathered = n * D * 8  # float64 rows gathered by the reference
+        return weights + ROTATIONS * 2 * per_batch + gathered + 8 * B * T * D * 8
+
+    def make_inputs(self, s: dict, dtype: torch.dtype, device: str, seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        rows, pool = capped_rows(s), poolings(s)
+        table_offsets = torch.tensor([0] + rows, dtype=torch.int64).cumsum(0)
+        weight = torch.randn(int(table_offsets[-1]), s["dim"], generator=g).to(dtype)
+        samplers = [_sampler(r, s["distribution"], s["alpha"], g) for r in rows]
+        batches = []
+        for _ in range(ROTATIONS):
+            idx, lengths = [], []
+            for t in range(s["tables"]):
+                idx.append(samplers[t](s["batch"] * pool[t]))
+                lengths.append(torch.full((s["batch"],), pool[t], dtype=torch.int64))
+            itype = INDEX_DTYPES[s["index_dtype"]]
+            offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
+            indices = torch.cat(idx)
+            psw = torch.rand(indices.numel(), generator=g) if s["weighted"] else None
+            batches.append(
+                {
+                    "indices": indices.to(device=device, dtype=itype),
+                    "offsets": offsets.to(device=device, dtype=itype),
+                    "per_sample_weights": None if psw is None else psw.to(device),
+                }
+            )
+        return {
+            "weight": weight.to(device),
+            "table_offsets": table_offsets.to(device),
+            "mode": s["mode"],
+            "batches": batches,
+        }
+
+    def variants(self, inputs: dict) -> list[dict]:
+        common = {k: v for k, v in inputs.items() if k != "batches"}
+        return [{**common, **b} for b in inputs["batches"]]
+
+    def reference(self, weight, table_offsets, indices, offsets, mode, per_sample_weights):
+        """float64 pooling of the same rows, table by table (only gathered rows are
+        upcast, so the reference needs no float64 copy of the tables)."""
+        T = table_offsets.numel() - 1
+        B = (offsets.numel() - 1) // T
+        offsets, indices = offsets.cpu().long(), indices.cpu().long()
+        outs = []
+        for t in range(T):
+            lo, hi = int(offsets[t * B]), int(offsets[(t + 1) * B])
+            rows = weight[int(table_offsets[t]) + indices[lo:hi]].cpu().double()
+            psw = None if per_sample_weights is None else per_sample_weights[lo:hi].cpu().double()
+            outs.append(
+                F.embedding_bag(
+                    torch.arange(hi - lo),
+                    rows,
+                    offsets[t * B : (t + 1) * B] - lo,
+                    mode=mode,
+                    per_sample_weights=psw,
+                )
+            )
+        return torch.cat(outs, dim=1)
+
+
+def _sampler(rows: int, distribution: str, alpha: float, g: torch.Generator):
+    if distribution == "uniform":
+        return lambda n: torch.randint(rows, (n,), generator=g)
+    # Zipf over ranks 1..rows (P(k) ~ k^-alpha), ranks mapped to rows by a fixed permutation.
+    k = torch.arange(1, rows + 1, dtype=torch.float64)
+    cdf = (k**-alpha).cumsum(0)
+    cdf /= cdf[-1].clone()
+    perm = torch.randperm(rows, generator=g)
+
+    def draw(n):
+        ranks = torch.searchsorted(cdf, torch.rand(n, generator=g, dtype=torch.float64))
+        return perm[ranks.clamp_max(rows - 1)]
+
+    return draw
+
+
+# ---- public API ------------------------------------------------------------------------
+
+
+def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    if mode not in MODES:
+        raise ValueError(f"embedding_bags: mode must be one of {MODES}, got {mode!r}")
+    if weight.dim() != 2:
+        raise ValueError(f"embedding_bags: weight must be 2-D (rows, dim), got {weight.dim()}-D")
+    if indices.dtype not in (torch.int32, torch.int64) or offsets.dtype != indices.dtype:
+        raise ValueError(
+            f"embedding_bags: indices and offsets must both be int32 or both "
+            f"int64, got {indices.dtype} and {offsets.dtype}"
+        )
+    if indices.dim() != 1 or offsets.dim() != 1:
+        raise ValueError("embedding_bags: indices and offsets must be 1-D")
+    if table_offsets.dim() != 1 or table_offsets.numel() < 2:
+        raise ValueError("embedding_bags: table_offsets must be 1-D with T+1 >= 2 entries")
+    T = table_offsets.numel() - 1
+    if (offsets.numel() - 1) % T:
+        raise ValueError(
+            f"embedding_bags: offsets has {offsets.numel()} entries, not T*B+1 for T={T} tables"
+        )
+    if per_sample_weights is not None:
+        if mode != "sum":
+            raise ValueError("embedding_bags: per_sample_weights needs mode='sum'")
+        if per_sample_weights.shape != indices.shape:
+            raise ValueError(
+                f"embedding_bags: per_sample_weights has shape "
+                f"{tuple(per_sample_weights.shape)}, indices {tuple(indices.shape)}"
+            )
+    devices = {t.device for t in (weight, table_offsets, indices, offsets)}
+    if len(devices) != 1:
+        raise ValueError(f"embedding_bags: tensors are on different devices: {devices}")
+
+
+def _check_values(weight, table_offsets, indices, offsets):
+    """Host-side range checks for impls that cannot check on the device (triton, CUDA)."""
+    to = table_offsets.cpu()
+    T = to.numel() - 1
+    if int(to[0]) != 0 or int(to[-1]) != weight.shape[0] or bool((to[1:] < to[:-1]).any()):
+        raise ValueError(f"embedding_bags: table_offsets must rise from 0 to {weight.shape[0]}")
+    off = offsets.cpu().long()
+    if int(off[0]) != 0 or int(off[-1]) != indices.numel() or bool((off[1:] < off[:-1]).any()):
+        raise ValueError(
+            f"embedding_bags: offsets must be non-decreasing from 0 to "
+            f"{indices.numel()} (the number of indices)"
+        )
+    B = (off.numel() - 1) // T
+    idx = indices.cpu().long()
+    for t in range(T):
+        seg = idx[int(off[t * B]) : int(off[(t + 1) * B])]
+        n_rows = int(to[t + 1] - to[t])
+        bad = (seg < 0) | (seg >= n_rows)
+        if bool(bad.any()):
+            pos = int(off[t * B]) + int(bad.nonzero()[0])
+            raise ValueError(
+                f"embedding_bags: indices[{pos}] = {int(idx[pos])} is out of range "
+                f"for table {t} with {n_rows} rows"
+            )
+
+
+def embedding_bags(
+    weight: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+    impl: str = "native",
+) -> torch.Tensor:
+    """Pooled lookups into T packed tables in one call; returns fp32 (B, T*D)."""
+    _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_weights)
+    chosen = get_impl("embedding_bags", impl)
+    why = chosen.why_not(weight.device.type, weight.dtype)
+    if why:
+        raise ValueError(f"embedding_bags impl {impl!r} cannot run here: {why}")
+    args = dict(
+        weight=weight,
+        table_offsets=table_offsets,
+        indices=indices,
+        offsets=offsets,
+        mode=mode,
+        per_sample_weights=per_sample_weights,
+    )
+    if impl != "native" or weight.device.type != "cpu":  # the C++ binding checks by itself
+        _check_values(weight, table_offsets, indices, offsets)
+    if chosen.prepare:
+        args = chosen.prepare([args])[0]
+    return chosen.fn(**args)
+
+
+def embedding_bag(
+    weight: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+    include_last_offset: bool = False,
+    impl: str = "native",
+) -> torch.Tensor:
+    """torch.nn.functional.embedding_bag semantics for one table (1-D indices with offsets);
+    accumulates in fp32 and returns the weight's dtype, as torch does."""
+    if indices.dim() != 1 or offsets.dim() != 1:
+        raise ValueError("embedding_bag: indices and offsets must be 1-D")
+    if offsets.dtype != indices.dtype:
+        raise ValueError(
+            f"embedding_bag: offsets is {offsets.dtype} but indices is {indices.dtype}"
+        )
+    if not include_last_offset:  # torch's default: offsets holds bag starts only
+        offsets = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
+    elif offsets.numel() == 0:
+        raise ValueError("embedding_bag: include_last_offset needs at least one offset")
+    table_offsets = torch.tensor([0, weight.shape[0]], device=weight.device)
+    out = embedding_bags(
+        weight,
+        table_offsets,
+        indices,
+        offsets,
+        mode=mode,
+        per_sample_weights=per_sample_weights,
+        impl=impl,
+    )
+    return out.to(weight.dtype)
+
+
+# ---- implementations -------------------------------------------------------------------
+
+
+def _per_table(variants: list[dict]) -> list[dict]:
+    """OOTB inputs as the DLRM reference's loader hands them: one (indices, offsets) pair
+    per table, and one nn.EmbeddingBag module per table sharing the packed weight."""
+    v0 = variants[0]
+    to = v0["table_offsets"].tolist()
+    T = len(to) - 1
+    modules = [
+        torch.nn.EmbeddingBag.from_pretrained(
+            v0["weight"][to[t] : to[t + 1]], freeze=False, mode=v0["mode"]
+        )
+        for t in range(T)
+    ]
+    out = []
+    for v in variants:
+        off = v["offsets"]
+        B = (off.numel() - 1) // T
+        lS_i, lS_o, lS_w = [], [], []
+        for t in range(T):
+            lo, hi = int(off[t * B]), int(off[(t + 1) * B])
+            lS_i.append(v["indices"][lo:hi])
+            lS_o.append(off[t * B : (t + 1) * B] - lo)
+            psw = v["per_sample_weights"]
+            lS_w.append(None if psw is None else psw[lo:hi])
+        out.append(
+            {
+                "modules": modules,
+                "weight": v["weight"],
+                "table_offsets": to,
+                "mode": v["mode"],
+                "lS_i": lS_i,
+                "lS_o": lS_o,
+                "lS_w": lS_w,
+            }
+        )
+    return out
+
+
+@register_impl(
+    "embedding_bags",
+    "ootb",
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    prepare=_per_table,
+)
+def embedding_bags_ootb(modules, lS_i, lS_o, lS_w, **_):
+    """One nn.EmbeddingBag per table in a Python loop, then torch.cat (the DLRM reference)."""
+    return torch.cat(
+        [
+            m(i, o, per_sample_weights=w)
+            for m, i, o, w in zip(modules, lS_i, lS_o, lS_w, strict=True)
+        ],
+        dim=1,
+    )
+
+
+@register_impl(
+    "embedding_bags",
+    "functional",
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    prepare=_per_table,
+)
+def embedding_bags_functional(weight, table_offsets, mode, lS_i, lS_o, lS_w, **_):
+    """torch.nn.functional.embedding_bag per table on slices of the packed weight, then cat."""
+    to = table_offsets
+    return torch.cat(
+        [
+            F.embedding_bag(i, weight[to[t] : to[t + 1]], o, mode=mode, per_sample_weights=w)
+            for t, (i, o, w) in enumerate(zip(lS_i, lS_o, lS_w, strict=True))
+        ],
+        dim=1,
+    )
+
+
+def _native_unavailable(device: str) -> str | None:
+    why = _native.cpu_unavailable() if device == "cpu" else _native.cuda_unavailable()
+    if why is None and device == "cpu" and not hasattr(_native.cpu(), "embedding_bags_forward"):
+        why = "this build of pydeepbench._C has no embedding kernels"
+    if why is None and device == "cuda":
+        why = "the CUDA kernel covers one table per call; batched CUDA embedding_bags is not built"
+    return why
+
+
+@register_impl(
+    "embedding_bags",
+    "native",
+    devices=("cpu",),
+    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    available=_native_unavailable,
+)
+def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    """C++: parallel over (table, bag), vectorized row accumulation, software prefetch."""
+    T = table_offsets.numel() - 1
+    B = (offsets.numel() - 1) // T
+    out = torch.empty(B, T * weight.shape[1], dtype=torch.float32)
+    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    _native.cpu().embedding_bags_forward(
+        _native.arg(weight),
+        _native.arg(table_offsets),
+        _native.arg(indices),
+        _native.arg(offsets),
+        _native.arg(out),
+        MODE_CODES[mode],
+        psw,
+        None,
+    )
+    return out
+
+
+def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str | None:
+    return _triton.too_big_for_interpreter(EmbeddingBags().flops(s) * 20, device)
+
+
+@register_impl(
+    "embedding_bags",
+    "triton",
+    devices=("cpu", "cuda"),
+    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    available=_triton.unavailable,
+    supports=_triton_interpreter_limit,
+)
+def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    """Triton: one program per (bag, table), masked loop over the bag's indices."""
+    from pydeepbench.kernels import embedding_bag as kernel
+
+    T = table_offsets.numel() - 1
+    out = kernel.embedding_bags(
+        weight,
+        table_offsets[:-1],
+        indices,
+        offsets,
+        mode=mode,
+        per_sample_weights=per_sample_weights,
+    )
+    return out.reshape(out.shape[0], T * weight.shape[1])
+
+
+__all__ = ["embedding_bag", "embedding_bags"]

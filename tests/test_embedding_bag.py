@@ -1,0 +1,166 @@
+"""EmbeddingBag: formulas, data generation, every impl vs torch, the gate, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pydeepbench import ops, registry
+from pydeepbench.check import compare
+from pydeepbench.ops.embedding_bag import ROTATIONS
+
+SPEC = registry.get_op("embedding_bags")
+CPU_IMPLS = [n for n, i in registry.impls("embedding_bags").items() if i.why_not("cpu") is None]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def shape(**kw):
+    base = dict(tables=3, rows=[50, 7, 300], dim=16, batch=8, pooling=[2, 1, 5])
+    base.update(kw)
+    return SPEC.validate_shape(base)
+
+
+def test_formulas():
+    s = shape(weighted=True)
+    n = 8 * (2 + 1 + 5)
+    assert SPEC.lookups(s) == n
+    assert SPEC.flops(s) == 2 * n * 16
+    assert SPEC.flops(shape(mode="mean")) == n * 16 + 8 * 3 * 16
+    assert (
+        SPEC.bytes(s, torch.float32)
+        == n * 16 * 4 + n * 8 + (3 * 8 + 1) * 8 + n * 4 + 8 * 3 * 16 * 4
+    )
+    s32 = shape(index_dtype="int32")
+    assert SPEC.bytes(s32, torch.bfloat16) == n * 16 * 2 + n * 4 + 25 * 4 + 8 * 48 * 4
+
+
+def test_inputs_rotate_and_respect_caps():
+    s = shape(rows=[10**6, 7, 300], row_cap=100)
+    inputs = SPEC.make_inputs(s, torch.float32, "cpu", 0)
+    assert inputs["weight"].shape == (100 + 7 + 100, 16)
+    assert inputs["table_offsets"].tolist() == [0, 100, 107, 207]
+    vs = SPEC.variants(inputs)
+    assert len(vs) == ROTATIONS
+    assert not torch.equal(vs[0]["indices"], vs[1]["indices"])  # fresh indices per call
+    for v in vs:
+        assert v["offsets"][-1] == v["indices"].numel() == SPEC.lookups(s)
+
+
+def test_zipf_is_skewed_and_scattered():
+    s = shape(tables=1, rows=[100_000], pooling=[1], batch=20_000, distribution="zipf")
+    idx = SPEC.make_inputs(s, torch.float32, "cpu", 0)["batches"][0]["indices"]
+    counts = torch.bincount(idx, minlength=100_000)
+    assert counts.max() > 20 * counts.float().mean()  # hot rows exist
+    assert int(counts.argmax()) != 0  # and are not simply row 0
+    uni = SPEC.make_inputs(
+        shape(tables=1, rows=[100_000], pooling=[1], batch=20_000), torch.float32, "cpu", 0
+    )["batches"][0]["indices"]
+    assert torch.bincount(uni).max() < 10
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("itype", ["int32", "int64"])
+def test_batched_impls_match_reference(impl, dtype, mode, itype):
+    s = shape(mode=mode, index_dtype=itype)
+    inputs = SPEC.make_inputs(s, dtype, "cpu", 1)
+    for v in SPEC.variants(inputs)[:2]:
+        out = ops.embedding_bags(
+            v["weight"], v["table_offsets"], v["indices"], v["offsets"], mode=mode, impl=impl
+        )
+        r = compare(out, SPEC.reference(**v), SPEC.tolerance(dtype))
+        assert r.ok, r.message
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_weighted_sum(impl):
+    v = SPEC.variants(SPEC.make_inputs(shape(weighted=True), torch.float32, "cpu", 2))[0]
+    out = ops.embedding_bags(
+        v["weight"],
+        v["table_offsets"],
+        v["indices"],
+        v["offsets"],
+        per_sample_weights=v["per_sample_weights"],
+        impl=impl,
+    )
+    assert compare(out, SPEC.reference(**v), SPEC.tolerance(torch.float32)).ok
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("include_last_offset", [False, True])
+def test_single_table_matches_torch_functional(impl, mode, include_last_offset):
+    w = torch.randn(20, 5)
+    idx = torch.tensor([3, 3, 0, 19, 7, 3])  # duplicates, empty bags, single-element bags
+    starts = torch.tensor([0, 0, 2, 3, 3, 6])  # bags: [], [3,3], [0], [], [19,7,3], []
+    off = torch.cat([starts, torch.tensor([6])]) if include_last_offset else starts
+    want = F.embedding_bag(idx, w, off, mode=mode, include_last_offset=include_last_offset)
+    got = ops.embedding_bag(
+        w, idx, off, mode=mode, include_last_offset=include_last_offset, impl=impl
+    )
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 6), min_size=1, max_size=12),
+    dim=st.integers(1, 40),
+    seed=st.integers(0, 2**31 - 1),
+    mode=st.sampled_from(["sum", "mean", "max"]),
+)
+def test_random_ragged_bags(lengths, dim, seed, mode):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(30, dim, generator=g)
+    idx = torch.randint(30, (sum(lengths),), generator=g)
+    off = torch.tensor([0] + lengths).cumsum(0)[:-1]
+    want = F.embedding_bag(idx, w, off, mode=mode)
+    for impl in CPU_IMPLS:
+        if impl == "triton":
+            continue  # covered by the grid above; the interpreter is slow
+        got = ops.embedding_bag(w, idx, off, mode=mode, impl=impl)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize(
+    "idx, off, kw, match",
+    [
+        ([0, 20], [0, 1], {}, r"indices\[1\] = 20 is out of range for table 0 with 20 rows"),
+        ([0, -1], [0, 1], {}, "out of range"),
+        ([0, 1, 2], [0, 2, 1], {}, "non-decreasing"),
+        ([0, 1], [0, 1], {"mode": "median"}, "mode must be one of"),
+        ([0, 1], [0, 1], {"mode": "mean", "per_sample_weights": torch.ones(2)}, "mode='sum'"),
+    ],
+)
+def test_bad_input(impl, idx, off, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ops.embedding_bag(torch.randn(20, 4), torch.tensor(idx), torch.tensor(off), impl=impl, **kw)
+
+
+def test_mixed_index_dtypes_rejected():
+    with pytest.raises(ValueError, match="offsets is torch.int64 but indices is torch.int32"):
+        ops.embedding_bag(
+            torch.randn(5, 2), torch.tensor([1], dtype=torch.int32), torch.tensor([0]), impl="ootb"
+        )
+
+
+def _ignores_last_bag(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    out = SPEC.reference(weight, table_offsets, indices, offsets, mode, per_sample_weights)
+    out[-1] = 0
+    return out
+
+
+def _first_row_of_each_bag_only(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    T = table_offsets.numel() - 1
+    B = (offsets.numel() - 1) // T
+    rows = weight[table_offsets[:-1].repeat_interleave(B) + indices[offsets[:-1]]]
+    return rows.view(T, B, -1).permute(1, 0, 2).reshape(B, -1).float()
+
+
+@pytest.mark.parametrize("bad", [_ignores_last_bag, _first_row_of_each_bag_only])
+def test_gate_rejects_known_bad(bad):
+    v = SPEC.variants(SPEC.make_inputs(shape(), torch.float32, "cpu", 0))[0]
+    r = compare(bad(**v), SPEC.reference(**v), SPEC.tolerance(torch.float32))
+    assert not r.ok
