@@ -40,6 +40,11 @@ class OpSpec:
         like embedding indices, return several); the check uses the first."""
         return [inputs]
 
+    def observe(self, out, inputs: dict):
+        """The part of an impl's output the gate compares with `reference` (all of it,
+        unless the op says otherwise, e.g. only the rows a training step may touch)."""
+        return out
+
     def validate_shape(self, raw: dict) -> dict:
         unknown = set(raw) - set(self.fields)
         if unknown:
