@@ -1,51 +1,347 @@
-// Portable reference-speed GEMM (placeholder for the tuned per-ISA kernels):
-// blocked over K and N so that a panel of B stays in cache, fp32 accumulate.
+// GEMM driver: path selection, cache blocking, OpenMP partitioning, and the portable
+// C++ microkernel. The per-ISA microkernels and packers live in gemm_avx2.cpp and
+// gemm_avx512.cpp (compiled with their own target flags, picked at run time).
+//
+// Packed path (per thread, on its own rectangle of C; no barriers):
+//   for jc in N by NC:      pack B[:, jc:jc+NC] for all of K (KC blocks of NR panels)
+//     for ic in M by MC:
+//       for pc in K by KC:  pack A[ic:ic+MC, pc:pc+KC] into MR panels
+//         for jr, ir:       MR x NR microkernel; the last K block applies bias/ReLU
+//                           and rounds to bf16 in registers.
+// f32 partial sums across K blocks live in C itself; bf16 ones in an fp32 MC x NC scratch.
+#define PDB_GEMM_INTERNAL
 #include "cpu/gemm.h"
 
 #include <omp.h>
 
-#include <algorithm>
-#include <vector>
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "common/cpu_features.h"
 
 namespace pdb::cpu {
-namespace {
 
-template <typename T>
-inline float load(const T* p, int64_t i) {
-  if constexpr (sizeof(T) == 2) return bf16_to_f32(reinterpret_cast<const uint16_t*>(p)[i]);
-  else return p[i];
+namespace detail {
+
+namespace {
+struct TlsBuffers {
+  void* p[kBufSlots] = {};
+  size_t cap[kBufSlots] = {};
+  ~TlsBuffers() {
+    for (void* q : p) std::free(q);
+  }
+};
+}  // namespace
+
+void* tls_buffer(int slot, size_t bytes) {
+  static thread_local TlsBuffers b;
+  if (b.cap[slot] < bytes || !b.p[slot]) {
+    std::free(b.p[slot]);
+    b.p[slot] = nullptr;
+    b.cap[slot] = 0;
+    size_t cap = bytes + bytes / 4;                   // some headroom for the next call
+    cap = (cap + 256 + 63) / 64 * 64;                 // + slack for overlapping stores
+    void* q = std::aligned_alloc(64, cap);
+    if (!q) return nullptr;
+    b.p[slot] = q;
+    b.cap[slot] = cap - 256;
+  }
+  return b.p[slot];
 }
 
-template <typename T>
-void gemm_generic(const GemmArgs& g) {
-  const T* A = static_cast<const T*>(g.A);
-  const T* B = static_cast<const T*>(g.B);
-  T* C = static_cast<T*>(g.C);
-#pragma omp parallel
-  {
-    std::vector<float> acc(g.N);
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < g.M; ++i) {
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t k = 0; k < g.K; ++k) {
-        const float a = load(A, i * g.sam + k * g.sak);
-        for (int64_t j = 0; j < g.N; ++j) acc[j] += a * load(B, k * g.sbk + j * g.sbn);
+}  // namespace detail
+
+namespace {
+using namespace detail;
+
+// ---- portable kernel ---------------------------------------------------------------
+constexpr int kGenMR = 4, kGenNR = 8;
+
+template <typename In>
+void gen_pack(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k, int width,
+              float* d) {
+  for (int64_t i0 = 0; i0 < mn; i0 += width)
+    pack_panel_ref<In, float, 1>(src + i0 * s_mn, s_mn, s_k, imin(width, mn - i0), k, width,
+                                 d + (i0 / width) * k * width);
+}
+void gen_pack_a(const void* A, int64_t sam, int64_t sak, bool bf16, int64_t m, int64_t k,
+                void* dst) {
+  if (bf16) gen_pack(static_cast<const uint16_t*>(A), sam, sak, m, k, kGenMR, static_cast<float*>(dst));
+  else gen_pack(static_cast<const float*>(A), sam, sak, m, k, kGenMR, static_cast<float*>(dst));
+}
+void gen_pack_b(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, int64_t n,
+                void* dst) {
+  if (bf16) gen_pack(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kGenNR, static_cast<float*>(dst));
+  else gen_pack(static_cast<const float*>(B), sbn, sbk, n, k, kGenNR, static_cast<float*>(dst));
+}
+void gen_micro(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
+  const float* a = static_cast<const float*>(a_);
+  const float* b = static_cast<const float*>(b_);
+  float acc[kGenMR][kGenNR] = {};
+  for (int64_t k = 0; k < kpad; ++k, a += kGenMR, b += kGenNR)
+    for (int i = 0; i < kGenMR; ++i)
+      for (int j = 0; j < kGenNR; ++j) acc[i][j] += a[i] * b[j];
+  tile_epilogue_ref(&acc[0][0], kGenNR, e);
+}
+const PackedKernel kGenericKernel = {kGenMR, kGenNR, 1, 4, gen_pack_a, gen_pack_b, gen_micro,
+                                     "generic:packed4x8"};
+
+// ---- path selection ----------------------------------------------------------------
+constexpr int64_t kSmallM = 16;  // rows up to which B is streamed instead of packed
+constexpr int64_t kSmallN = 8;   // columns up to which A is streamed (dot form)
+
+enum class Path { empty, zero_k, small_rowb, small_dot_n, small_dot_m, packed };
+
+Path choose_path(const GemmArgs& g, Isa isa) {
+  if (g.M <= 0 || g.N <= 0) return Path::empty;
+  if (g.K <= 0) return Path::zero_k;
+  if (isa >= Isa::avx2) {
+    if (g.M <= kSmallM) {
+      if (g.sbn == 1 && g.N > 1) return Path::small_rowb;
+      if (g.sbk == 1) return Path::small_dot_n;
+      if (g.sbn == 1) return Path::small_rowb;
+    }
+    if (g.N <= kSmallN && g.sak == 1 && g.K >= 16) return Path::small_dot_m;
+  }
+  return Path::packed;
+}
+
+const PackedKernel* choose_kernel(Isa isa, bool bf16) {
+  if (isa >= Isa::avx512_bf16 && bf16) return packed_kernel_avx512(true);
+  if (isa >= Isa::avx512) return packed_kernel_avx512(false);
+  if (isa >= Isa::avx2) return packed_kernel_avx2();
+  return &kGenericKernel;
+}
+
+// Threads worth using: about 64K multiply-adds each at least (a fork/join costs ~µs).
+int threads_for(const GemmArgs& g) {
+  const int nmax = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const double work = static_cast<double>(g.M) * g.N * g.K;
+  const double t = work / 65536.0;
+  return t >= nmax ? nmax : (t < 1 ? 1 : static_cast<int>(t));
+}
+
+// ---- blocking ----------------------------------------------------------------------
+struct Blocking {
+  int64_t kc, mc, nc;
+};
+
+int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t n_thread, int nthr) {
+  const CpuFeatures& f = cpu_features();
+  // sysconf can report a whole host's (or socket's) L3: clamp to sane per-core sizes.
+  const int64_t l1 = clampi(f.l1d_bytes, 16 << 10, 64 << 10);
+  const int64_t l2 = clampi(f.l2_bytes, 128 << 10, 2 << 20);
+  const int64_t l3 = clampi(f.l3_bytes, 2 << 20, 32 << 20);
+  const int64_t eb = pk.elem_bytes;
+  Blocking b;
+  // KC: one B micro-panel (KC x NR) takes half of L1; balanced over K.
+  const int64_t kc0 = clampi(l1 / 2 / (pk.nr * eb), 128, 512) / 8 * 8;
+  const int64_t nkb = ceil_div(K, kc0);
+  b.kc = round_up(ceil_div(K, nkb), 8);
+  // MC: the A block (MC x KC) takes half of L2.
+  b.mc = clampi(l2 / 2 / (b.kc * eb), pk.mr, 1024) / pk.mr * pk.mr;
+  // NC: the thread's packed B (all of K x NC) within its share of L3.
+  const int64_t budget = clampi(l3 / 2 / nthr, 512 << 10, 8 << 20);
+  int64_t nc = budget / (round_up(K, 8) * eb) / pk.nr * pk.nr;
+  nc = clampi(nc, 4 * pk.nr, 4096);
+  // Even NC blocks over the thread's columns.
+  const int64_t nnb = ceil_div(n_thread, nc);
+  b.nc = round_up(ceil_div(n_thread, nnb), pk.nr);
+  return b;
+}
+
+// ---- packed path -------------------------------------------------------------------
+bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0, int64_t m1,
+                int64_t n0, int64_t n1, const Blocking& bl) {
+  if (m0 >= m1 || n0 >= n1) return true;
+  const int mr = pk.mr, nr = pk.nr;
+  const int64_t kp = pk.kpack, eb = pk.elem_bytes, ib = bf16 ? 2 : 4;
+  const int64_t K = g.K, kc = bl.kc, nkb = ceil_div(K, kc);
+  const int64_t kc_pad = round_up(kc, kp);
+  const int64_t nc_max = imin(bl.nc, round_up(n1 - n0, nr));
+  const int64_t mc_max = imin(bl.mc, round_up(m1 - m0, mr));
+  char* bbuf = static_cast<char*>(tls_buffer(kBufB, nkb * kc_pad * nc_max * eb));
+  char* abuf = static_cast<char*>(tls_buffer(kBufA, kc_pad * mc_max * eb));
+  float* scratch = nullptr;
+  const int64_t ldw = nc_max;
+  if (bf16 && nkb > 1) {
+    scratch = static_cast<float*>(tls_buffer(kBufC, sizeof(float) * mc_max * ldw));
+    if (!scratch) return false;
+  }
+  if (!bbuf || !abuf) return false;
+  const char* A = static_cast<const char*>(g.A);
+  const char* B = static_cast<const char*>(g.B);
+  char* C = static_cast<char*>(g.C);
+
+  for (int64_t jc = n0; jc < n1; jc += bl.nc) {
+    const int64_t ncur = imin(bl.nc, n1 - jc), npan = ceil_div(ncur, nr);
+    const int64_t bblk = kc_pad * npan * nr;  // elements per packed K block of B
+    for (int64_t b = 0; b < nkb; ++b) {
+      const int64_t pc = b * kc, kcur = imin(kc, K - pc);
+      pk.pack_b(B + (pc * g.sbk + jc * g.sbn) * ib, g.sbk, g.sbn, bf16, kcur, ncur,
+                bbuf + b * bblk * eb);
+    }
+    for (int64_t ic = m0; ic < m1; ic += bl.mc) {
+      const int64_t mcur = imin(bl.mc, m1 - ic), mpan = ceil_div(mcur, mr);
+      for (int64_t b = 0; b < nkb; ++b) {
+        const int64_t pc = b * kc, kcur = imin(kc, K - pc), kpad = round_up(kcur, kp);
+        pk.pack_a(A + (ic * g.sam + pc * g.sak) * ib, g.sam, g.sak, bf16, mcur, kcur, abuf);
+        TileEpi e{};
+        e.accumulate = b > 0;
+        e.final = b == nkb - 1;
+        e.relu = g.relu;
+        e.c_bf16 = bf16;
+        e.ldc = g.ldc;
+        e.ldw = bf16 ? ldw : g.ldc;
+        for (int64_t jp = 0; jp < npan; ++jp) {
+          const int64_t j = jp * nr, col = jc + j;
+          const char* bpan = bbuf + (b * bblk + jp * kpad * nr) * eb;
+          e.n = static_cast<int>(imin(nr, ncur - j));
+          e.bias = g.bias ? g.bias + col : nullptr;
+          for (int64_t ip = 0; ip < mpan; ++ip) {
+            const int64_t i = ip * mr, row = ic + i;
+            e.m = static_cast<int>(imin(mr, mcur - i));
+            e.c = C + (row * g.ldc + col) * ib;
+            e.w = bf16 ? (scratch ? scratch + i * ldw + j : nullptr)
+                       : reinterpret_cast<float*>(C) + row * g.ldc + col;
+            pk.micro(kpad, abuf + ip * kpad * mr * eb, bpan, e);
+          }
+        }
       }
-      for (int64_t j = 0; j < g.N; ++j) {
-        float v = acc[j] + (g.bias ? g.bias[j] : 0.f);
-        if (g.relu) v = std::max(v, 0.f);
-        if constexpr (sizeof(T) == 2) reinterpret_cast<uint16_t*>(C)[i * g.ldc + j] = f32_to_bf16(v);
-        else C[i * g.ldc + j] = v;
-      }
+    }
+  }
+  return true;
+}
+
+// Split C into mt x nt thread rectangles (mt * nt = nthr) minimizing the modelled
+// per-thread time: compute on padded tiles + packing of the B panel and A blocks.
+void choose_grid(const GemmArgs& g, const PackedKernel& pk, int nthr, int& mt, int& nt) {
+  const int64_t pm = ceil_div(g.M, pk.mr), pn = ceil_div(g.N, pk.nr);
+  double best = -1;
+  mt = 1;
+  nt = nthr;
+  for (int a = 1; a <= nthr; ++a) {
+    if (nthr % a) continue;
+    const int bb = nthr / a;
+    const double tm = static_cast<double>(ceil_div(pm, a) * pk.mr);
+    const double tn = static_cast<double>(ceil_div(pn, bb) * pk.nr);
+    const double flops_per_cycle = 2.0 * pk.mr * pk.nr / (pk.mr + 2);  // rough
+    const double cost = tm * tn * g.K / flops_per_cycle + (tn * g.K) + tm * g.K * ceil_div(
+        static_cast<int64_t>(tn), 1024);
+    if (best < 0 || cost < best) {
+      best = cost;
+      mt = a;
+      nt = bb;
     }
   }
 }
 
+void zero_k(const GemmArgs& g, bool bf16) {
+  for (int64_t i = 0; i < g.M; ++i)
+    for (int64_t j = 0; j < g.N; ++j) {
+      float v = g.bias ? g.bias[j] : 0.f;
+      if (g.relu && v < 0.f) v = 0.f;
+      if (bf16) static_cast<uint16_t*>(g.C)[i * g.ldc + j] = f32_to_bf16_rne(v);
+      else static_cast<float*>(g.C)[i * g.ldc + j] = v;
+    }
+}
+
+// Runs fn(t) for t in [0, ntasks) over up to ntasks threads (robust to getting fewer).
+template <typename Fn>
+bool parallel_tasks(int ntasks, Fn fn) {
+  std::atomic<bool> ok{true};
+  if (ntasks <= 1) {
+    return fn(0);
+  }
+#pragma omp parallel num_threads(ntasks)
+  {
+    const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+    for (int t = tid; t < ntasks; t += nt)
+      if (!fn(t)) ok.store(false, std::memory_order_relaxed);
+  }
+  return ok.load();
+}
+
+// Range [r0, r1) of task t out of n over `units` aligned units of size `al`.
+void split_range(int64_t len, int64_t al, int t, int n, int64_t& r0, int64_t& r1) {
+  const int64_t units = ceil_div(len, al);
+  r0 = imin(len, units * t / n * al);
+  r1 = imin(len, units * (t + 1) / n * al);
+}
+
+const char* path_name(Path p, Isa isa, bool bf16) {
+  switch (p) {
+    case Path::empty: return "empty";
+    case Path::zero_k: return "zero_k";
+    case Path::small_rowb: return "avx2:small_m_rowb";
+    case Path::small_dot_n: return "avx2:small_m_dot";
+    case Path::small_dot_m: return "avx2:small_n_dot";
+    case Path::packed: return choose_kernel(isa, bf16)->name;
+  }
+  return "?";
+}
+
 }  // namespace
 
+const char* gemm_path(const GemmArgs& g, DType dtype) {
+  const Isa isa = active_isa();
+  return path_name(choose_path(g, isa), isa, dtype == DType::bf16);
+}
+
 void gemm(const GemmArgs& g, DType dtype) {
-  if (dtype == DType::bf16) gemm_generic<uint16_t>(g);
-  else gemm_generic<float>(g);
+  const bool bf16 = dtype == DType::bf16;
+  const Isa isa = active_isa();
+  const Path path = choose_path(g, isa);
+  if (path == Path::empty) return;
+  if (path == Path::zero_k) return zero_k(g, bf16);
+  int nthr = threads_for(g);
+  bool ok = true;
+  switch (path) {
+    case Path::small_rowb: {
+      nthr = static_cast<int>(imin(nthr, ceil_div(g.N, 16)));
+      ok = parallel_tasks(nthr, [&](int t) {
+        int64_t r0, r1;
+        split_range(g.N, 16, t, nthr, r0, r1);
+        return r0 >= r1 || small_m_rowb_avx2(g, bf16, r0, r1);
+      });
+      break;
+    }
+    case Path::small_dot_n: {
+      nthr = static_cast<int>(imin(nthr, ceil_div(g.N, 8)));
+      ok = parallel_tasks(nthr, [&](int t) {
+        int64_t r0, r1;
+        split_range(g.N, 8, t, nthr, r0, r1);
+        return r0 >= r1 || small_dot_avx2(g, bf16, true, r0, r1);
+      });
+      break;
+    }
+    case Path::small_dot_m: {
+      nthr = static_cast<int>(imin(nthr, ceil_div(g.M, 6)));
+      ok = parallel_tasks(nthr, [&](int t) {
+        int64_t r0, r1;
+        split_range(g.M, 6, t, nthr, r0, r1);
+        return r0 >= r1 || small_dot_avx2(g, bf16, false, r0, r1);
+      });
+      break;
+    }
+    default: {
+      const PackedKernel& pk = *choose_kernel(isa, bf16);
+      int mt, nt;
+      choose_grid(g, pk, nthr, mt, nt);
+      const Blocking bl = blocking_for(pk, g.K, round_up(ceil_div(g.N, nt), pk.nr), nthr);
+      ok = parallel_tasks(nthr, [&](int t) {
+        int64_t m0, m1, n0, n1;
+        split_range(g.M, pk.mr, t / nt, mt, m0, m1);
+        split_range(g.N, pk.nr, t % nt, nt, n0, n1);
+        return run_packed(pk, g, bf16, m0, m1, n0, n1, bl);
+      });
+      break;
+    }
+  }
+  if (!ok) throw std::bad_alloc();
 }
 
 }  // namespace pdb::cpu

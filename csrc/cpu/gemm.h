@@ -2,6 +2,7 @@
 // A and B are arbitrary strided views (so transposed operands need no copy);
 // C is row-major with leading dimension ldc. Accumulation is always fp32.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "common/tensor.h"
@@ -20,4 +21,128 @@ struct GemmArgs {
 // dtype: f32 (A, B, C fp32) or bf16 (A, B, C bf16, fp32 accumulate).
 void gemm(const GemmArgs& args, DType dtype);
 
+// Which code path gemm() takes for these arguments and the active ISA, e.g.
+// "avx2:packed6x16", "avx2:small_m_rowb", "generic:packed4x8", "zero_k" (for tests and
+// benchmarks; the string is static).
+const char* gemm_path(const GemmArgs& args, DType dtype);
+
 }  // namespace pdb::cpu
+
+// ---- Internal interface between the driver (gemm.cpp) and the per-ISA kernel
+// translation units (gemm_avx2.cpp, gemm_avx512.cpp). Only those files define
+// PDB_GEMM_INTERNAL before including this header.
+#ifdef PDB_GEMM_INTERNAL
+namespace pdb::cpu::detail {
+
+// What to do with one MR x NR register tile once its K block is summed.
+struct TileEpi {
+  float* w;          // fp32 partial sums: C itself for f32, a scratch tile for bf16
+  int64_t ldw;
+  void* c;           // final destination (fp32 or bf16), row-major
+  int64_t ldc;
+  const float* bias; // bias at the tile's first column, or nullptr
+  int m, n;          // valid rows / columns of the tile (<= MR / NR)
+  bool accumulate;   // add w (not the first K block)
+  bool final;        // last K block: + bias, relu, write c; otherwise write w
+  bool relu;
+  bool c_bf16;
+};
+
+// A register-tiled microkernel with its packing routines.
+// Packed panels: A as ceil(m/mr) panels of [kpad/kpack][mr][kpack], B as ceil(n/nr)
+// panels of [kpad/kpack][nr][kpack], kpad = k rounded up to kpack, zero padded.
+struct PackedKernel {
+  int mr, nr;
+  int kpack;       // 1, or 2 for K-pair-interleaved bf16 panels (vdpbf16ps)
+  int elem_bytes;  // bytes of one packed element (4 fp32, 2 bf16)
+  void (*pack_a)(const void* A, int64_t sam, int64_t sak, bool in_bf16, int64_t m, int64_t k,
+                 void* dst);
+  void (*pack_b)(const void* B, int64_t sbk, int64_t sbn, bool in_bf16, int64_t k, int64_t n,
+                 void* dst);
+  void (*micro)(int64_t kpad, const void* a, const void* b, const TileEpi& e);
+  const char* name;
+};
+
+const PackedKernel* packed_kernel_avx2();
+const PackedKernel* packed_kernel_avx512(bool bf16_dot);  // vdpbf16ps panels when bf16_dot
+
+// Small-M, B unit stride along N: computes C[:, n0:n1] streaming B (no B packing).
+// Returns false if a scratch buffer could not be allocated.
+bool small_m_rowb_avx2(const GemmArgs& g, bool bf16, int64_t n0, int64_t n1);
+// Dot-product form for operands contiguous along K. over_n: small M, B^T rows streamed
+// (sbk == 1), computes C[:, r0:r1]. Otherwise small N, A rows streamed (sak == 1),
+// computes C[r0:r1, :]. Returns false if a scratch buffer could not be allocated.
+bool small_dot_avx2(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t r1);
+
+// Thread-local, 64-byte aligned scratch per slot, grown on demand and reused across
+// calls (with 256 bytes of slack past `bytes`). nullptr if allocation failed.
+enum : int { kBufA = 0, kBufB = 1, kBufC = 2, kBufSmallA = 3, kBufSmallB = 4, kBufSlots = 5 };
+void* tls_buffer(int slot, size_t bytes);
+
+// Internal linkage on purpose: every TU gets its own copy compiled with its own target
+// flags, so the linker can never pick an AVX-512 instance for the generic path.
+namespace {
+
+inline float bf16_bits_to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+template <typename T> inline float to_f32(T v);
+template <> inline float to_f32<float>(float v) { return v; }
+template <> inline float to_f32<uint16_t>(uint16_t v) { return bf16_bits_to_f32(v); }
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// One packed panel of width `width` (mr or nr) from a strided source: element (i, kk)
+// at src[i * s_mn + kk * s_k]; i < mn, kk < k are real, the rest is zero.
+template <typename In, typename Out, int KP>
+void pack_panel_ref(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k, int width,
+                    Out* p) {
+  const int64_t kpad = round_up(k, KP);
+  for (int64_t kk = 0; kk < kpad; ++kk) {
+    Out* row = p + (kk / KP) * width * KP + kk % KP;
+    for (int i = 0; i < width; ++i) {
+      Out v = Out(0);
+      if (i < mn && kk < k) {
+        if constexpr (sizeof(Out) == sizeof(In)) v = src[i * s_mn + kk * s_k];  // same type
+        else v = to_f32(src[i * s_mn + kk * s_k]);
+      }
+      row[i * KP] = v;
+    }
+  }
+}
+
+// Scalar epilogue for edge tiles (and the reference for the vector ones).
+inline void tile_epilogue_ref(const float* acc, int64_t lda, const TileEpi& e) {
+  for (int i = 0; i < e.m; ++i) {
+    for (int j = 0; j < e.n; ++j) {
+      float v = acc[i * lda + j];
+      if (e.accumulate) v += e.w[i * e.ldw + j];
+      if (!e.final) {
+        e.w[i * e.ldw + j] = v;
+        continue;
+      }
+      if (e.bias) v += e.bias[j];
+      if (e.relu && v < 0.f) v = 0.f;  // NaN passes through, like torch.relu
+      if (e.c_bf16) static_cast<uint16_t*>(e.c)[i * e.ldc + j] = f32_to_bf16_rne(v);
+      else static_cast<float*>(e.c)[i * e.ldc + j] = v;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace pdb::cpu::detail
+#endif  // PDB_GEMM_INTERNAL

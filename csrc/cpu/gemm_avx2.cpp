@@ -1,0 +1,430 @@
+// AVX2+FMA GEMM kernels: a 6x16 fp32 register tile (12 ymm accumulators, 2 B loads,
+// 1 A broadcast), SIMD packing (8x8 transposes for operands contiguous along K), and
+// the small-M / small-N paths that stream the large operand without packing it.
+// bf16 operands are widened to fp32 while packing (or while streaming), so one fp32
+// microkernel serves both dtypes; the epilogue rounds to bf16 (RNE) in registers.
+#define PDB_GEMM_INTERNAL
+#include <immintrin.h>
+
+#include "cpu/gemm.h"
+
+namespace pdb::cpu::detail {
+namespace {
+
+constexpr int kMR = 6, kNR = 16;
+
+inline __m256 bf16x8_to_f32(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+struct F32In {
+  using T = float;
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+};
+struct Bf16In {
+  using T = uint16_t;
+  static __m256 load8(const uint16_t* p) { return bf16x8_to_f32(p); }
+};
+
+// 8 fp32 -> 8 bf16 (round to nearest even, NaN kept quiet), same as f32_to_bf16_rne.
+inline __m128i f32x8_to_bf16(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i hi = _mm256_srli_epi32(u, 16);
+  const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(
+      _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+  const __m256i q = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  r = _mm256_blendv_epi8(r, q, _mm256_castps_si256(nan));
+  return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+}
+
+// In place: r[i][j] -> r[j][i] for an 8x8 block of floats.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// ---- register tile: acc[R][NV] (R rows x NV*8 columns) -----------------------------
+
+// acc = sum_k a[k*lda_k + i] * b[k*ldb + 0 .. 8*NV)
+template <int R, int NV, typename BIn>
+inline void tile_kloop(int64_t kc, const float* a, int64_t lda_k, const typename BIn::T* b,
+                       int64_t ldb, __m256 (&acc)[R][NV]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_setzero_ps();
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    __m256 bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) bv[v] = BIn::load8(b + 8 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+    a += lda_k;
+    b += ldb;
+  }
+}
+
+template <int R, int NV>
+inline void tile_store(__m256 (&acc)[R][NV], const TileEpi& e) {
+  if (e.m == R && e.n == 8 * NV) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 bias[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bias[v] = (e.final && e.bias) ? _mm256_loadu_ps(e.bias + 8 * v) : zero;
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        __m256 x = acc[i][v];
+        if (e.accumulate) x = _mm256_add_ps(x, _mm256_loadu_ps(e.w + i * e.ldw + 8 * v));
+        if (!e.final) {
+          _mm256_storeu_ps(e.w + i * e.ldw + 8 * v, x);
+          continue;
+        }
+        x = _mm256_add_ps(x, bias[v]);
+        if (e.relu) x = _mm256_max_ps(zero, x);  // max(0, NaN) = NaN
+        if (e.c_bf16)
+          _mm_storeu_si128(
+              reinterpret_cast<__m128i*>(static_cast<uint16_t*>(e.c) + i * e.ldc + 8 * v),
+              f32x8_to_bf16(x));
+        else
+          _mm256_storeu_ps(static_cast<float*>(e.c) + i * e.ldc + 8 * v, x);
+      }
+    }
+    return;
+  }
+  alignas(32) float tmp[R][8 * NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm256_store_ps(&tmp[i][8 * v], acc[i][v]);
+  tile_epilogue_ref(&tmp[0][0], 8 * NV, e);
+}
+
+void micro_6x16(int64_t kpad, const void* a, const void* b, const TileEpi& e) {
+  __m256 acc[kMR][2];
+  tile_kloop<kMR, 2, F32In>(kpad, static_cast<const float*>(a), kMR,
+                            static_cast<const float*>(b), kNR, acc);
+  tile_store<kMR, 2>(acc, e);
+}
+
+// ---- packing ---------------------------------------------------------------------
+
+// One full 6-row A panel whose rows are contiguous along K: 8x8 transposes. Each
+// store writes 8 floats at a 6-float pitch; the 2 extra lanes are rewritten by the
+// next store (and the last one lands in the buffer's slack).
+template <typename In>
+void pack_a_rows6(const typename In::T* A, int64_t sam, int64_t k, float* p) {
+  const typename In::T* r[6];
+  for (int i = 0; i < 6; ++i) r[i] = A + i * sam;
+  int64_t kk = 0;
+  for (; kk + 8 <= k; kk += 8) {
+    __m256 v[8];
+    for (int i = 0; i < 6; ++i) v[i] = In::load8(r[i] + kk);
+    v[6] = v[7] = _mm256_setzero_ps();
+    transpose8(v);
+    for (int j = 0; j < 8; ++j) _mm256_storeu_ps(p + (kk + j) * 6, v[j]);
+  }
+  for (; kk < k; ++kk)
+    for (int i = 0; i < 6; ++i) p[kk * 6 + i] = to_f32(r[i][kk]);
+}
+
+template <typename In>
+void pack_a_t(const In* A, int64_t sam, int64_t sak, int64_t m, int64_t k, float* d) {
+  for (int64_t i0 = 0; i0 < m; i0 += kMR) {
+    float* p = d + (i0 / kMR) * k * kMR;
+    const int64_t mm = imin(kMR, m - i0);
+    if (mm == kMR && sak == 1) {
+      if constexpr (sizeof(In) == 2) pack_a_rows6<Bf16In>(A + i0 * sam, sam, k, p);
+      else pack_a_rows6<F32In>(A + i0 * sam, sam, k, p);
+    } else {
+      pack_panel_ref<In, float, 1>(A + i0 * sam, sam, sak, mm, k, kMR, p);
+    }
+  }
+}
+
+void pack_a_avx2(const void* A, int64_t sam, int64_t sak, bool bf16, int64_t m, int64_t k,
+                 void* dst) {
+  if (bf16) pack_a_t(static_cast<const uint16_t*>(A), sam, sak, m, k, static_cast<float*>(dst));
+  else pack_a_t(static_cast<const float*>(A), sam, sak, m, k, static_cast<float*>(dst));
+}
+
+template <typename BIn>
+void pack_b_t(const typename BIn::T* B, int64_t sbk, int64_t sbn, int64_t k, int64_t n,
+              float* d) {
+  using In = typename BIn::T;
+  for (int64_t j0 = 0; j0 < n; j0 += kNR) {
+    float* p = d + (j0 / kNR) * k * kNR;
+    const int64_t nn = imin(kNR, n - j0);
+    const In* src = B + j0 * sbn;
+    if (nn == kNR && sbn == 1) {
+      for (int64_t kk = 0; kk < k; ++kk) {
+        _mm256_store_ps(p + kk * kNR, BIn::load8(src + kk * sbk));
+        _mm256_store_ps(p + kk * kNR + 8, BIn::load8(src + kk * sbk + 8));
+      }
+    } else if (nn == kNR && sbk == 1) {
+      for (int h = 0; h < 2; ++h) {
+        const In* r[8];
+        for (int j = 0; j < 8; ++j) r[j] = src + (8 * h + j) * sbn;
+        int64_t kk = 0;
+        for (; kk + 8 <= k; kk += 8) {
+          __m256 v[8];
+          for (int j = 0; j < 8; ++j) v[j] = BIn::load8(r[j] + kk);
+          transpose8(v);
+          for (int t = 0; t < 8; ++t) _mm256_store_ps(p + (kk + t) * kNR + 8 * h, v[t]);
+        }
+        for (; kk < k; ++kk)
+          for (int j = 0; j < 8; ++j) p[kk * kNR + 8 * h + j] = to_f32(r[j][kk]);
+      }
+    } else {
+      pack_panel_ref<In, float, 1>(src, sbn, sbk, nn, k, kNR, p);
+    }
+  }
+}
+
+void pack_b_avx2(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, int64_t n,
+                 void* dst) {
+  if (bf16) pack_b_t<Bf16In>(static_cast<const uint16_t*>(B), sbk, sbn, k, n, static_cast<float*>(dst));
+  else pack_b_t<F32In>(static_cast<const float*>(B), sbk, sbn, k, n, static_cast<float*>(dst));
+}
+
+const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, pack_a_avx2, pack_b_avx2, micro_6x16,
+                                  "avx2:packed6x16"};
+
+// ---- small M, B contiguous along N ----------------------------------------------
+
+template <int R, typename BIn>
+void rowb_tile(int64_t k, const float* ap, const typename BIn::T* b, int64_t ldb,
+               const TileEpi& e) {
+  __m256 acc[R][2];
+  tile_kloop<R, 2, BIn>(k, ap, R, b, ldb, acc);
+  tile_store<R, 2>(acc, e);
+}
+
+template <typename BIn>
+void rowb_dispatch(int r, int64_t k, const float* ap, const typename BIn::T* b, int64_t ldb,
+                   const TileEpi& e) {
+  switch (r) {
+    case 1: rowb_tile<1, BIn>(k, ap, b, ldb, e); break;
+    case 2: rowb_tile<2, BIn>(k, ap, b, ldb, e); break;
+    case 3: rowb_tile<3, BIn>(k, ap, b, ldb, e); break;
+    case 4: rowb_tile<4, BIn>(k, ap, b, ldb, e); break;
+    case 5: rowb_tile<5, BIn>(k, ap, b, ldb, e); break;
+    default: rowb_tile<6, BIn>(k, ap, b, ldb, e); break;
+  }
+}
+
+// Rows of the M chunks: balanced sizes <= 6 (M = 8 -> 4 + 4, not 6 + 2).
+inline int chunk_rows(int64_t M, int64_t c, int64_t nch) {
+  return static_cast<int>(M / nch + (c < M % nch ? 1 : 0));
+}
+
+template <typename In>
+bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
+  const int64_t M = g.M, K = g.K;
+  const In* A = static_cast<const In*>(g.A);
+  const In* B = static_cast<const In*>(g.B);
+  // A, all M rows, as fp32 chunks of [K][R] (M is small: this is cheap).
+  float* ap = static_cast<float*>(tls_buffer(kBufSmallA, sizeof(float) * M * K));
+  float* tail = static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * K * kNR));
+  if (!ap || !tail) return false;
+  const int64_t nch = ceil_div(M, kMR);
+  {
+    int64_t row = 0;
+    for (int64_t c = 0; c < nch; ++c) {
+      const int r = chunk_rows(M, c, nch);
+      pack_panel_ref<In, float, 1>(A + row * g.sam, g.sam, g.sak, r, K, r, ap + row * K);
+      row += r;
+    }
+  }
+  const size_t cb = bf16 ? 2 : 4;
+  for (int64_t j = n0; j < n1; j += kNR) {
+    const int64_t nn = imin(kNR, n1 - j);
+    TileEpi e{};
+    e.ldc = g.ldc;
+    e.bias = g.bias ? g.bias + j : nullptr;
+    e.n = static_cast<int>(nn);
+    e.final = true;
+    e.relu = g.relu;
+    e.c_bf16 = bf16;
+    const bool full = nn == kNR;
+    if (!full) pack_panel_ref<In, float, 1>(B + j * g.sbn, g.sbn, g.sbk, nn, K, kNR, tail);
+    int64_t row = 0;
+    for (int64_t c = 0; c < nch; ++c) {
+      const int r = chunk_rows(M, c, nch);
+      e.m = r;
+      e.c = static_cast<char*>(g.C) + (row * g.ldc + j) * cb;
+      if (full) {
+        if constexpr (sizeof(In) == 2) rowb_dispatch<Bf16In>(r, K, ap + row * K, B + j, g.sbk, e);
+        else rowb_dispatch<F32In>(r, K, ap + row * K, B + j, g.sbk, e);
+      } else {
+        rowb_dispatch<F32In>(r, K, ap + row * K, tail, kNR, e);
+      }
+      row += r;
+    }
+  }
+  return true;
+}
+
+// ---- dot-product form (both operands contiguous along K) -------------------------
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// out[i][j] = sum_k x[i*ldx + k] * y[j*ldy + k]
+template <int MX, int NY, typename XIn, typename YIn>
+void dot_tile(int64_t K, const typename XIn::T* x, int64_t ldx, const typename YIn::T* y,
+              int64_t ldy, float* out) {
+  __m256 acc[MX][NY];
+#pragma GCC unroll 8
+  for (int i = 0; i < MX; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NY; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 xv[MX];
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) xv[i] = XIn::load8(x + i * ldx + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < NY; ++j) {
+      const __m256 yv = YIn::load8(y + j * ldy + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < MX; ++i) acc[i][j] = _mm256_fmadd_ps(xv[i], yv, acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MX; ++i)
+    for (int j = 0; j < NY; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int64_t kk = k; kk < K; ++kk) s += to_f32(x[i * ldx + kk]) * to_f32(y[j * ldy + kk]);
+      out[i * NY + j] = s;
+    }
+}
+
+template <typename XIn, typename YIn>
+void dot_dispatch(int mx, int ny, int64_t K, const typename XIn::T* x, int64_t ldx,
+                  const typename YIn::T* y, int64_t ldy, float* out) {
+#define PDB_DOT(MX, NY) \
+  case (MX) * 16 + (NY): dot_tile<MX, NY, XIn, YIn>(K, x, ldx, y, ldy, out); break;
+  switch (mx * 16 + ny) {
+    PDB_DOT(1, 1) PDB_DOT(1, 2) PDB_DOT(1, 3) PDB_DOT(1, 4)
+    PDB_DOT(1, 5) PDB_DOT(1, 6) PDB_DOT(1, 7) PDB_DOT(1, 8)
+    PDB_DOT(2, 1) PDB_DOT(2, 2) PDB_DOT(2, 3) PDB_DOT(2, 4)
+    PDB_DOT(3, 1) PDB_DOT(3, 2) PDB_DOT(3, 3) PDB_DOT(3, 4)
+    default: break;
+  }
+#undef PDB_DOT
+}
+
+template <typename In>
+bool small_dot_t(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t r1) {
+  const int64_t M = g.M, N = g.N, K = g.K;
+  const size_t cb = bf16 ? 2 : 4;
+  const In* A = static_cast<const In*>(g.A);
+  const In* B = static_cast<const In*>(g.B);
+  TileEpi e{};
+  e.ldc = g.ldc;
+  e.final = true;
+  e.relu = g.relu;
+  e.c_bf16 = bf16;
+  alignas(32) float out[32];
+  if (over_n) {
+    // X = A rows as contiguous fp32 (M small), Y = rows of B^T streamed (sbk == 1).
+    const float* x;
+    int64_t ldx;
+    if (!bf16 && g.sak == 1) {
+      x = reinterpret_cast<const float*>(A);
+      ldx = g.sam;
+    } else {
+      float* xp = static_cast<float*>(tls_buffer(kBufSmallA, sizeof(float) * M * K));
+      if (!xp) return false;
+      pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, static_cast<int>(K), xp);
+      x = xp;
+      ldx = K;
+    }
+    const int mxmax = M == 1 ? 1 : 3, nymax = M == 1 ? 8 : 4;
+    for (int64_t n = r0; n < r1; n += nymax) {
+      const int ny = static_cast<int>(imin(nymax, r1 - n));
+      for (int64_t m = 0; m < M; m += mxmax) {
+        const int mx = static_cast<int>(imin(mxmax, M - m));
+        if constexpr (sizeof(In) == 2)
+          dot_dispatch<F32In, Bf16In>(mx, ny, K, x + m * ldx, ldx, B + n * g.sbn, g.sbn, out);
+        else
+          dot_dispatch<F32In, F32In>(mx, ny, K, x + m * ldx, ldx, B + n * g.sbn, g.sbn, out);
+        e.m = mx;
+        e.n = ny;
+        e.c = static_cast<char*>(g.C) + (m * g.ldc + n) * cb;
+        e.bias = g.bias ? g.bias + n : nullptr;
+        tile_epilogue_ref(out, ny, e);
+      }
+    }
+  } else {
+    // X = rows of A streamed (sak == 1), Y = B^T as contiguous fp32 (N small).
+    float* yp = static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * N * K));
+    if (!yp) return false;
+    // yp[n*K + k] = B[k, n]: a "panel" of width K over the n dimension.
+    pack_panel_ref<In, float, 1>(B, g.sbk, g.sbn, K, N, static_cast<int>(K), yp);
+    const int mxmax = 3, nymax = N == 1 ? 1 : 4;
+    for (int64_t m = r0; m < r1; m += mxmax) {
+      const int mx = static_cast<int>(imin(mxmax, r1 - m));
+      for (int64_t n = 0; n < N; n += nymax) {
+        const int ny = static_cast<int>(imin(nymax, N - n));
+        if constexpr (sizeof(In) == 2)
+          dot_dispatch<Bf16In, F32In>(mx, ny, K, A + m * g.sam, g.sam, yp + n * K, K, out);
+        else
+          dot_dispatch<F32In, F32In>(mx, ny, K, A + m * g.sam, g.sam, yp + n * K, K, out);
+        e.m = mx;
+        e.n = ny;
+        e.c = static_cast<char*>(g.C) + (m * g.ldc + n) * cb;
+        e.bias = g.bias ? g.bias + n : nullptr;
+        tile_epilogue_ref(out, ny, e);
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+const PackedKernel* packed_kernel_avx2() { return &kAvx2Kernel; }
+
+bool small_m_rowb_avx2(const GemmArgs& g, bool bf16, int64_t n0, int64_t n1) {
+  return bf16 ? small_m_rowb_t<uint16_t>(g, n0, n1, true) : small_m_rowb_t<float>(g, n0, n1, false);
+}
+
+bool small_dot_avx2(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t r1) {
+  return bf16 ? small_dot_t<uint16_t>(g, true, over_n, r0, r1)
+              : small_dot_t<float>(g, false, over_n, r0, r1);
+}
+
+}  // namespace pdb::cpu::detail

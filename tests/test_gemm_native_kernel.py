@@ -1,0 +1,134 @@
+"""Kernel-level tests of the native CPU GEMM (pydeepbench._C.gemm) against torch in float64.
+
+Every ISA path the CPU supports is exercised in its own subprocess (PYDEEPBENCH_ISA is
+read once per process). Covers sizes 0, 1, primes, K = 0, NN/TN/NT/strided operands,
+padded ldc, bias/ReLU, f32 and bf16, and the small-M / small-N / packed paths.
+Standalone: python tests/test_gemm_native_kernel.py [--isa avx2] [--quick]
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+CODES = {torch.float32: 0, torch.bfloat16: 1}
+SIZES = [0, 1, 2, 7, 16, 31, 127, 257]
+
+
+def _arg(t: torch.Tensor):
+    return (t.data_ptr(), list(t.shape), list(t.stride()), CODES.get(t.dtype, 0))
+
+
+def native_gemm(a, b, out, bias=None, relu=False):
+    import pydeepbench._C as C
+
+    C.gemm(_arg(a), _arg(b), _arg(out), None if bias is None else _arg(bias), relu)
+    return out
+
+
+def make_operand(rows, cols, layout, dtype, gen):
+    """A rows x cols view with the given memory layout."""
+    if layout == "row":
+        t = torch.randn(rows, cols, generator=gen)
+    elif layout == "col":  # transposed view
+        t = torch.randn(cols, rows, generator=gen).t()
+    else:  # strided in both dims
+        t = torch.randn(rows * 2 + 1, cols * 3 + 1, generator=gen)[1::2, 1::3][:rows, :cols]
+    return t.to(dtype) if dtype != torch.float32 else t
+
+
+def check_case(M, N, K, la, lb, dtype, use_bias, relu, gen, ldc_pad=3):
+    a = make_operand(M, K, la, dtype, gen)
+    b = make_operand(K, N, lb, dtype, gen)
+    bias = torch.randn(N, generator=gen) if use_bias else None
+    out_full = torch.full((M, N + ldc_pad), 12345.0, dtype=dtype)
+    out = out_full[:, :N]
+    native_gemm(a, b, out, bias, relu)
+    ref = a.double() @ b.double()
+    if bias is not None:
+        ref = ref + bias.double()
+    if relu:
+        ref = ref.clamp_min(0)
+    got = out.double()
+    if dtype == torch.float32:
+        tol = 1e-5 * (K + 1) ** 0.5 * 4 + 1e-5 * ref.abs()
+    else:
+        tol = 2e-3 * (K + 1) ** 0.5 + ref.abs() / 128
+    err = (got - ref).abs()
+    ok = bool((err <= tol).all())
+    if ldc_pad and M > 0:
+        ok = ok and bool((out_full[:, N:] == 12345.0).all())  # nothing written past N
+    assert ok, (
+        f"M={M} N={N} K={K} A={la} B={lb} {dtype} bias={use_bias} relu={relu}: "
+        f"max err {err.max().item() if err.numel() else 0}"
+    )
+
+
+def run_all(quick=False):
+    gen = torch.Generator().manual_seed(0)
+    sizes = [0, 1, 7, 31, 257] if quick else SIZES
+    n = 0
+    layouts = ["row", "col", "strided"]
+    for M, N, K in itertools.product(sizes, sizes, sizes):
+        for dtype in (torch.float32, torch.bfloat16):
+            for la, lb in itertools.product(layouts, layouts):
+                if (la, lb) not in (("row", "row"), ("row", "col"), ("col", "row")) and (
+                    (M + N + K) % 3 != 0
+                ):
+                    continue  # strided combos on a third of the shapes
+                use_bias = (M + 2 * N + K + n) % 2 == 0
+                relu = (M + N + 3 * K + n) % 3 != 0
+                check_case(M, N, K, la, lb, dtype, use_bias, relu, gen)
+                n += 1
+    # multi K-block, multi NC/MC block shapes (bf16 scratch accumulation path)
+    for M, N, K in [(300, 200, 1100), (64, 1030, 700), (700, 40, 1500), (5, 3000, 600),
+                    (20, 5, 2000), (33, 9, 3001)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
+                check_case(M, N, K, la, lb, dtype, True, True, gen)
+                n += 1
+    return n
+
+
+def _isas():
+    import pydeepbench._C as C  # noqa: F401
+
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    isas = ["generic"]
+    if " avx2" in flags and " fma" in flags:
+        isas.append("avx2")
+    if " avx512f" in flags and " avx512bw" in flags:
+        isas.append("avx512")
+    if " avx512_bf16" in flags:
+        isas.append("avx512_bf16")
+    return isas
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512_bf16"])
+def test_gemm_kernel_paths(isa):
+    pytest.importorskip("pydeepbench._C")
+    if isa not in _isas():
+        pytest.skip(f"CPU lacks {isa}")
+    env = dict(os.environ, PYDEEPBENCH_ISA=isa)
+    r = subprocess.run([sys.executable, __file__, "--quick"], env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--isa")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.isa:
+        os.environ["PYDEEPBENCH_ISA"] = args.isa
+    count = run_all(args.quick)
+    print(f"ok: {count} cases, PYDEEPBENCH_ISA={os.environ.get('PYDEEPBENCH_ISA', '')}")
