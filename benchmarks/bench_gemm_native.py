@@ -37,9 +37,17 @@ DLRM = {
 }
 
 DEEPBENCH_MK = [(7680, 2560), (6144, 2048), (4608, 1536), (8448, 2816), (3072, 1024)]
-DEEPBENCH_EXTRA = [(5124, 700, 2048), (35, 700, 2048), (5124, 1500, 2560), (35, 1500, 2560),
-                   (1024, 700, 512), (512, 1500, 2048), (1024, 3000, 2816), (512, 1, 512),
-                   (1024, 4, 512)]
+DEEPBENCH_EXTRA = [
+    (5124, 700, 2048),
+    (35, 700, 2048),
+    (5124, 1500, 2560),
+    (35, 1500, 2560),
+    (1024, 700, 512),
+    (512, 1500, 2048),
+    (1024, 3000, 2816),
+    (512, 1, 512),
+    (1024, 4, 512),
+]
 
 
 def dlrm_layers():
@@ -105,14 +113,19 @@ class Table:
         self.title = title
         self.ratios = []
         print(f"\n== {title}")
-        print(f"{'shape':44s} {'native ms':>10s} {'torch ms':>10s} {'speedup':>8s} "
-              f"{'nat GF/s':>9s} {'tor GF/s':>9s}")
+        print(
+            f"{'shape':44s} {'native ms':>10s} {'torch ms':>10s} {'speedup':>8s} "
+            f"{'nat GF/s':>9s} {'tor GF/s':>9s}"
+        )
 
     def row(self, name, flops, tn, tt):
         r = tt / tn
         self.ratios.append(r)
-        print(f"{name:44s} {tn * 1e3:10.3f} {tt * 1e3:10.3f} {r:7.2f}x "
-              f"{flops / tn * 1e-9:9.1f} {flops / tt * 1e-9:9.1f}", flush=True)
+        print(
+            f"{name:44s} {tn * 1e3:10.3f} {tt * 1e3:10.3f} {r:7.2f}x "
+            f"{flops / tn * 1e-9:9.1f} {flops / tt * 1e-9:9.1f}",
+            flush=True,
+        )
 
     def done(self):
         g = geomean(self.ratios)
@@ -208,8 +221,10 @@ def run_square(reps, n=2048):
     flops = 2.0 * n**3
     tab.row(f"NN {n}^3", flops, tn, tt)
     peak = fma_peak()
-    print(f"measured FMA peak (C.fma_probe float32): {peak * 1e-9:.1f} GF/s -> native "
-          f"{flops / tn / peak * 100:.1f}% of peak, torch {flops / tt / peak * 100:.1f}%")
+    print(
+        f"measured FMA peak (C.fma_probe float32): {peak * 1e-9:.1f} GF/s -> native "
+        f"{flops / tn / peak * 100:.1f}% of peak, torch {flops / tt / peak * 100:.1f}%"
+    )
     return flops / tn / peak
 
 
@@ -221,25 +236,32 @@ def main():
     p.add_argument("--quick", action="store_true", help="fewer deepbench shapes")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-          f"PYDEEPBENCH_ISA={os.environ.get('PYDEEPBENCH_ISA')}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+        f"PYDEEPBENCH_ISA={os.environ.get('PYDEEPBENCH_ISA')}"
+    )
     sets = args.sets.split(",")
     summary = {}
     layers = dlrm_layers()
     if "dlrm" in sets:
-        summary["dlrm fp32 matmul"] = run_linear(layers, torch.float32, args.reps, False,
-                                                 "dlrm fp32: x @ W.t() vs torch.matmul")
+        summary["dlrm fp32 matmul"] = run_linear(
+            layers, torch.float32, args.reps, False, "dlrm fp32: x @ W.t() vs torch.matmul"
+        )
     if "dlrm_bf16" in sets:
-        summary["dlrm bf16 matmul"] = run_linear(layers, torch.bfloat16, args.reps, False,
-                                                 "dlrm bf16: x @ W.t() vs torch.matmul")
+        summary["dlrm bf16 matmul"] = run_linear(
+            layers, torch.bfloat16, args.reps, False, "dlrm bf16: x @ W.t() vs torch.matmul"
+        )
     if "fused" in sets:
         summary["dlrm fp32 fused linear+relu"] = run_linear(
-            layers, torch.float32, args.reps, True,
-            "dlrm fp32 fused: relu(x @ W.t() + b) vs F.relu(F.linear(x, W, b))")
+            layers,
+            torch.float32,
+            args.reps,
+            True,
+            "dlrm fp32 fused: relu(x @ W.t() + b) vs F.relu(F.linear(x, W, b))",
+        )
     if "deepbench" in sets:
-        summary["deepbench inference fp32"] = run_deepbench(deepbench_shapes(args.quick),
-                                                            args.reps)
+        summary["deepbench inference fp32"] = run_deepbench(deepbench_shapes(args.quick), args.reps)
     if "square" in sets:
         summary["square 2048 fraction of FMA peak"] = run_square(args.reps)
     print("\n== summary (geomean native speedup over torch; square: fraction of peak)")

@@ -128,6 +128,8 @@ def cmd_op(args, con) -> int:
         ),
     )
     sysinfo = system.collect()
+    if warning := system.busy_warning(sysinfo):
+        con.print(f"[yellow]warning:[/yellow] {warning}")
     pk = None if args.no_roofline else roofline.peaks(args.device)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = args.json or os.path.join("results", f"{op}-{set_name}-{stamp}.json")

@@ -146,6 +146,8 @@ def run_case(
                 "timer": m.timer,
             },
         )
+        if cfg.device.startswith("cuda"):  # clocks, power, throttle reasons after timing
+            row["telemetry"] = system.gpu_telemetry(torch.cuda.current_device())
         if peaks is not None:
             row.update(roofline.place(flops, nbytes, st.median, dtype, peaks))
         else:

@@ -120,6 +120,8 @@ def collect() -> dict:
         "gpu": gpu_info(),
         "cuda_kernels": _native.cuda_unavailable() or "available",
         "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        # Other work on the machine inflates and scatters timings; recorded with every run.
+        "load_average": os.getloadavg(),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -130,6 +132,17 @@ def collect() -> dict:
         },
         "git_commit": _git_commit(),
     }
+
+
+def busy_warning(system: dict) -> str | None:
+    """A warning when the machine was already busy (1-minute load >= half its CPUs)."""
+    load, cpus = system["load_average"][0], system["cpu"]["usable_cpus"]
+    if load >= 0.5 * cpus:
+        return (
+            f"load average {load:.2f} on {cpus} CPUs: other processes are running, "
+            "expect noisy, slower timings"
+        )
+    return None
 
 
 def machine_id(system: dict) -> str:

@@ -86,8 +86,14 @@ def run_all(quick=False):
                 check_case(M, N, K, la, lb, dtype, use_bias, relu, gen)
                 n += 1
     # multi K-block, multi NC/MC block shapes (bf16 scratch accumulation path)
-    for M, N, K in [(300, 200, 1100), (64, 1030, 700), (700, 40, 1500), (5, 3000, 600),
-                    (20, 5, 2000), (33, 9, 3001)]:
+    for M, N, K in [
+        (300, 200, 1100),
+        (64, 1030, 700),
+        (700, 40, 1500),
+        (5, 3000, 600),
+        (20, 5, 2000),
+        (33, 9, 3001),
+    ]:
         for dtype in (torch.float32, torch.bfloat16):
             for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
                 check_case(M, N, K, la, lb, dtype, True, True, gen)
@@ -116,8 +122,9 @@ def test_gemm_kernel_paths(isa):
     if isa not in _isas():
         pytest.skip(f"CPU lacks {isa}")
     env = dict(os.environ, PYDEEPBENCH_ISA=isa)
-    r = subprocess.run([sys.executable, __file__, "--quick"], env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, __file__, "--quick"], env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
