@@ -1,0 +1,265 @@
+"""The performance bars of the GEMM/Linear and EmbeddingBag issues, measured side by side.
+
+Every figure comes from pydeepbench's own sweep (seeded inputs, correctness gate, adaptive
+harness) in one process on this machine; each bar is a ratio of two implementations timed
+in the same run, or a percentage of this machine's measured roofline peak.
+
+    python benchmarks/perf_bars.py                      # every bar
+    python benchmarks/perf_bars.py --only gemm-dlrm-fp32,emb-mlperf --json bars.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from pydeepbench import harness, report, roofline, shapes, system
+from pydeepbench.runner import SweepConfig, sweep
+
+
+@dataclass
+class Bar:
+    name: str
+    op: str
+    cases: str  # shape set name, or "shape:K=V,..." for one case
+    impls: list[str]
+    dtype: torch.dtype
+    target: float
+    unit: str  # "x" (ratio) or "%"
+    measure: Callable[[list[dict]], float | None]
+    what: str
+
+
+def ratio(num: str, den: str) -> Callable[[list[dict]], float | None]:
+    """Geomean over cases of time(den) / time(num): how many times faster `num` is."""
+
+    def f(rows):
+        by = {}
+        for r in rows:
+            if r["status"] == "ok":
+                by.setdefault(r["case"], {})[r["impl"]] = r["time_s"]["median"]
+        xs = [c[den] / c[num] for c in by.values() if num in c and den in c]
+        return report.geomean(xs)
+
+    return f
+
+
+def pct(field: str, impl: str) -> Callable[[list[dict]], float | None]:
+    def f(rows):
+        vals = [r[field] for r in rows if r["impl"] == impl and r["status"] == "ok" and r[field]]
+        return max(vals) if vals else None
+
+    return f
+
+
+F32, BF16 = torch.float32, torch.bfloat16
+BARS = [
+    Bar(
+        "gemm-dlrm-fp32",
+        "gemm",
+        "dlrm",
+        ["ootb", "native"],
+        F32,
+        0.95,
+        "x",
+        ratio("native", "ootb"),
+        "native gemm vs torch.matmul (MKL), geomean over dlrm",
+    ),
+    Bar(
+        "gemm-2048-peak",
+        "gemm",
+        "shape:M=2048,N=2048,K=2048",
+        ["native"],
+        F32,
+        80,
+        "%",
+        pct("pct_peak_flops", "native"),
+        "native fp32 gemm at 2048^3, % of measured FMA peak",
+    ),
+    Bar(
+        "linear-dlrm-fused",
+        "linear",
+        "linear-dlrm",
+        ["ootb", "native"],
+        F32,
+        1.5,
+        "x",
+        ratio("native", "ootb"),
+        "native Linear+bias+ReLU vs F.relu(F.linear())",
+    ),
+    Bar(
+        "gemm-dlrm-bf16",
+        "gemm",
+        "dlrm",
+        ["ootb", "native"],
+        BF16,
+        0.85,
+        "x",
+        ratio("native", "ootb"),
+        "native bf16 gemm vs torch bf16 matmul (oneDNN)",
+    ),
+    Bar(
+        "gemm-infer-server",
+        "gemm",
+        "deepbench-infer-server",
+        ["ootb", "native"],
+        F32,
+        0.9,
+        "x",
+        ratio("native", "ootb"),
+        "native vs torch.matmul on DeepBench inference-server",
+    ),
+    Bar(
+        "emb-mlperf",
+        "embedding_bags",
+        "dlrm-mlperf",
+        ["ootb", "native"],
+        F32,
+        3.0,
+        "x",
+        ratio("native", "ootb"),
+        "batched native vs 26 nn.EmbeddingBag modules",
+    ),
+    Bar(
+        "emb-mlperf-functional",
+        "embedding_bags",
+        "dlrm-mlperf",
+        ["functional", "native"],
+        F32,
+        1.5,
+        "x",
+        ratio("native", "functional"),
+        "batched native vs F.embedding_bag per table",
+    ),
+    Bar(
+        "emb-dcnv2",
+        "embedding_bags",
+        "dlrm-dcnv2",
+        ["ootb", "native"],
+        F32,
+        3.0,
+        "x",
+        ratio("native", "ootb"),
+        "multi-hot: batched native vs modules",
+    ),
+    Bar(
+        "emb-dcnv2-functional",
+        "embedding_bags",
+        "dlrm-dcnv2",
+        ["functional", "native"],
+        F32,
+        1.5,
+        "x",
+        ratio("native", "functional"),
+        "multi-hot: native vs F.embedding_bag",
+    ),
+    Bar(
+        "emb-A-bandwidth",
+        "embedding_bags",
+        "shape:tables=1,rows=14000000,row_cap=4000000,dim=128,batch=65536,pooling=30",
+        ["native"],
+        F32,
+        60,
+        "%",
+        pct("pct_peak_bw", "native"),
+        "emb_A batch 65536: native logical GB/s, % of measured bandwidth",
+    ),
+    Bar(
+        "emb-train-dcnv2",
+        "embedding_bags_train",
+        "dlrm-dcnv2",
+        ["ootb", "native"],
+        F32,
+        10,
+        "x",
+        ratio("native", "ootb"),
+        "fwd + fused sparse SGD vs modules + dense grads + optim.SGD",
+    ),
+]
+
+
+def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict]]:
+    if bar.cases.startswith("shape:"):
+        cases, set_name = [shapes.parse_shape(bar.cases[6:], bar.op)], "custom"
+    else:
+        sset = shapes.load(bar.cases, bar.op)
+        cases, set_name = sset.cases, sset.name
+        if bar.op.startswith("embedding"):
+            cases = [c for c in cases if c.shape["distribution"] == "uniform"]
+    cfg = SweepConfig(
+        op=bar.op,
+        impls=bar.impls,
+        dtypes=[bar.dtype],
+        device="cpu",
+        shape_set=set_name,
+        harness=harness.HarnessConfig(max_time_s=max_time),
+    )
+    rows = sweep(cfg, cases, peaks, lambda rows: None)
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise SystemExit(f"{bar.name}: {len(failed)} failed row(s): {failed[0]['reason']}")
+    return bar.measure(rows), rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", help="comma list of bar names")
+    p.add_argument("--max-time", type=float, default=2.0, help="seconds of samples per case")
+    p.add_argument("--json", help="write the bars and every row here")
+    args = p.parse_args(argv)
+    wanted = set(args.only.split(",")) if args.only else None
+    sysinfo = system.collect()
+    if warning := system.busy_warning(sysinfo):
+        print(f"warning: {warning}")
+    peaks = roofline.peaks("cpu")
+    print(
+        f"machine: {system.machine_id(sysinfo)}  isa: {sysinfo['cpu'].get('isa')}  "
+        f"fp32 peak {peaks.flops['float32'] / 1e9:.1f} GFLOP/s  "
+        f"bandwidth {peaks.bandwidth / 1e9:.1f} GB/s"
+    )
+    results, all_rows = [], []
+    for bar in BARS:
+        if wanted and bar.name not in wanted:
+            continue
+        value, rows = run_bar(bar, peaks, args.max_time)
+        ok = value is not None and value >= bar.target
+        shown = "-" if value is None else f"{value:.2f}{bar.unit}"
+        print(
+            f"{'PASS' if ok else 'MISS'}  {bar.name:24s} {shown:>9s}  (bar >= {bar.target:g}"
+            f"{bar.unit})  {bar.what}",
+            flush=True,
+        )
+        results.append(
+            {
+                "bar": bar.name,
+                "value": value,
+                "target": bar.target,
+                "unit": bar.unit,
+                "pass": ok,
+                "what": bar.what,
+            }
+        )
+        all_rows.extend(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "schema": report.SCHEMA,
+                    "system": sysinfo,
+                    "peaks": peaks.as_dict(),
+                    "bars": results,
+                    "results": [report.normalize(r) for r in all_rows],
+                },
+                f,
+                indent=1,
+            )
+    return 0 if all(r["pass"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
