@@ -8,6 +8,7 @@ namespace py = pybind11;
 namespace pdb {
 void bind_gemm(py::module_& m);
 void bind_roofline(py::module_& m);
+void bind_embedding_bag(py::module_& m);
 }  // namespace pdb
 
 PYBIND11_MODULE(_C, m) {
@@ -32,4 +33,5 @@ PYBIND11_MODULE(_C, m) {
   m.attr("compiler") = PDB_COMPILER;
   pdb::bind_gemm(m);
   pdb::bind_roofline(m);
+  pdb::bind_embedding_bag(m);
 }
