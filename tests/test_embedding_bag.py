@@ -164,3 +164,41 @@ def test_gate_rejects_known_bad(bad):
     v = SPEC.variants(SPEC.make_inputs(shape(), torch.float32, "cpu", 0))[0]
     r = compare(bad(**v), SPEC.reference(**v), SPEC.tolerance(torch.float32))
     assert not r.ok
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_native_gradient_matches_torch_autograd(mode):
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    w = torch.randn(12, 6, requires_grad=True)
+    idx = torch.tensor([3, 3, 0, 11, 7, 3, 5])  # duplicates within and across bags
+    off = torch.tensor([0, 0, 2, 3, 7])  # an empty bag first
+    g = torch.randn(4, 6)
+    F.embedding_bag(idx, w, off[:-1], mode=mode).backward(g)
+    w2 = w.detach().clone().requires_grad_(True)
+    ops.embedding_bags(w2, torch.tensor([0, 12]), idx, off, mode=mode, impl="native").backward(g)
+    torch.testing.assert_close(w2.grad, w.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_public_sparse_steps_match_dense_math():
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    w = torch.randn(30, 4)
+    to, idx, off = (
+        torch.tensor([0, 10, 30]),
+        torch.tensor([1, 1, 9, 0, 19, 19]),
+        torch.tensor([0, 2, 3, 4, 6]),
+    )  # T=2 tables, B=2 bags each
+    g = torch.randn(2, 8)
+    dense = ops.embedding_bags_backward(g, w.shape, to, idx, off)
+    sgd = w.clone()
+    ops.embedding_bags_sgd_step(sgd, to, idx, off, g, 0.1)
+    torch.testing.assert_close(sgd, w - 0.1 * dense)
+    ada, mom = w.clone(), torch.zeros(30)
+    ops.embedding_bags_adagrad_step(ada, mom, to, idx, off, g, 0.1, 1e-8)
+    want_mom = dense.pow(2).mean(1)
+    torch.testing.assert_close(mom, want_mom)
+    touched = want_mom > 0
+    want = w.clone()
+    want[touched] -= 0.1 * dense[touched] / (want_mom[touched].sqrt().unsqueeze(1) + 1e-8)
+    torch.testing.assert_close(ada, want)

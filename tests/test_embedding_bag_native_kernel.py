@@ -24,8 +24,18 @@ MODES = {"sum": 0, "mean": 1, "max": 2}
 WDTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def make_problem(rows, B, D, lens, idx_dtype=torch.int64, wdtype=torch.float32, psw=False,
-                 seed=0, pad=0, hot=None):
+def make_problem(
+    rows,
+    B,
+    D,
+    lens,
+    idx_dtype=torch.int64,
+    wdtype=torch.float32,
+    psw=False,
+    seed=0,
+    pad=0,
+    hot=None,
+):
     """rows: rows per table; lens: T*B bag lengths, table-major. pad: extra weight columns."""
     g = torch.Generator().manual_seed(seed)
     T = len(rows)
@@ -38,30 +48,47 @@ def make_problem(rows, B, D, lens, idx_dtype=torch.int64, wdtype=torch.float32, 
     offsets[1:] = lens.cumsum(0)
     parts = []
     for t in range(T):
-        n_t = int(lens[t * B:(t + 1) * B].sum())
+        n_t = int(lens[t * B : (t + 1) * B].sum())
         hi = rows[t] if hot is None else min(rows[t], hot)
-        parts.append(torch.randint(0, max(hi, 1), (n_t,), generator=g) if n_t else
-                     torch.zeros(0, dtype=torch.int64))
+        parts.append(
+            torch.randint(0, max(hi, 1), (n_t,), generator=g)
+            if n_t
+            else torch.zeros(0, dtype=torch.int64)
+        )
     indices = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
     p = torch.rand(indices.numel(), generator=g) * 2 - 0.5 if psw else None
-    return dict(weight=weight, toff=toff, indices=indices.to(idx_dtype),
-                offsets=offsets.to(idx_dtype), psw=p, T=T, B=B, D=D)
+    return dict(
+        weight=weight,
+        toff=toff,
+        indices=indices.to(idx_dtype),
+        offsets=offsets.to(idx_dtype),
+        psw=p,
+        T=T,
+        B=B,
+        D=D,
+    )
 
 
 def ref_forward(pr, mode, weight=None):
     """float64 (B, T*D) reference through F.embedding_bag, one call per table."""
-    w = (pr["weight"] if weight is None else weight)
+    w = pr["weight"] if weight is None else weight
     T, B, D = pr["T"], pr["B"], pr["D"]
     off = pr["offsets"].long()
     idx = pr["indices"].long()
     outs = []
     for t in range(T):
-        o = off[t * B:(t + 1) * B + 1]
-        ii = idx[o[0]:o[-1]]
-        psw = None if pr["psw"] is None else pr["psw"][o[0]:o[-1]].double()
-        outs.append(torch.nn.functional.embedding_bag(
-            ii, w[pr["toff"][t]:pr["toff"][t + 1]], o[:-1] - o[0], mode=mode,
-            per_sample_weights=psw))
+        o = off[t * B : (t + 1) * B + 1]
+        ii = idx[o[0] : o[-1]]
+        psw = None if pr["psw"] is None else pr["psw"][o[0] : o[-1]].double()
+        outs.append(
+            torch.nn.functional.embedding_bag(
+                ii,
+                w[pr["toff"][t] : pr["toff"][t + 1]],
+                o[:-1] - o[0],
+                mode=mode,
+                per_sample_weights=psw,
+            )
+        )
     return torch.cat(outs, 1) if outs else torch.zeros(B, 0, dtype=torch.float64)
 
 
@@ -69,9 +96,15 @@ def native_forward(pr, mode, want_argmax=False):
     out = torch.full((pr["B"], pr["T"] * pr["D"]), float("nan"))
     am = torch.full(out.shape, -7, dtype=torch.int64) if want_argmax else None
     C.embedding_bags_forward(
-        arg(pr["weight"]), arg(pr["toff"]), arg(pr["indices"]), arg(pr["offsets"]), arg(out),
-        MODES[mode], None if pr["psw"] is None else arg(pr["psw"]),
-        None if am is None else arg(am))
+        arg(pr["weight"]),
+        arg(pr["toff"]),
+        arg(pr["indices"]),
+        arg(pr["offsets"]),
+        arg(out),
+        MODES[mode],
+        None if pr["psw"] is None else arg(pr["psw"]),
+        None if am is None else arg(am),
+    )
     return out, am
 
 
@@ -144,8 +177,7 @@ def test_forward_dtypes(wdtype, idx_dtype, mode, D):
 def test_forward_per_sample_weights_and_duplicates(wdtype, D):
     g = torch.Generator().manual_seed(3)
     # hot=2: each bag repeats the same two rows many times
-    pr = make_problem([50, 20, 3], 5, D, lens_for(3, 5, "multi", g), wdtype=wdtype, psw=True,
-                      hot=2)
+    pr = make_problem([50, 20, 3], 5, D, lens_for(3, 5, "multi", g), wdtype=wdtype, psw=True, hot=2)
     check_forward(pr, "sum")
 
 
@@ -171,8 +203,17 @@ def test_forward_random_ragged(data):
     psw = mode == "sum" and data.draw(st.booleans())
     wdtype = data.draw(st.sampled_from(WDTYPES))
     idx_dtype = data.draw(st.sampled_from([torch.int32, torch.int64]))
-    pr = make_problem(rows, B, D, lens, idx_dtype, wdtype, psw, seed=data.draw(st.integers(0, 99)),
-                      pad=data.draw(st.integers(0, 3)))
+    pr = make_problem(
+        rows,
+        B,
+        D,
+        lens,
+        idx_dtype,
+        wdtype,
+        psw,
+        seed=data.draw(st.integers(0, 99)),
+        pad=data.draw(st.integers(0, 3)),
+    )
     check_forward(pr, mode)
 
 
@@ -185,14 +226,22 @@ def test_forward_random_ragged(data):
 def test_backward_dense(mode, idx_dtype, D):
     g = torch.Generator().manual_seed(D)
     T, B = 3, 9
-    pr = make_problem([13, 2, 30], B, D, lens_for(T, B, "ragged", g), idx_dtype,
-                      psw=(mode == "sum"), hot=6)
+    pr = make_problem(
+        [13, 2, 30], B, D, lens_for(T, B, "ragged", g), idx_dtype, psw=(mode == "sum"), hot=6
+    )
     _, am = native_forward(pr, mode, want_argmax=(mode == "max"))
     grad_out = torch.randn(B, T * D, generator=g)
     gw = torch.zeros(pr["weight"].shape[0], D)
     C.embedding_bags_backward_dense(
-        arg(grad_out), arg(pr["toff"]), arg(pr["indices"]), arg(pr["offsets"]), arg(gw),
-        MODES[mode], None if pr["psw"] is None else arg(pr["psw"]), None if am is None else arg(am))
+        arg(grad_out),
+        arg(pr["toff"]),
+        arg(pr["indices"]),
+        arg(pr["offsets"]),
+        arg(gw),
+        MODES[mode],
+        None if pr["psw"] is None else arg(pr["psw"]),
+        None if am is None else arg(am),
+    )
     torch.testing.assert_close(gw.double(), ref_grad(pr, mode, grad_out), rtol=1e-5, atol=1e-5)
 
 
@@ -202,10 +251,19 @@ def test_backward_dense_accumulates_and_many_duplicates():
     pr = make_problem([5, 40000], B, D, lens_for(T, B, "ragged", g), hot=50)
     grad_out = torch.randn(B, T * D, generator=g)
     gw = torch.ones(40005, D)
-    C.embedding_bags_backward_dense(arg(grad_out), arg(pr["toff"]), arg(pr["indices"]),
-                                    arg(pr["offsets"]), arg(gw), 1, None, None)
-    torch.testing.assert_close(gw.double(), 1 + ref_grad(pr, "mean", grad_out), rtol=1e-5,
-                               atol=1e-4)
+    C.embedding_bags_backward_dense(
+        arg(grad_out),
+        arg(pr["toff"]),
+        arg(pr["indices"]),
+        arg(pr["offsets"]),
+        arg(gw),
+        1,
+        None,
+        None,
+    )
+    torch.testing.assert_close(
+        gw.double(), 1 + ref_grad(pr, "mean", grad_out), rtol=1e-5, atol=1e-4
+    )
 
 
 # ---- fused sparse optimizer steps --------------------------------------------------------
@@ -215,7 +273,7 @@ def touched_rows(pr):
     off, idx, B = pr["offsets"].long(), pr["indices"].long(), pr["B"]
     rows = []
     for t in range(pr["T"]):
-        rows.append(idx[off[t * B]:off[(t + 1) * B]] + pr["toff"][t])
+        rows.append(idx[off[t * B] : off[(t + 1) * B]] + pr["toff"][t])
     return torch.unique(torch.cat(rows))
 
 
@@ -228,24 +286,48 @@ def test_sparse_steps(wdtype, mode, idx_dtype, D, opt):
     g = torch.Generator().manual_seed(D + 7)
     T, B = 3, 40
     # 100 hot rows out of 5000: duplicates within and across bags, most rows untouched
-    pr = make_problem([2000, 7, 3000], B, D, lens_for(T, B, "multi", g), idx_dtype, wdtype,
-                      psw=(mode == "sum"), pad=1, hot=100)
+    pr = make_problem(
+        [2000, 7, 3000],
+        B,
+        D,
+        lens_for(T, B, "multi", g),
+        idx_dtype,
+        wdtype,
+        psw=(mode == "sum"),
+        pad=1,
+        hot=100,
+    )
     grad_out = torch.randn(B, T * D, generator=g)
     grad = ref_grad(pr, mode, grad_out)
     w0 = pr["weight"].clone()
     lr, eps = 0.3, 1e-6
     if opt == "sgd":
-        C.embedding_bags_sgd_step(arg(pr["weight"]), arg(pr["toff"]), arg(pr["indices"]),
-                                  arg(pr["offsets"]), arg(grad_out), lr, MODES[mode],
-                                  None if pr["psw"] is None else arg(pr["psw"]))
+        C.embedding_bags_sgd_step(
+            arg(pr["weight"]),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(grad_out),
+            lr,
+            MODES[mode],
+            None if pr["psw"] is None else arg(pr["psw"]),
+        )
         expect = w0.double() - lr * grad
     else:
         mom = torch.rand(w0.shape[0], generator=g)
         m0 = mom.clone()
-        C.embedding_bags_adagrad_step(arg(pr["weight"]), arg(mom), arg(pr["toff"]),
-                                      arg(pr["indices"]), arg(pr["offsets"]), arg(grad_out), lr,
-                                      eps, MODES[mode],
-                                      None if pr["psw"] is None else arg(pr["psw"]))
+        C.embedding_bags_adagrad_step(
+            arg(pr["weight"]),
+            arg(mom),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(grad_out),
+            lr,
+            eps,
+            MODES[mode],
+            None if pr["psw"] is None else arg(pr["psw"]),
+        )
         mexp = m0.double() + (grad * grad).mean(1)
         expect = w0.double() - lr * grad / (mexp.sqrt() + eps)[:, None]
     hit = torch.zeros(w0.shape[0], dtype=torch.bool)
@@ -258,8 +340,9 @@ def test_sparse_steps(wdtype, mode, idx_dtype, D, opt):
     if wdtype == torch.float32:
         torch.testing.assert_close(pr["weight"][hit].double(), expect[hit], rtol=1e-5, atol=1e-5)
     else:  # one bf16 rounding of the fp32 update
-        torch.testing.assert_close(pr["weight"][hit].double(), expect[hit].to(wdtype).double(),
-                                   rtol=2 ** -7, atol=1e-5)
+        torch.testing.assert_close(
+            pr["weight"][hit].double(), expect[hit].to(wdtype).double(), rtol=2**-7, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adagrad"])
@@ -296,11 +379,27 @@ def test_sparse_step_deterministic_across_threads(opt):
 def bad_call(pr, mode=0, out=None, psw=None, fn="forward"):
     out = torch.empty(pr["B"], pr["T"] * pr["D"]) if out is None else out
     if fn == "forward":
-        C.embedding_bags_forward(arg(pr["weight"]), arg(pr["toff"]), arg(pr["indices"]),
-                                 arg(pr["offsets"]), arg(out), mode, psw, None)
+        C.embedding_bags_forward(
+            arg(pr["weight"]),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(out),
+            mode,
+            psw,
+            None,
+        )
     else:
-        C.embedding_bags_sgd_step(arg(pr["weight"]), arg(pr["toff"]), arg(pr["indices"]),
-                                  arg(pr["offsets"]), arg(out), 0.1, mode, psw)
+        C.embedding_bags_sgd_step(
+            arg(pr["weight"]),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(out),
+            0.1,
+            mode,
+            psw,
+        )
 
 
 @pytest.mark.parametrize("fn", ["forward", "sgd"])
@@ -309,8 +408,11 @@ def test_bad_indices(fn, idx_dtype):
     pr = make_problem([10, 4, 100], 3, 8, [2] * 9, idx_dtype)
     w0 = pr["weight"].clone()
     pr["indices"][13] = 100
-    with pytest.raises(ValueError, match=r"indices\[13\] = 100 is out of range for table 2 "
-                                         r"with 100 rows"):
+    with pytest.raises(
+        ValueError,
+        match=r"indices\[13\] = 100 is out of range for table 2 "
+        r"with 100 rows",
+    ):
         bad_call(pr, fn=fn)
     pr["indices"][13] = 0
     pr["indices"][7] = 4
@@ -333,8 +435,11 @@ def test_bad_index_found_in_parallel_scan():
 def test_bad_offsets_and_options():
     pr = make_problem([10, 10], 3, 8, [2, 1, 3, 0, 2, 2])
     pr["offsets"][2] = 7  # offsets: 0 2 7 6 6 8 10
-    with pytest.raises(ValueError, match=r"offsets must be non-decreasing: offsets\[3\] = 6 < "
-                                         r"offsets\[2\] = 7 \(table 0, bag 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"offsets must be non-decreasing: offsets\[3\] = 6 < "
+        r"offsets\[2\] = 7 \(table 0, bag 2\)",
+    ):
         bad_call(pr)
     pr = make_problem([10, 10], 3, 8, [2, 1, 3, 0, 2, 2])
     pr["offsets"][-1] -= 1
@@ -365,9 +470,16 @@ def test_bad_offsets_and_options():
     with pytest.raises(ValueError, match=r"argmax"):
         gw = torch.zeros(20, 8)
         am = torch.full((3, 16), 15, dtype=torch.int64)  # row 15 is table 1's, not table 0's
-        C.embedding_bags_backward_dense(arg(torch.ones(3, 16)), arg(pr["toff"]),
-                                        arg(pr["indices"]), arg(pr["offsets"]), arg(gw), 2,
-                                        None, arg(am))
+        C.embedding_bags_backward_dense(
+            arg(torch.ones(3, 16)),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(gw),
+            2,
+            None,
+            arg(am),
+        )
 
 
 # ---- the portable path -------------------------------------------------------------------
@@ -380,8 +492,16 @@ def sweep_generic():
     for wdtype in WDTYPES:
         for D in (1, 8, 33, 128):
             for mode in ("sum", "mean", "max"):
-                pr = make_problem([20, 3, 7], 5, D, lens_for(3, 5, "ragged", g), torch.int32,
-                                  wdtype, psw=(mode == "sum"), pad=1)
+                pr = make_problem(
+                    [20, 3, 7],
+                    5,
+                    D,
+                    lens_for(3, 5, "ragged", g),
+                    torch.int32,
+                    wdtype,
+                    psw=(mode == "sum"),
+                    pad=1,
+                )
                 check_forward(pr, mode)
     test_backward_dense("sum", torch.int64, 33)
     test_backward_dense("max", torch.int32, 16)
@@ -392,9 +512,17 @@ def sweep_generic():
 
 def test_generic_path_in_subprocess(tmp_path):
     env = dict(os.environ, PYDEEPBENCH_ISA="generic")
-    code = (f"import importlib.util, sys; s = importlib.util.spec_from_file_location('t', "
-            f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
-            f"s.loader.exec_module(m); m.sweep_generic()")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    code = (
+        f"import importlib.util, sys; s = importlib.util.spec_from_file_location('t', "
+        f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
+        f"s.loader.exec_module(m); m.sweep_generic()"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0 and "generic ok" in r.stdout, r.stdout + r.stderr

@@ -2,7 +2,7 @@ import pytest
 
 from pydeepbench import registry, shapes
 
-EXPECTED_COUNTS = {
+EXPECTED_COUNTS = {  # DeepBench set sizes from gemm_problems.h
     "deepbench-train": 160,
     "deepbench-infer-server": 75,
     "deepbench-infer-device": 13,
@@ -15,7 +15,7 @@ def test_builtin_sets_load_with_source_and_unique_cases(name):
     s = shapes.load(name)
     assert s.source and s.version >= 1 and s.cases
     spec = registry.get_op(s.op)
-    keys = [tuple(sorted(c.shape.items())) for c in s.cases]
+    keys = [repr(sorted(c.shape.items())) for c in s.cases]
     if name.startswith("deepbench"):
         assert len(s.cases) == EXPECTED_COUNTS[name]
     else:
@@ -58,8 +58,13 @@ def test_unknown_set_and_bad_files(tmp_path):
 
 
 def test_wrong_op_is_refused():
-    with pytest.raises(ValueError, match="for op 'gemm', not 'embedding_bag'"):
-        shapes.load("dlrm", op="embedding_bag")
+    with pytest.raises(ValueError, match="for op 'gemm', not 'embedding_bags'"):
+        shapes.load("dlrm", op="embedding_bags")
+
+
+def test_training_op_reads_its_forward_ops_sets():
+    s = shapes.load("dlrm-dcnv2", op="embedding_bags_train")
+    assert s.op == "embedding_bags" and s.cases[0].shape["pooling"][20] == 100
 
 
 def test_parse_shape():

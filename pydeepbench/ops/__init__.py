@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 
 from pydeepbench import registry
-from pydeepbench.ops.embedding_bag import embedding_bag, embedding_bags
+from pydeepbench.ops.embedding_bag import (
+    embedding_bag,
+    embedding_bags,
+    embedding_bags_adagrad_step,
+    embedding_bags_backward,
+    embedding_bags_sgd_step,
+)
 from pydeepbench.ops.gemm import gemm
 from pydeepbench.ops.linear import linear
 
@@ -16,4 +22,13 @@ def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) ->
     return {name: impl.why_not(device, dtype) for name, impl in registry.impls(op).items()}
 
 
-__all__ = ["available", "embedding_bag", "embedding_bags", "gemm", "linear"]
+__all__ = [
+    "available",
+    "embedding_bag",
+    "embedding_bags",
+    "embedding_bags_adagrad_step",
+    "embedding_bags_backward",
+    "embedding_bags_sgd_step",
+    "gemm",
+    "linear",
+]

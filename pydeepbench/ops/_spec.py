@@ -29,6 +29,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 class OpSpec:
     name: str
+    # Ops that measure another aspect of an op (e.g. its training step) read that op's
+    # shape sets; None means their own.
+    shape_op: str | None = None
     # key -> (type, default or None when required, constraint): the constraint is the
     # minimum for int/float (and for each element of a list of ints), the allowed values
     # for str.

@@ -406,6 +406,58 @@ def _native_unavailable(device: str) -> str | None:
     return why
 
 
+def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
+    T = table_offsets.numel() - 1
+    B = (offsets.numel() - 1) // T
+    out = torch.empty(B, T * weight.shape[1], dtype=torch.float32)
+    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    am = None if argmax is None else _native.arg(argmax)
+    _native.cpu().embedding_bags_forward(
+        _native.arg(weight),
+        _native.arg(table_offsets),
+        _native.arg(indices),
+        _native.arg(offsets),
+        _native.arg(out),
+        MODE_CODES[mode],
+        psw,
+        am,
+    )
+    return out
+
+
+class _NativeEmbeddingBags(torch.autograd.Function):
+    """Autograd for the native kernels: the backward makes the dense fp32 weight gradient
+    (duplicates accumulated; mean divides by bag length; max routes to the argmax rows)."""
+
+    @staticmethod
+    def forward(ctx, weight, table_offsets, indices, offsets, mode, per_sample_weights):
+        argmax = None
+        if mode == "max":
+            T = table_offsets.numel() - 1
+            argmax = torch.empty((offsets.numel() - 1) // T, T * weight.shape[1], dtype=torch.int64)
+        out = _native_forward(
+            weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax
+        )
+        ctx.save_for_backward(table_offsets, indices, offsets, per_sample_weights, argmax)
+        ctx.mode, ctx.weight_shape = mode, weight.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        table_offsets, indices, offsets, psw, argmax = ctx.saved_tensors
+        grad_weight = embedding_bags_backward(
+            grad_out,
+            ctx.weight_shape,
+            table_offsets,
+            indices,
+            offsets,
+            mode=ctx.mode,
+            per_sample_weights=psw,
+            argmax=argmax,
+        )
+        return grad_weight, None, None, None, None, None
+
+
 @register_impl(
     "embedding_bags",
     "native",
@@ -415,21 +467,101 @@ def _native_unavailable(device: str) -> str | None:
 )
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch."""
-    T = table_offsets.numel() - 1
-    B = (offsets.numel() - 1) // T
-    out = torch.empty(B, T * weight.shape[1], dtype=torch.float32)
+    if weight.requires_grad and torch.is_grad_enabled():
+        if weight.dtype != torch.float32:
+            raise ValueError("embedding_bags: native gradients need float32 weights")
+        return _NativeEmbeddingBags.apply(
+            weight, table_offsets, indices, offsets, mode, per_sample_weights
+        )
+    return _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
+
+
+def embedding_bags_backward(
+    grad_out: torch.Tensor,
+    weight_shape,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+    argmax: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dense fp32 gradient of the packed weight (R_total, D) for `grad_out` (B, T*D).
+    Max mode needs the argmax the forward recorded."""
+    if mode == "max" and argmax is None:
+        raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
+    grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
     psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
-    _native.cpu().embedding_bags_forward(
+    am = None if argmax is None else _native.arg(argmax)
+    _native.cpu().embedding_bags_backward_dense(
+        _native.arg(grad_out.float().contiguous()),
+        _native.arg(table_offsets),
+        _native.arg(indices),
+        _native.arg(offsets),
+        _native.arg(grad_weight),
+        MODE_CODES[mode],
+        psw,
+        am,
+    )
+    return grad_weight
+
+
+def embedding_bags_sgd_step(
+    weight: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    grad_out: torch.Tensor,
+    lr: float,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+) -> None:
+    """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
+    is read or written (no dense gradient). Deterministic with duplicates."""
+    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    _native.cpu().embedding_bags_sgd_step(
         _native.arg(weight),
         _native.arg(table_offsets),
         _native.arg(indices),
         _native.arg(offsets),
-        _native.arg(out),
+        _native.arg(grad_out.float().contiguous()),
+        lr,
         MODE_CODES[mode],
         psw,
-        None,
     )
-    return out
+
+
+def embedding_bags_adagrad_step(
+    weight: torch.Tensor,
+    momentum: torch.Tensor,
+    table_offsets: torch.Tensor,
+    indices: torch.Tensor,
+    offsets: torch.Tensor,
+    grad_out: torch.Tensor,
+    lr: float,
+    eps: float = 1e-8,
+    *,
+    mode: str = "sum",
+    per_sample_weights: torch.Tensor | None = None,
+) -> None:
+    """In place, row-wise Adagrad (as FBGEMM's table-batched embeddings): for each touched
+    row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
+    (sqrt(momentum[r]) + eps)."""
+    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    _native.cpu().embedding_bags_adagrad_step(
+        _native.arg(weight),
+        _native.arg(momentum),
+        _native.arg(table_offsets),
+        _native.arg(indices),
+        _native.arg(offsets),
+        _native.arg(grad_out.float().contiguous()),
+        lr,
+        eps,
+        MODE_CODES[mode],
+        psw,
+    )
 
 
 def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str | None:
@@ -479,6 +611,8 @@ class EmbeddingBagsTrain(EmbeddingBags):
     makes a dense gradient and updates every row does far more, which is what it costs.
     The check compares every row the step touched, and 64 rows it must not touch.
     """
+
+    shape_op = "embedding_bags"
 
     def validate_shape(self, raw: dict) -> dict:
         s = super().validate_shape(raw)
@@ -628,16 +762,15 @@ def _own_weight(variants: list[dict]) -> list[dict]:
 def train_native(weight, table_offsets, indices, offsets, mode, per_sample_weights, grad_out, lr):
     """C++ forward, then one fused pass that aggregates duplicate rows and applies SGD to
     the touched rows only."""
-    embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights)
-    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
-    _native.cpu().embedding_bags_sgd_step(
-        _native.arg(weight),
-        _native.arg(table_offsets),
-        _native.arg(indices),
-        _native.arg(offsets),
-        _native.arg(grad_out),
+    _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
+    embedding_bags_sgd_step(
+        weight,
+        table_offsets,
+        indices,
+        offsets,
+        grad_out,
         lr,
-        MODE_CODES[mode],
-        psw,
+        mode=mode,
+        per_sample_weights=per_sample_weights,
     )
     return weight

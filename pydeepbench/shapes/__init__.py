@@ -35,10 +35,18 @@ class ShapeSet:
 def builtin_sets(op: str | None = None) -> dict[str, Path]:
     """Set name -> file for the sets shipped with pydeepbench (optionally for one op)."""
     sets = {}
+    want = _set_op(op) if op is not None else None
     for p in sorted(_DIR.glob("*.toml")):
-        if op is None or _peek_op(p) == op:
+        if want is None or _peek_op(p) == want:
             sets[p.stem] = p
     return sets
+
+
+def _set_op(op: str) -> str:
+    """The op whose shape sets `op` uses (itself, unless its spec names another)."""
+    from pydeepbench import registry
+
+    return registry.get_op(op).shape_op or op
 
 
 def _peek_op(path: Path) -> str | None:
@@ -67,12 +75,12 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
             raise ValueError(f"{path}: missing field {key!r}")
     if data["schema"] != SCHEMA:
         raise ValueError(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
-    if op is not None and data["op"] != op:
+    if op is not None and data["op"] != _set_op(op):
         raise ValueError(f"shape set {data['name']!r} is for op {data['op']!r}, not {op!r}")
     base_seed = int(data.get("seed", 0))
     from pydeepbench import registry
 
-    spec = registry.get_op(data["op"])
+    spec = registry.get_op(op or data["op"])
     cases = []
     for i, raw in enumerate(data["cases"]):
         raw = dict(raw)
