@@ -24,6 +24,7 @@ _OP_MODULES = (
     "pydeepbench.ops.gemm",
     "pydeepbench.ops.linear",
     "pydeepbench.ops.embedding_bag",
+    "pydeepbench.ops.embedding_bag_train",
 )
 
 
