@@ -9,6 +9,8 @@
 
 #include <cstdlib>
 
+#include "common/cpu_features.h"
+
 namespace pdb::cpu {
 namespace avx2 {
 namespace {
@@ -21,6 +23,15 @@ int prefetch_distance() {
     return v < 0 ? 0 : (v > 64 ? 64 : v);
   }();
   return d;
+}
+
+// PYDEEPBENCH_EMB_NT=0|1 forces plain|streaming output stores (default: by size).
+int stream_output() {
+  static const int v = [] {
+    const char* s = std::getenv("PYDEEPBENCH_EMB_NT");
+    return s ? std::atoi(s) : -1;
+  }();
+  return v;
 }
 
 struct Bf16 {};
@@ -69,6 +80,7 @@ struct Seg {
   const float* psw;
   int64_t pend;  // end of this run's positions (prefetch bound)
   int pf;
+  bool nt;  // stream full output vectors past the caches (32-byte aligned rows)
 };
 
 // One bag, one column block of NV full vectors plus an r-element tail.
@@ -142,7 +154,11 @@ void bag_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0, 
       const __m256 inv = _mm256_set1_ps(1.0f / static_cast<float>(p1 - p0));
       for (int v = 0; v <= NV; ++v) acc[v] = _mm256_mul_ps(acc[v], inv);
     }
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(o + c0 + 8 * v, acc[v]);
+    if (s.nt) {
+      for (int v = 0; v < NV; ++v) _mm256_stream_ps(o + c0 + 8 * v, acc[v]);
+    } else {
+      for (int v = 0; v < NV; ++v) _mm256_storeu_ps(o + c0 + 8 * v, acc[v]);
+    }
     if (r) _mm256_maskstore_ps(o + c0 + 8 * NV, tm, acc[NV]);
   }
 }
@@ -155,6 +171,14 @@ void forward_t(const EmbFwdArgs& a) {
   const IT* off = static_cast<const IT*>(L.offsets);
   const int64_t D = L.D, B = L.B;
   const int pf = prefetch_distance();
+  // Non-temporal output stores skip the read-for-ownership of output lines; worth it
+  // only when the output will not stay in cache anyway.
+  const int64_t out_bytes = B * L.T * D * 4;
+  const bool nt = stream_output() >= 0
+                      ? stream_output() > 0
+                      : out_bytes >= cpu_features().l3_bytes / 2;
+  const bool nt_ok = nt && D % 8 == 0 && a.out_stride % 8 == 0 &&
+                     reinterpret_cast<uintptr_t>(a.out) % 32 == 0;
   for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
     Seg s;
     s.ws = a.w_stride;
@@ -164,6 +188,7 @@ void forward_t(const EmbFwdArgs& a) {
     s.psw = a.psw;
     s.pend = off[g1];
     s.pf = pf;
+    s.nt = nt_ok;
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t b = g - t * B;
       float* o = a.out + b * a.out_stride + t * D;
@@ -196,6 +221,7 @@ void forward_t(const EmbFwdArgs& a) {
         }
       }
     }
+    if (nt_ok) _mm_sfence();  // order the streamed stores before the threads join
   });
 }
 

@@ -31,6 +31,10 @@ inline uint16_t st_bf16(float f) {  // round to nearest even, NaN stays quiet
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
+}
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -147,8 +151,9 @@ void sparse_apply_impl(const EmbSparseStepArgs& a, const uint64_t* keys, const u
         if (j + kPf < e) {
           const uint32_t pq = static_cast<uint32_t>(keys[j + kPf]);
           const uint32_t gq = bag_of[pq];
-          __builtin_prefetch(a.grad_out + (gq % B) * a.go_stride + (gq / B) * D);
-          __builtin_prefetch(W + row_of(j + kPf) * a.w_stride);
+          prefetch_bytes(a.grad_out + (gq % B) * a.go_stride + (gq / B) * D, D * 4);
+          // the next rows' weights (the same row again for duplicates: then cached)
+          prefetch_bytes(W + row_of(j + kPf) * a.w_stride, D * int64_t{sizeof(WT)});
         }
         const uint32_t p = static_cast<uint32_t>(keys[j]);
         const int64_t bg = bag_of[p];
