@@ -72,7 +72,7 @@ def make_problem(
 def ref_forward(pr, mode, weight=None):
     """float64 (B, T*D) reference through F.embedding_bag, one call per table."""
     w = pr["weight"] if weight is None else weight
-    T, B, D = pr["T"], pr["B"], pr["D"]
+    T, B, _D = pr["T"], pr["B"], pr["D"]
     off = pr["offsets"].long()
     idx = pr["indices"].long()
     outs = []

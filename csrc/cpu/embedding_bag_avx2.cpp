@@ -7,7 +7,6 @@
 
 #include <immintrin.h>
 
-#include <cstdlib>
 
 #include "common/cpu_features.h"
 
@@ -15,24 +14,8 @@ namespace pdb::cpu {
 namespace avx2 {
 namespace {
 
-// Lookups to prefetch ahead (PYDEEPBENCH_EMB_PREFETCH overrides, for tuning).
-int prefetch_distance() {
-  static const int d = [] {
-    const char* s = std::getenv("PYDEEPBENCH_EMB_PREFETCH");
-    const int v = s ? std::atoi(s) : 8;
-    return v < 0 ? 0 : (v > 64 ? 64 : v);
-  }();
-  return d;
-}
-
-// PYDEEPBENCH_EMB_NT=0|1 forces plain|streaming output stores (default: by size).
-int stream_output() {
-  static const int v = [] {
-    const char* s = std::getenv("PYDEEPBENCH_EMB_NT");
-    return s ? std::atoi(s) : -1;
-  }();
-  return v;
-}
+// Lookups to prefetch ahead: enough to cover DRAM latency at ~1 row per 10 ns.
+constexpr int kPrefetchDistance = 8;
 
 struct Bf16 {};
 struct F16 {};
@@ -170,13 +153,11 @@ void forward_t(const EmbFwdArgs& a) {
   const IT* idx = static_cast<const IT*>(L.indices);
   const IT* off = static_cast<const IT*>(L.offsets);
   const int64_t D = L.D, B = L.B;
-  const int pf = prefetch_distance();
+  const int pf = kPrefetchDistance;
   // Non-temporal output stores skip the read-for-ownership of output lines; worth it
   // only when the output will not stay in cache anyway.
   const int64_t out_bytes = B * L.T * D * 4;
-  const bool nt = stream_output() >= 0
-                      ? stream_output() > 0
-                      : out_bytes >= cpu_features().l3_bytes / 2;
+  const bool nt = out_bytes >= cpu_features().l3_bytes / 2;
   const bool nt_ok = nt && D % 8 == 0 && a.out_stride % 8 == 0 &&
                      reinterpret_cast<uintptr_t>(a.out) % 32 == 0;
   for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
