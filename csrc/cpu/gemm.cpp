@@ -115,11 +115,12 @@ const PackedKernel* choose_kernel(Isa isa, bool bf16) {
   return &kGenericKernel;
 }
 
-// Threads worth using: about 64K multiply-adds each at least (a fork/join costs ~µs).
+// Threads worth using: about 256K multiply-adds each at least (~5 µs of work; a
+// fork/join costs ~1-2 µs and more when the cores are shared).
 int threads_for(const GemmArgs& g) {
   const int nmax = omp_in_parallel() ? 1 : omp_get_max_threads();
   const double work = static_cast<double>(g.M) * g.N * g.K;
-  const double t = work / 65536.0;
+  const double t = work / 262144.0;
   return t >= nmax ? nmax : (t < 1 ? 1 : static_cast<int>(t));
 }
 
