@@ -317,6 +317,12 @@ void gemm(const GemmArgs& g, DType dtype) {
   if (path == Path::empty) return;
   if (path == Path::zero_k) return zero_k(g, bf16);
   int nthr = threads_for(g);
+  if (path != Path::packed) {
+    // The streaming paths are memory bound: a second thread adds bandwidth, not FMAs,
+    // so only split them when each thread streams ~4 MB or more.
+    const double work = static_cast<double>(g.M) * g.N * g.K;
+    nthr = static_cast<int>(imin(nthr, imax(1, static_cast<int64_t>(work / (1 << 20)))));
+  }
   bool ok = true;
   switch (path) {
     case Path::small_rowb: {
