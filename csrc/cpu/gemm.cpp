@@ -90,6 +90,7 @@ const PackedKernel kGenericKernel = {kGenMR, kGenNR, 1, 4, gen_pack_a, gen_pack_
 // ---- path selection ----------------------------------------------------------------
 constexpr int64_t kSmallM = 16;  // rows up to which B is streamed instead of packed
 constexpr int64_t kSmallN = 8;   // columns up to which A is streamed (dot form)
+constexpr int64_t kRowStreamM = 4;  // rows up to which row-major B is streamed row-wise
 
 enum class Path { empty, zero_k, small_rowb, small_dot_n, small_dot_m, packed };
 
@@ -98,9 +99,9 @@ Path choose_path(const GemmArgs& g, Isa isa) {
   if (g.K <= 0) return Path::zero_k;
   if (isa >= Isa::avx2) {
     if (g.M <= kSmallM) {
-      if (g.sbn == 1 && g.N > 1) return Path::small_rowb;
+      if (g.sbn == 1 && g.N > 1) return g.M <= kRowStreamM ? Path::small_rowb : Path::packed;
       if (g.sbk == 1) return Path::small_dot_n;
-      if (g.sbn == 1) return Path::small_rowb;
+      if (g.sbn == 1 && g.M <= kRowStreamM) return Path::small_rowb;
     }
     if (g.N <= kSmallN && g.sak == 1 && g.K >= 16) return Path::small_dot_m;
   }
@@ -114,11 +115,12 @@ const PackedKernel* choose_kernel(Isa isa, bool bf16) {
   return &kGenericKernel;
 }
 
-// Threads worth using: about 64K multiply-adds each at least (a fork/join costs ~µs).
+// Threads worth using: about 256K multiply-adds each at least (~5 µs of work; a
+// fork/join costs ~1-2 µs and more when the cores are shared).
 int threads_for(const GemmArgs& g) {
   const int nmax = omp_in_parallel() ? 1 : omp_get_max_threads();
   const double work = static_cast<double>(g.M) * g.N * g.K;
-  const double t = work / 65536.0;
+  const double t = work / 262144.0;
   return t >= nmax ? nmax : (t < 1 ? 1 : static_cast<int>(t));
 }
 
@@ -129,7 +131,8 @@ struct Blocking {
 
 int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t n_thread, int nthr) {
+Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64_t n_thread,
+                      int nthr) {
   const CpuFeatures& f = cpu_features();
   // sysconf can report a whole host's (or socket's) L3: clamp to sane per-core sizes.
   const int64_t l1 = clampi(f.l1d_bytes, 16 << 10, 64 << 10);
@@ -143,9 +146,17 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t n_thread, int n
   b.kc = round_up(ceil_div(K, nkb), 8);
   // MC: the A block (MC x KC) takes half of L2.
   b.mc = clampi(l2 / 2 / (b.kc * eb), pk.mr, 1024) / pk.mr * pk.mr;
-  // NC: the thread's packed B (all of K x NC) within its share of L3.
-  const int64_t budget = clampi(l3 / 2 / nthr, 512 << 10, 8 << 20);
-  int64_t nc = budget / (round_up(K, 8) * eb) / pk.nr * pk.nr;
+  int64_t nc;
+  if (m_thread <= b.mc) {
+    // One M block: B is packed per K block (KC x NC) and used at once, next to the
+    // A block in L2.
+    const int64_t a_bytes = round_up(m_thread, pk.mr) * b.kc * eb;
+    nc = (l2 * 3 / 4 - a_bytes) / (b.kc * eb) / pk.nr * pk.nr;
+  } else {
+    // NC: the thread's packed B (all of K x NC) within its share of L3.
+    const int64_t budget = clampi(l3 / 2 / nthr, 512 << 10, 8 << 20);
+    nc = budget / (round_up(K, 8) * eb) / pk.nr * pk.nr;
+  }
   nc = clampi(nc, 4 * pk.nr, 4096);
   // Even NC blocks over the thread's columns.
   const int64_t nnb = ceil_div(n_thread, nc);
@@ -163,7 +174,12 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
   const int64_t kc_pad = round_up(kc, kp);
   const int64_t nc_max = imin(bl.nc, round_up(n1 - n0, nr));
   const int64_t mc_max = imin(bl.mc, round_up(m1 - m0, mr));
-  char* bbuf = static_cast<char*>(tls_buffer(kBufB, nkb * kc_pad * nc_max * eb));
+  // One M block (small M): pack B one K block at a time, used at once from L2 (the
+  // BLIS order). Otherwise pack all of K for this NC block once and reuse it for every
+  // M block.
+  const bool one_mblock = m1 - m0 <= bl.mc;
+  const int64_t bslots = one_mblock ? 1 : nkb;
+  char* bbuf = static_cast<char*>(tls_buffer(kBufB, bslots * kc_pad * nc_max * eb));
   char* abuf = static_cast<char*>(tls_buffer(kBufA, kc_pad * mc_max * eb));
   float* scratch = nullptr;
   const int64_t ldw = nc_max;
@@ -179,15 +195,18 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
   for (int64_t jc = n0; jc < n1; jc += bl.nc) {
     const int64_t ncur = imin(bl.nc, n1 - jc), npan = ceil_div(ncur, nr);
     const int64_t bblk = kc_pad * npan * nr;  // elements per packed K block of B
-    for (int64_t b = 0; b < nkb; ++b) {
+    auto pack_b_block = [&](int64_t b, char* dst) {
       const int64_t pc = b * kc, kcur = imin(kc, K - pc);
-      pk.pack_b(B + (pc * g.sbk + jc * g.sbn) * ib, g.sbk, g.sbn, bf16, kcur, ncur,
-                bbuf + b * bblk * eb);
-    }
+      pk.pack_b(B + (pc * g.sbk + jc * g.sbn) * ib, g.sbk, g.sbn, bf16, kcur, ncur, dst);
+    };
+    if (!one_mblock)
+      for (int64_t b = 0; b < nkb; ++b) pack_b_block(b, bbuf + b * bblk * eb);
     for (int64_t ic = m0; ic < m1; ic += bl.mc) {
       const int64_t mcur = imin(bl.mc, m1 - ic), mpan = ceil_div(mcur, mr);
       for (int64_t b = 0; b < nkb; ++b) {
         const int64_t pc = b * kc, kcur = imin(kc, K - pc), kpad = round_up(kcur, kp);
+        if (one_mblock) pack_b_block(b, bbuf);
+        const char* bblock = one_mblock ? bbuf : bbuf + b * bblk * eb;
         pk.pack_a(A + (ic * g.sam + pc * g.sak) * ib, g.sam, g.sak, bf16, mcur, kcur, abuf);
         TileEpi e{};
         e.accumulate = b > 0;
@@ -198,7 +217,7 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
         e.ldw = bf16 ? ldw : g.ldc;
         for (int64_t jp = 0; jp < npan; ++jp) {
           const int64_t j = jp * nr, col = jc + j;
-          const char* bpan = bbuf + (b * bblk + jp * kpad * nr) * eb;
+          const char* bpan = bblock + jp * kpad * nr * eb;
           e.n = static_cast<int>(imin(nr, ncur - j));
           e.bias = g.bias ? g.bias + col : nullptr;
           for (int64_t ip = 0; ip < mpan; ++ip) {
@@ -298,6 +317,12 @@ void gemm(const GemmArgs& g, DType dtype) {
   if (path == Path::empty) return;
   if (path == Path::zero_k) return zero_k(g, bf16);
   int nthr = threads_for(g);
+  if (path != Path::packed) {
+    // The streaming paths are memory bound: a second thread adds bandwidth, not FMAs,
+    // so only split them when each thread streams ~4 MB or more.
+    const double work = static_cast<double>(g.M) * g.N * g.K;
+    nthr = static_cast<int>(imin(nthr, imax(1, static_cast<int64_t>(work / (1 << 20)))));
+  }
   bool ok = true;
   switch (path) {
     case Path::small_rowb: {
@@ -331,7 +356,8 @@ void gemm(const GemmArgs& g, DType dtype) {
       const PackedKernel& pk = *choose_kernel(isa, bf16);
       int mt, nt;
       choose_grid(g, pk, nthr, mt, nt);
-      const Blocking bl = blocking_for(pk, g.K, round_up(ceil_div(g.N, nt), pk.nr), nthr);
+      const Blocking bl = blocking_for(pk, g.K, round_up(ceil_div(g.M, mt), pk.mr),
+                                       round_up(ceil_div(g.N, nt), pk.nr), nthr);
       ok = parallel_tasks(nthr, [&](int t) {
         int64_t m0, m1, n0, n1;
         split_range(g.M, pk.mr, t / nt, mt, m0, m1);

@@ -66,7 +66,8 @@ struct PackedKernel {
 const PackedKernel* packed_kernel_avx2();
 const PackedKernel* packed_kernel_avx512(bool bf16_dot);  // vdpbf16ps panels when bf16_dot
 
-// Small-M, B unit stride along N: computes C[:, n0:n1] streaming B (no B packing).
+// Tiny M (<= 4), B unit stride along N: computes C[:, n0:n1] streaming rows of B
+// (no B packing; C rows accumulate in memory).
 // Returns false if a scratch buffer could not be allocated.
 bool small_m_rowb_avx2(const GemmArgs& g, bool bf16, int64_t n0, int64_t n1);
 // Dot-product form for operands contiguous along K. over_n: small M, B^T rows streamed

@@ -6,6 +6,8 @@
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/gemm.h"
 
 namespace pdb::cpu::detail {
@@ -129,6 +131,16 @@ inline void tile_store(__m256 (&acc)[R][NV], const TileEpi& e) {
 }
 
 void micro_6x16(int64_t kpad, const void* a, const void* b, const TileEpi& e) {
+  // Pull the C (or partial-sum) rows toward L1 while the K loop runs.
+  {
+    const char* pc = e.accumulate ? reinterpret_cast<const char*>(e.w)
+                                  : static_cast<const char*>(e.c);
+    const int64_t ld = e.accumulate ? e.ldw * 4 : e.ldc * (e.c_bf16 ? 2 : 4);
+    for (int i = 0; i < e.m; ++i) {
+      _mm_prefetch(pc + i * ld, _MM_HINT_T0);
+      _mm_prefetch(pc + i * ld + 63, _MM_HINT_T0);
+    }
+  }
   __m256 acc[kMR][2];
   tile_kloop<kMR, 2, F32In>(kpad, static_cast<const float*>(a), kMR,
                             static_cast<const float*>(b), kNR, acc);
@@ -180,16 +192,28 @@ template <typename BIn>
 void pack_b_t(const typename BIn::T* B, int64_t sbk, int64_t sbn, int64_t k, int64_t n,
               float* d) {
   using In = typename BIn::T;
+  if (sbn == 1) {
+    // Row-major B: walk each row of B contiguously (prefetch/TLB friendly), scattering
+    // 16-float pieces to the panels; the partial last panel goes through the scalar packer.
+    const int64_t nfull = n / kNR;
+    for (int64_t kk = 0; kk < k; ++kk) {
+      const In* src = B + kk * sbk;
+      float* p = d + kk * kNR;
+      for (int64_t jp = 0; jp < nfull; ++jp, src += kNR, p += k * kNR) {
+        _mm256_store_ps(p, BIn::load8(src));
+        _mm256_store_ps(p + 8, BIn::load8(src + 8));
+      }
+    }
+    if (nfull * kNR < n)
+      pack_panel_ref<In, float, 1>(B + nfull * kNR, 1, sbk, n - nfull * kNR, k, kNR,
+                                   d + nfull * k * kNR);
+    return;
+  }
   for (int64_t j0 = 0; j0 < n; j0 += kNR) {
     float* p = d + (j0 / kNR) * k * kNR;
     const int64_t nn = imin(kNR, n - j0);
     const In* src = B + j0 * sbn;
-    if (nn == kNR && sbn == 1) {
-      for (int64_t kk = 0; kk < k; ++kk) {
-        _mm256_store_ps(p + kk * kNR, BIn::load8(src + kk * sbk));
-        _mm256_store_ps(p + kk * kNR + 8, BIn::load8(src + kk * sbk + 8));
-      }
-    } else if (nn == kNR && sbk == 1) {
+    if (nn == kNR && sbk == 1) {
       for (int h = 0; h < 2; ++h) {
         const In* r[8];
         for (int j = 0; j < 8; ++j) r[j] = src + (8 * h + j) * sbn;
@@ -218,76 +242,110 @@ void pack_b_avx2(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, 
 const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, pack_a_avx2, pack_b_avx2, micro_6x16,
                                   "avx2:packed6x16"};
 
-// ---- small M, B contiguous along N ----------------------------------------------
+// ---- tiny M (<= 4), B contiguous along N: row streaming ---------------------------
+// C rows are accumulated in memory (an L1-sized column block at a time) while KU rows
+// of B are streamed contiguously, so every page of B is read once and sequentially
+// (a 16-column register strip would touch one cache line per page per row).
 
-template <int R, typename BIn>
-void rowb_tile(int64_t k, const float* ap, const typename BIn::T* b, int64_t ldb,
-               const TileEpi& e) {
-  __m256 acc[R][2];
-  tile_kloop<R, 2, BIn>(k, ap, R, b, ldb, acc);
-  tile_store<R, 2>(acc, e);
-}
-
-template <typename BIn>
-void rowb_dispatch(int r, int64_t k, const float* ap, const typename BIn::T* b, int64_t ldb,
-                   const TileEpi& e) {
-  switch (r) {
-    case 1: rowb_tile<1, BIn>(k, ap, b, ldb, e); break;
-    case 2: rowb_tile<2, BIn>(k, ap, b, ldb, e); break;
-    case 3: rowb_tile<3, BIn>(k, ap, b, ldb, e); break;
-    case 4: rowb_tile<4, BIn>(k, ap, b, ldb, e); break;
-    case 5: rowb_tile<5, BIn>(k, ap, b, ldb, e); break;
-    default: rowb_tile<6, BIn>(k, ap, b, ldb, e); break;
+template <int R, int KU, typename BIn>
+void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64_t sbk,
+                    int64_t ncols, float* w, int64_t ldw, bool first, bool last,
+                    const TileEpi& e) {
+  __m256 av[R][KU];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int u = 0; u < KU; ++u) av[r][u] = _mm256_broadcast_ss(a + r * lda + u);
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= ncols; j += 8) {
+    __m256 acc[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r] = first ? zero : _mm256_loadu_ps(w + r * ldw + j);
+#pragma GCC unroll 8
+    for (int u = 0; u < KU; ++u) {
+      const __m256 bv = BIn::load8(b + u * sbk + j);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(av[r][u], bv, acc[r]);
+    }
+    if (!last) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) _mm256_storeu_ps(w + r * ldw + j, acc[r]);
+      continue;
+    }
+    const __m256 bias = e.bias ? _mm256_loadu_ps(e.bias + j) : zero;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m256 x = _mm256_add_ps(acc[r], bias);
+      if (e.relu) x = _mm256_max_ps(zero, x);
+      if (e.c_bf16)
+        _mm_storeu_si128(
+            reinterpret_cast<__m128i*>(static_cast<uint16_t*>(e.c) + r * e.ldc + j),
+            f32x8_to_bf16(x));
+      else
+        _mm256_storeu_ps(static_cast<float*>(e.c) + r * e.ldc + j, x);
+    }
+  }
+  // Column tail (< 8): scalar, same order of operations.
+  for (; j < ncols; ++j) {
+    for (int r = 0; r < R; ++r) {
+      float x = first ? 0.f : w[r * ldw + j];
+      for (int u = 0; u < KU; ++u) x += a[r * lda + u] * to_f32(b[u * sbk + j]);
+      if (!last) {
+        w[r * ldw + j] = x;
+        continue;
+      }
+      if (e.bias) x += e.bias[j];
+      if (e.relu && x < 0.f) x = 0.f;
+      if (e.c_bf16) static_cast<uint16_t*>(e.c)[r * e.ldc + j] = f32_to_bf16_rne(x);
+      else static_cast<float*>(e.c)[r * e.ldc + j] = x;
+    }
   }
 }
 
-// Rows of the M chunks: balanced sizes <= 6 (M = 8 -> 4 + 4, not 6 + 2).
-inline int chunk_rows(int64_t M, int64_t c, int64_t nch) {
-  return static_cast<int>(M / nch + (c < M % nch ? 1 : 0));
+template <int R, typename BIn>
+void rowstream_block(const float* a, int64_t K, const typename BIn::T* b, int64_t sbk,
+                     int64_t ncols, float* w, int64_t ldw, const TileEpi& e) {
+  constexpr int KU = R == 1 ? 8 : (R == 2 ? 4 : 2);
+  int64_t k = 0;
+  for (; k + KU <= K; k += KU)
+    rowstream_pass<R, KU, BIn>(a + k, K, b + k * sbk, sbk, ncols, w, ldw, k == 0,
+                               k + KU == K, e);
+  for (; k < K; ++k)
+    rowstream_pass<R, 1, BIn>(a + k, K, b + k * sbk, sbk, ncols, w, ldw, k == 0, k + 1 == K,
+                              e);
 }
 
 template <typename In>
 bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
+  using BIn = std::conditional_t<sizeof(In) == 2, Bf16In, F32In>;
+  constexpr int64_t kNB = 2048;  // columns per block: 8 KB of each B row
   const int64_t M = g.M, K = g.K;
   const In* A = static_cast<const In*>(g.A);
   const In* B = static_cast<const In*>(g.B);
-  // A, all M rows, as fp32 chunks of [K][R] (M is small: this is cheap).
+  // A as fp32 rows [M][K]; fp32 partial sums: C itself for f32, else scratch [M][kNB].
   float* ap = static_cast<float*>(tls_buffer(kBufSmallA, sizeof(float) * M * K));
-  float* tail = static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * K * kNR));
-  if (!ap || !tail) return false;
-  const int64_t nch = ceil_div(M, kMR);
-  {
-    int64_t row = 0;
-    for (int64_t c = 0; c < nch; ++c) {
-      const int r = chunk_rows(M, c, nch);
-      pack_panel_ref<In, float, 1>(A + row * g.sam, g.sam, g.sak, r, K, r, ap + row * K);
-      row += r;
-    }
-  }
+  float* scratch = bf16 ? static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * M * kNB))
+                        : nullptr;
+  if (!ap || (bf16 && !scratch)) return false;
+  pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, static_cast<int>(K), ap);
   const size_t cb = bf16 ? 2 : 4;
-  for (int64_t j = n0; j < n1; j += kNR) {
-    const int64_t nn = imin(kNR, n1 - j);
+  for (int64_t j = n0; j < n1; j += kNB) {
+    const int64_t nc = imin(kNB, n1 - j);
     TileEpi e{};
+    e.c = static_cast<char*>(g.C) + j * cb;
     e.ldc = g.ldc;
     e.bias = g.bias ? g.bias + j : nullptr;
-    e.n = static_cast<int>(nn);
-    e.final = true;
     e.relu = g.relu;
     e.c_bf16 = bf16;
-    const bool full = nn == kNR;
-    if (!full) pack_panel_ref<In, float, 1>(B + j * g.sbn, g.sbn, g.sbk, nn, K, kNR, tail);
-    int64_t row = 0;
-    for (int64_t c = 0; c < nch; ++c) {
-      const int r = chunk_rows(M, c, nch);
-      e.m = r;
-      e.c = static_cast<char*>(g.C) + (row * g.ldc + j) * cb;
-      if (full) {
-        if constexpr (sizeof(In) == 2) rowb_dispatch<Bf16In>(r, K, ap + row * K, B + j, g.sbk, e);
-        else rowb_dispatch<F32In>(r, K, ap + row * K, B + j, g.sbk, e);
-      } else {
-        rowb_dispatch<F32In>(r, K, ap + row * K, tail, kNR, e);
-      }
-      row += r;
+    float* w = bf16 ? scratch : static_cast<float*>(g.C) + j;
+    const int64_t ldw = bf16 ? kNB : g.ldc;
+    const In* bj = B + j;
+    switch (M) {
+      case 1: rowstream_block<1, BIn>(ap, K, bj, g.sbk, nc, w, ldw, e); break;
+      case 2: rowstream_block<2, BIn>(ap, K, bj, g.sbk, nc, w, ldw, e); break;
+      case 3: rowstream_block<3, BIn>(ap, K, bj, g.sbk, nc, w, ldw, e); break;
+      default: rowstream_block<4, BIn>(ap, K, bj, g.sbk, nc, w, ldw, e); break;
     }
   }
   return true;
