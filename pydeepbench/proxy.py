@@ -3,7 +3,8 @@
 Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
 - Model rows (`kind: "model"`, from `pydeepbench model`): score in examples/s; a `*`
   after the score marks an inference row whose latency percentile missed its target.
-  An implementation that ran with fallback kernels says so ("optimized (fallback emb)").
+  An implementation that ran with fallback kernels says so ("optimized (fallback emb)"),
+  as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap.
 - Micro rows: `linear` op rows give "Micro | MLP/Linear [impl]" in TF/s, and
   `embedding_bags` op rows give "Micro | EmbeddingBag [impl]" in GB/s; Mode is the
   micro benchmark's timing mode (hot/cold), Config is set:case, Batch Size is M or batch.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 
+from rich.markup import escape
 from rich.table import Table
 
 from pydeepbench import report, system
@@ -57,12 +59,15 @@ def entry(r: dict) -> dict | None:
     if r.get("status") != "ok":
         return None
     if r.get("kind") == "model":
-        impl = r["impl"] + (" (fallback emb)" if r.get("fallback") else "")
+        tags = ["fallback emb"] if r.get("fallback") else []
+        if r["impl"] != "ootb" and r.get("dense_impl") not in (None, "native"):
+            tags.append(f"dense {r['dense_impl']}")
+        impl = r["impl"] + (f" ({', '.join(tags)})" if tags else "")
         return {
             "Model": r["model"].upper(),
             "Implementation": impl,
             "Mode": r["mode"],
-            "Config": r["config"],
+            "Config": f"{r['config']} cap {r['row_cap']}",
             "Batch Size": r["batch_size"],
             "Score": f"{r['score']:.1f}{latency_marker(r)}",
             "Units": r["units"],
@@ -106,7 +111,7 @@ def text_table(es: list[dict]) -> Table:
     for c in COLUMNS:
         t.add_column(c, justify="right" if c in ("Batch Size", "Score") else "left")
     for e in es:
-        t.add_row(*(str(e[c]) for c in COLUMNS))
+        t.add_row(*(escape(str(e[c])) for c in COLUMNS))  # "[native]" is not rich markup
     return t
 
 
@@ -163,8 +168,6 @@ def detail_table(rows: list[dict]) -> Table:
 
 def cli_report(args, con) -> int:
     """`python -m pydeepbench report RESULTS.json... [--markdown PATH] [--csv PATH]`."""
-    from rich.markup import escape
-
     machine, rows = load(args.results)
     es = entries(rows)
     con.print(escape(f"Proxy Workloads results on {machine}"))

@@ -28,7 +28,7 @@ def test_table_from_model_and_micro_files():
     assert by[("DLRM", "ootb", "infer")]["Score"] == "20000.0"
     missed = by[("DLRM", "optimized (fallback emb)", "infer")]
     assert missed["Score"] == "800.0*" and missed["Units"] == "ex/s"
-    assert missed["Config"] == "dlrm-mlperf" and missed["Batch Size"] == 2048
+    assert missed["Config"] == "dlrm-mlperf cap 500000" and missed["Batch Size"] == 2048
     # Micro rows: linear in TF/s (batch = M), embedding_bags in GB/s (batch = batch).
     lin = by[("Micro", "MLP/Linear [native]", "hot")]
     assert (lin["Score"], lin["Units"], lin["Batch Size"]) == ("0.0712", "TF/s", 256)
@@ -55,10 +55,11 @@ def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "Proxy Workloads results on Test CPU 9000" in out and "800.0*" in out
+    assert "MLP/Linear [native]" in out and "EmbeddingBag [native]" in out
     lines = md.read_text().splitlines()
     assert lines[0] == "| " + " | ".join(proxy.COLUMNS) + " |" and len(lines) == 2 + 6
     assert any(
-        "| DLRM | optimized (fallback emb) | infer | dlrm-mlperf | 2048 | 800.0* |" in x
+        "| DLRM | optimized (fallback emb) | infer | dlrm-mlperf cap 500000 | 2048 | 800.0* |" in x
         for x in lines
     )
     with open(cs) as f:
@@ -101,5 +102,15 @@ def test_report_of_a_fresh_model_run(tmp_path):
     )
     _, rows = proxy.load([j])
     es = proxy.entries(rows)
-    assert [e["Mode"] for e in es] == ["infer", "infer"] and es[0]["Config"] == "tiny-dot"
+    assert [e["Mode"] for e in es] == ["infer", "infer"] and es[0]["Config"] == "tiny-dot cap 100"
     assert all(e["Units"] == "ex/s" and e["Batch Size"] == 16 for e in es)
+
+
+def test_entry_names_kernels_that_stood_in():
+    _, rows = proxy.load([MODELS])
+    r = dict(next(r for r in rows if r["impl"] == "optimized" and r["mode"] == "train"))
+    assert proxy.entry(r)["Implementation"] == "optimized"
+    r["dense_impl"] = "ootb"
+    assert proxy.entry(r)["Implementation"] == "optimized (dense ootb)"
+    r["fallback"] = "torch index_add_"
+    assert proxy.entry(r)["Implementation"] == "optimized (fallback emb, dense ootb)"
