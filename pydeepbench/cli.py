@@ -54,7 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-time", type=float, default=2.0)
     for op in registry.ops():
         _add_op_parser(sub, op)
+    _add_model_parsers(sub)
     return p
+
+
+def _add_model_parsers(sub) -> None:
+    """`model` (workload.py) and `report` (proxy.py)."""
+    m = sub.add_parser("model", help="benchmark whole model steps (train/infer), OOTB vs optimized")
+    m.add_argument("model", help="model name (dlrm)")
+    m.add_argument("--config", required=True, help="built-in config name or path to a .toml")
+    m.add_argument("--impl", default="ootb,optimized", help="comma list of ootb,optimized")
+    m.add_argument("--mode", default=None, help="comma list of train,infer (default: config's)")
+    m.add_argument("--batch-size", type=int, default=None)
+    m.add_argument("--steps", type=int, default=None, help="timed steps (default: config's)")
+    m.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: config's)")
+    m.add_argument("--row-cap", type=int, default=None, help="rows kept per table")
+    m.add_argument(
+        "--dense-impl",
+        default="native",
+        choices=("native", "ootb"),
+        help="GEMM impl inside the optimized model's MLPs (default native)",
+    )
+    m.add_argument(
+        "--json", help="results JSON (default: results/model-<model>-<config>-<time>.json)"
+    )
+    r = sub.add_parser("report", help="Proxy Workloads table from results JSON (one machine)")
+    r.add_argument("results", nargs="+", help="results JSON files")
+    r.add_argument("--markdown", help="also write the table as Markdown here")
+    r.add_argument("--csv", help="also write the table as CSV here")
 
 
 def cmd_list(con) -> int:
@@ -186,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list(con)
         if args.command == "roofline":
             return cmd_roofline(args, con)
+        if args.command == "model":
+            from pydeepbench.workload import cli_model
+
+            return cli_model(args, con)
+        if args.command == "report":
+            from pydeepbench.proxy import cli_report
+
+            return cli_report(args, con)
         return cmd_op(args, con)
     except ValueError as e:
         con.print(f"[red]error:[/red] {e}")

@@ -51,14 +51,54 @@ ROW_FIELDS = (
 )
 STATUSES = ("ok", "skipped", "failed")
 
+# Model rows (`kind: "model"`, written by workload.py) carry these keys instead; op rows
+# have no `kind`. See workload.py for what each field means.
+MODEL_ROW_FIELDS = (
+    "kind",
+    "model",
+    "impl",
+    "mode",
+    "config",
+    "config_version",
+    "config_source",
+    "device",
+    "dtype",
+    "batch_size",
+    "row_cap",
+    "tables_capped",
+    "table_bytes",
+    "seed",
+    "data",
+    "steps",
+    "warmup",
+    "status",
+    "reason",
+    "score",
+    "units",
+    "score_convention",
+    "time_s",
+    "samples_s",
+    "latency_s",
+    "latency_percentile",
+    "latency_target_s",
+    "latency_met",
+    "emb_impl",
+    "dense_impl",
+    "fallback",
+    "check",
+    "speedup_vs_ootb",
+    "harness",
+)
+
 
 def normalize(row: dict) -> dict:
-    unknown = set(row) - set(ROW_FIELDS)
+    fields = MODEL_ROW_FIELDS if row.get("kind") == "model" else ROW_FIELDS
+    unknown = set(row) - set(fields)
     if unknown:
         raise ValueError(f"result row has fields outside the schema: {sorted(unknown)}")
     if row.get("status") not in STATUSES:
         raise ValueError(f"result row status must be one of {STATUSES}, got {row.get('status')!r}")
-    return {k: row.get(k) for k in ROW_FIELDS}
+    return {k: row.get(k) for k in fields}
 
 
 class JsonWriter:

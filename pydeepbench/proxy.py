@@ -1,0 +1,182 @@
+"""The Proxy Workloads results table (FAMBench's summary), from results JSON files.
+
+Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
+- Model rows (`kind: "model"`, from `pydeepbench model`): score in examples/s; a `*`
+  after the score marks an inference row whose latency percentile missed its target.
+  An implementation that ran with fallback kernels says so ("optimized (fallback emb)"),
+  as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap.
+- Micro rows: `linear` op rows give "Micro | MLP/Linear [impl]" in TF/s, and
+  `embedding_bags` op rows give "Micro | EmbeddingBag [impl]" in GB/s; Mode is the
+  micro benchmark's timing mode (hot/cold), Config is set:case, Batch Size is M or batch.
+Only rows with status ok are tabulated; the others are counted in a note. Files from
+different machines (system.machine_id) are refused: their scores do not compare.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from rich.markup import escape
+from rich.table import Table
+
+from pydeepbench import report, system
+from pydeepbench.workload import latency_marker
+
+COLUMNS = ("Model", "Implementation", "Mode", "Config", "Batch Size", "Score", "Units")
+MICRO_OPS = {
+    "linear": ("MLP/Linear", "tflops", "TF/s", "M"),
+    "embedding_bags": (
+        "EmbeddingBag",
+        "gbps",
+        "GB/s",
+        "batch",
+    ),
+}
+
+
+def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
+    """(machine id, every row) from result files of one machine; ValueError otherwise."""
+    if not paths:
+        raise ValueError("report: give at least one results JSON file")
+    ids: dict[str, list[str]] = {}
+    rows = []
+    for p in paths:
+        doc = report.load_results(p)
+        ids.setdefault(system.machine_id(doc["system"]), []).append(str(p))
+        rows.extend(doc["results"])
+    if len(ids) > 1:
+        detail = "; ".join(f"{mid}: {', '.join(files)}" for mid, files in ids.items())
+        raise ValueError(
+            f"refusing to mix results from {len(ids)} different machines ({detail}); "
+            "report one machine at a time"
+        )
+    return next(iter(ids)), rows
+
+
+def entry(r: dict) -> dict | None:
+    """One table line for a result row, or None when the row is not tabulated."""
+    if r.get("status") != "ok":
+        return None
+    if r.get("kind") == "model":
+        tags = ["fallback emb"] if r.get("fallback") else []
+        if r["impl"] != "ootb" and r.get("dense_impl") not in (None, "native"):
+            tags.append(f"dense {r['dense_impl']}")
+        impl = r["impl"] + (f" ({', '.join(tags)})" if tags else "")
+        return {
+            "Model": r["model"].upper(),
+            "Implementation": impl,
+            "Mode": r["mode"],
+            "Config": f"{r['config']} cap {r['row_cap']}",
+            "Batch Size": r["batch_size"],
+            "Score": f"{r['score']:.1f}{latency_marker(r)}",
+            "Units": r["units"],
+        }
+    if r.get("op") in MICRO_OPS:
+        name, key, units, batch_key = MICRO_OPS[r["op"]]
+        if r.get(key) is None:
+            return None
+        return {
+            "Model": "Micro",
+            "Implementation": f"{name} [{r['impl']}]",
+            "Mode": r.get("mode") or "-",
+            "Config": f"{r['set']}:{r['case']}",
+            "Batch Size": (r.get("shape") or {}).get(batch_key, "-"),
+            "Score": f"{r[key]:.3g}",
+            "Units": units,
+        }
+    return None
+
+
+def entries(rows: list[dict]) -> list[dict]:
+    out = [e for e in map(entry, rows) if e is not None]
+    return sorted(out, key=lambda e: (e["Model"] == "Micro", e["Model"], e["Config"], e["Mode"]))
+
+
+def notes(rows: list[dict]) -> list[str]:
+    out = []
+    if any(latency_marker(r) for r in rows if r.get("status") == "ok"):
+        out.append("* missed its latency target (MLPerf Server percentile, see the row's JSON)")
+    fb = {r["fallback"] for r in rows if r.get("kind") == "model" and r.get("fallback")}
+    for f in sorted(fb):
+        out.append(f"fallback emb: {f}")
+    n = sum(r.get("status") != "ok" for r in rows)
+    if n:
+        out.append(f"{n} row(s) skipped or failed are not tabulated")
+    return out
+
+
+def text_table(es: list[dict]) -> Table:
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for c in COLUMNS:
+        t.add_column(c, justify="right" if c in ("Batch Size", "Score") else "left")
+    for e in es:
+        t.add_row(*(escape(str(e[c])) for c in COLUMNS))  # "[native]" is not rich markup
+    return t
+
+
+def markdown(es: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for e in es:
+        lines.append("| " + " | ".join(str(e[c]).replace("|", "\\|") for c in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str | os.PathLike, es: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(es)
+
+
+def detail_table(rows: list[dict]) -> Table:
+    """Per model row: latency percentiles, target, equivalence check, speedup, kernels."""
+    t = Table(box=None, pad_edge=False, header_style="bold")
+    for c in (
+        "impl",
+        "mode",
+        "ex/s",
+        "p50",
+        "p95",
+        "p99",
+        "target",
+        "vs ootb",
+        "check",
+        "kernels",
+        "status",
+    ):
+        t.add_column(c)
+    for r in rows:
+        lat = r.get("latency_s") or {}
+        chk = r.get("check")
+        target = r.get("latency_target_s")
+        t.add_row(
+            r["impl"],
+            r["mode"],
+            "-" if r.get("score") is None else f"{r['score']:.1f}{latency_marker(r)}",
+            *(report._fmt_time(lat.get(p)) for p in ("p50", "p95", "p99")),
+            "-" if target is None else f"p{r['latency_percentile']} <= {report._fmt_time(target)}",
+            report._fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
+            "-"
+            if chk is None
+            else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_diff']:.1e}",
+            f"emb={r.get('emb_impl')} dense={r.get('dense_impl')}",
+            r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason')}"),
+        )
+    return t
+
+
+def cli_report(args, con) -> int:
+    """`python -m pydeepbench report RESULTS.json... [--markdown PATH] [--csv PATH]`."""
+    machine, rows = load(args.results)
+    es = entries(rows)
+    con.print(escape(f"Proxy Workloads results on {machine}"))
+    con.print(text_table(es))
+    for line in notes(rows):
+        con.print(escape(line))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown(es))
+    if args.csv:
+        write_csv(args.csv, es)
+    return 0

@@ -1,0 +1,291 @@
+"""Model benchmarks: whole training or inference steps of a model, timed step by step.
+
+Protocol for one (config, mode):
+1. Build the OOTB model from the config's seed and pre-generate `rotations` (>= 8) synthetic
+   batches; every timed step takes the next one, never the same batch twice in a row.
+2. Equivalence: each impl's output on batch 0 (inference, before any training) is compared
+   with OOTB's; the max abs difference is recorded, and a row above MODEL_ATOL fails
+   without being timed. The optimized model is built from OOTB's weights.
+3. Warm-up: `warmup` untimed steps (the last one run by harness.measure's warm-up).
+4. Timed: exactly `steps` steps through harness.measure, each synchronized and timed by
+   itself (no blocking), so the samples are per-step latencies.
+
+Score convention: examples/s = batch_size / median step time. Latency: p50/p95/p99 of the
+per-step times (linear interpolation between order statistics). Inference rows compare the
+config's latency percentile (MLPerf Server p99, 60 ms for DLRM) with its target and mark a
+miss with `*` (`latency_met` false). Training rows have no target.
+
+Model row fields (report.MODEL_ROW_FIELDS; `kind` is always "model"):
+  model, impl (ootb|optimized), mode (train|infer), config, config_version, config_source,
+  device, dtype, batch_size, row_cap (rows a table keeps here), tables_capped (tables the
+  cap shortened), table_bytes (one copy of the capped tables), seed, data (how the
+  synthetic batches are drawn), steps, warmup, status (ok|skipped|failed), reason,
+  score, units ("ex/s"), score_convention, time_s (median/min/max/mean/stdev/q1/q3/iqr/
+  rel_iqr/n of the step times), samples_s, latency_s {p50, p95, p99}, latency_percentile,
+  latency_target_s, latency_met (None when there is no target), emb_impl, dense_impl,
+  fallback (what stood in for missing native kernels, or None), check {reference,
+  max_abs_diff, atol, ok, batch}, speedup_vs_ootb, harness.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+from collections.abc import Callable
+
+from pydeepbench import harness, system
+
+MODEL_ATOL = 1e-4  # outputs are probabilities in (0, 1); fp32 reorderings stay ~1e-6
+UNITS = "ex/s"
+SCORE_CONVENTION = "examples/s = batch_size / median per-step time"
+MEMORY_FRACTION = 0.7
+MODELS = ("dlrm",)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return harness._quantile(sorted(samples), q / 100.0)
+
+
+def latency_marker(row: dict) -> str:
+    """'*' when an inference row missed its latency target, '' otherwise."""
+    return "*" if row.get("latency_met") is False else ""
+
+
+def latency_fields(samples: list[float], target_ms: float | None, pct: int | None) -> dict:
+    lat = {f"p{p}": percentile(samples, p) for p in (50, 95, 99)}
+    out = {"latency_s": lat, "latency_percentile": pct, "latency_target_s": None}
+    out["latency_met"] = None
+    if target_ms is not None and pct is not None:
+        out["latency_target_s"] = target_ms / 1e3
+        out["latency_met"] = percentile(samples, pct) <= target_ms / 1e3
+    return out
+
+
+def _stats_dict(st: harness.Stats) -> dict:
+    keys = ("median", "min", "max", "mean", "stdev", "q1", "q3", "iqr", "rel_iqr", "n")
+    return {k: getattr(st, k) for k in keys}
+
+
+def time_steps(step: Callable[[], object], steps: int, warmup: int) -> harness.Measurement:
+    """`warmup` untimed steps, then exactly `steps` individually timed ones (harness)."""
+    if steps < 1 or warmup < 1:
+        raise ValueError("need steps >= 1 and warmup >= 1")
+    for _ in range(warmup - 1):
+        step()
+    cfg = harness.HarnessConfig(
+        min_samples=steps,
+        max_samples=steps,
+        min_time_s=0.0,
+        max_time_s=24 * 3600.0,
+        target_rel_iqr=0.0,
+        warmup_min_iters=1,
+        warmup_min_s=0.0,
+        warmup_max_s=0.0,  # one warm-up call inside measure: the last of `warmup`
+        min_block_s=0.0,
+    )
+    return harness.measure(step, cfg, device="cpu")
+
+
+def _footprint(cfg, impls: list[str], mode: str) -> int:
+    copies = len(impls) + (1 if mode == "train" and "ootb" in impls else 0)
+    batch = cfg.batch_size * (cfg.dense_features + sum(cfg.pooling) * 16) * cfg.rotations * 2
+    return copies * cfg.table_bytes() + batch
+
+
+def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int) -> dict:
+    return {
+        "kind": "model",
+        "model": cfg.model,
+        "impl": impl,
+        "mode": mode,
+        "config": cfg.name,
+        "config_version": cfg.version,
+        "config_source": cfg.source,
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": cfg.batch_size,
+        "row_cap": cfg.row_cap,
+        "tables_capped": cfg.tables_capped,
+        "table_bytes": cfg.table_bytes(),
+        "seed": cfg.seed,
+        "data": (
+            f"synthetic, drawn before timing: dense ~ N(0,1), indices {cfg.distribution} "
+            f"per capped table, labels ~ Bernoulli(0.5)"
+            + (", per-sample weights ~ U(0,1)" if cfg.weighted else "")
+            + f"; {cfg.rotations} batches rotated, a fresh one each step"
+        ),
+        "steps": steps,
+        "warmup": warmup,
+        "units": UNITS,
+        "score_convention": SCORE_CONVENTION,
+        "latency_percentile": cfg.latency_percentile if mode == "infer" else None,
+    }
+
+
+def run_mode(
+    cfg,
+    mode: str,
+    impls: list[str],
+    *,
+    steps: int,
+    warmup: int,
+    dense_impl: str = "native",
+    on_row: Callable[[dict], None] = lambda r: None,
+) -> list[dict]:
+    """Every impl of one config in one mode, OOTB first; returns the rows."""
+    from pydeepbench.models import dlrm
+
+    impls = sorted(impls, key=lambda i: i != "ootb")
+    rows = [_base_row(cfg, impl, mode, steps, warmup) for impl in impls]
+    need, have = _footprint(cfg, impls, mode), system.available_memory_bytes()
+    if need > MEMORY_FRACTION * have:
+        reason = (
+            f"needs ~{need / 2**30:.1f} GiB (tables at row cap {cfg.row_cap}), more than "
+            f"{MEMORY_FRACTION:.0%} of the {have / 2**30:.1f} GiB available; lower --row-cap"
+        )
+        for r in rows:
+            r.update(status="skipped", reason=reason)
+            on_row(r)
+        return rows
+
+    ootb = dlrm.DLRMOOTB(cfg)
+    batches = dlrm.make_batches(cfg)
+    ref = ootb.infer(batches[0]).clone()
+    models = {}
+    for impl in impls:
+        models[impl] = (
+            ootb if impl == "ootb" else dlrm.DLRMOptimized.from_ootb(ootb, dense_impl=dense_impl)
+        )
+    ootb = None  # `models` holds what is still needed; each model is freed once timed
+    base_score = None
+    for impl, row in zip(impls, rows, strict=True):
+        model = models.pop(impl)
+        fallback = getattr(model, "fallback", None)
+        row.update(
+            emb_impl=getattr(model, "emb_impl", "ootb"),
+            dense_impl=getattr(model, "dense_impl", "ootb"),
+            fallback=fallback,
+        )
+        try:
+            diff = float((model.infer(batches[0]) - ref).abs().max())
+            row["check"] = {
+                "reference": "ootb",
+                "max_abs_diff": diff,
+                "atol": MODEL_ATOL,
+                "ok": diff <= MODEL_ATOL,
+                "batch": 0,
+            }
+            if not row["check"]["ok"]:
+                row.update(status="failed", reason=f"output differs from OOTB by {diff:.3g}")
+                on_row(row)
+                continue
+            cycle = itertools.cycle(batches)
+            if mode == "train":
+                opt = model.make_optimizer()
+
+                def step(model=model, opt=opt, cycle=cycle):
+                    return model.train_step(next(cycle), opt)
+            else:
+
+                def step(model=model, cycle=cycle):
+                    return model.infer(next(cycle))
+
+            m = time_steps(step, steps, warmup)
+        except Exception as e:  # an impl bug is recorded, and the others still run
+            row.update(status="failed", reason=f"error: {type(e).__name__}: {e}")
+            on_row(row)
+            continue
+        finally:
+            del model
+            step = opt = None
+            gc.collect()
+        score = cfg.batch_size / m.stats.median
+        if impl == "ootb":
+            base_score = score
+        row.update(
+            status="ok",
+            reason=None,
+            score=score,
+            speedup_vs_ootb=None if base_score is None else score / base_score,
+            time_s=_stats_dict(m.stats),
+            samples_s=m.samples_s,
+            harness={
+                "stop_reason": m.stop_reason,
+                "warmup_iters": (warmup - 1) + m.warmup_iters,
+                "block": m.block,
+                "noisy": m.noisy,
+                "timer": m.timer,
+            },
+            **latency_fields(
+                m.samples_s,
+                cfg.latency_target_ms if mode == "infer" else None,
+                cfg.latency_percentile if mode == "infer" else None,
+            ),
+        )
+        on_row(row)
+    return rows
+
+
+def cli_model(args, con) -> int:
+    """`python -m pydeepbench model MODEL --config NAME ...` (parser in cli.py)."""
+    import datetime as dt
+    import os
+    import sys
+
+    from pydeepbench import proxy, report
+    from pydeepbench.models import dlrm
+
+    if args.model not in MODELS:
+        raise ValueError(f"unknown model {args.model!r}; models: {', '.join(MODELS)}")
+    cfg = dlrm.load_config(args.config).with_overrides(
+        batch_size=args.batch_size, row_cap=args.row_cap
+    )
+    impls = [i.strip() for i in args.impl.split(",") if i.strip()]
+    modes = [m.strip() for m in (args.mode or ",".join(cfg.modes)).split(",") if m.strip()]
+    for i in impls:
+        if i not in dlrm.IMPLS:
+            raise ValueError(f"unknown implementation {i!r}; use {', '.join(dlrm.IMPLS)}")
+    for m in modes:
+        if m not in dlrm.MODES:
+            raise ValueError(f"unknown mode {m!r}; use {', '.join(dlrm.MODES)}")
+    steps = args.steps or cfg.steps
+    warmup = args.warmup or cfg.warmup
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.json or os.path.join("results", f"model-{args.model}-{cfg.name}-{stamp}.json")
+    run_info = {
+        "argv": sys.argv[1:],
+        "command": "model",
+        "model": args.model,
+        "config": cfg.name,
+        "config_path": cfg.path,
+        "impls": impls,
+        "modes": modes,
+        "batch_size": cfg.batch_size,
+        "row_cap": cfg.row_cap,
+        "steps": steps,
+        "warmup": warmup,
+        "dense_impl": args.dense_impl,
+    }
+    writer = report.JsonWriter(path, system.collect(), None, run_info)
+    con.print(
+        f"{args.model} {cfg.name} v{cfg.version}: batch {cfg.batch_size}, row cap "
+        f"{cfg.row_cap} ({cfg.tables_capped} of {cfg.tables} tables capped, "
+        f"{cfg.table_bytes() / 2**30:.2f} GiB per copy), {warmup} warm-up + {steps} timed steps"
+    )
+    rows = []
+    for mode in modes:
+        rows += run_mode(
+            cfg,
+            mode,
+            impls,
+            steps=steps,
+            warmup=warmup,
+            dense_impl=args.dense_impl,
+            on_row=lambda r: writer.add([r]),
+        )
+    writer.close()
+    con.print(proxy.detail_table(rows))
+    con.print(proxy.text_table(proxy.entries(rows)))
+    for line in proxy.notes(rows) + [f"score: {SCORE_CONVENTION}", f"results: {path}"]:
+        con.print(line)
+    return 1 if any(r["status"] == "failed" for r in rows) else 0

@@ -1,0 +1,116 @@
+"""The Proxy Workloads table from result files: model and micro rows, the latency marker,
+Markdown/CSV output, refusal to mix machines, and the `report` subcommand end to end."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from pydeepbench import cli, proxy
+
+FIX = Path(__file__).parent / "fixtures"
+MODELS, MICRO, OTHER = (
+    FIX / "results-models.json",
+    FIX / "results-micro.json",
+    FIX / "results-other-machine.json",
+)
+
+
+def test_table_from_model_and_micro_files():
+    machine, rows = proxy.load([MODELS, MICRO])
+    assert machine.startswith("Test CPU 9000|2 cpus|24 GiB")
+    es = proxy.entries(rows)
+    by = {(e["Model"], e["Implementation"], e["Mode"]): e for e in es}
+    assert list(es[0]) == list(proxy.COLUMNS)
+    # Model rows: score in ex/s, '*' only on the inference row that missed its target.
+    assert by[("DLRM", "ootb", "train")]["Score"] == "400.0"
+    assert by[("DLRM", "ootb", "infer")]["Score"] == "20000.0"
+    missed = by[("DLRM", "optimized (fallback emb)", "infer")]
+    assert missed["Score"] == "800.0*" and missed["Units"] == "ex/s"
+    assert missed["Config"] == "dlrm-mlperf cap 500000" and missed["Batch Size"] == 2048
+    # Micro rows: linear in TF/s (batch = M), embedding_bags in GB/s (batch = batch).
+    lin = by[("Micro", "MLP/Linear [native]", "hot")]
+    assert (lin["Score"], lin["Units"], lin["Batch Size"]) == ("0.0712", "TF/s", 256)
+    emb = by[("Micro", "EmbeddingBag [native]", "hot")]
+    assert (emb["Score"], emb["Units"], emb["Batch Size"]) == ("12.5", "GB/s", 65536)
+    # gemm rows, failed and skipped rows are not tabulated; micro rows come last.
+    assert len(es) == 6 and [e["Model"] for e in es][-2:] == ["Micro", "Micro"]
+    notes = proxy.notes(rows)
+    assert any(n.startswith("*") for n in notes)
+    assert any("fallback emb" in n for n in notes)
+    assert any("2 row(s) skipped or failed" in n for n in notes)
+
+
+def test_refuses_to_mix_machines():
+    with pytest.raises(ValueError, match="refusing to mix results from 2 different machines"):
+        proxy.load([MODELS, OTHER])
+    with pytest.raises(ValueError, match="at least one"):
+        proxy.load([])
+
+
+def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
+    md, cs = tmp_path / "t.md", tmp_path / "t.csv"
+    rc = cli.main(["report", str(MODELS), str(MICRO), "--markdown", str(md), "--csv", str(cs)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Proxy Workloads results on Test CPU 9000" in out and "800.0*" in out
+    assert "MLP/Linear [native]" in out and "EmbeddingBag [native]" in out
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(proxy.COLUMNS) + " |" and len(lines) == 2 + 6
+    assert any(
+        "| DLRM | optimized (fallback emb) | infer | dlrm-mlperf cap 500000 | 2048 | 800.0* |" in x
+        for x in lines
+    )
+    with open(cs) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and set(rows[0]) == set(proxy.COLUMNS)
+    assert {r["Units"] for r in rows} == {"ex/s", "TF/s", "GB/s"}
+
+
+def test_report_cli_refuses_mixed_machines_and_bad_files(tmp_path, capsys):
+    assert cli.main(["report", str(MODELS), str(OTHER)]) == 2
+    assert "different machines" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "other/9"}))
+    assert cli.main(["report", str(bad)]) == 2
+    assert "is not 'pydeepbench.results/1'" in capsys.readouterr().out
+
+
+def test_report_of_a_fresh_model_run(tmp_path):
+    """`model` then `report` on its JSON: the two subcommands agree on the row format."""
+    j = tmp_path / "run.json"
+    tiny = str(FIX / "tiny-dot.toml")
+    assert (
+        cli.main(
+            [
+                "model",
+                "dlrm",
+                "--config",
+                tiny,
+                "--mode",
+                "infer",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+                str(j),
+            ]
+        )
+        == 0
+    )
+    _, rows = proxy.load([j])
+    es = proxy.entries(rows)
+    assert [e["Mode"] for e in es] == ["infer", "infer"] and es[0]["Config"] == "tiny-dot cap 100"
+    assert all(e["Units"] == "ex/s" and e["Batch Size"] == 16 for e in es)
+
+
+def test_entry_names_kernels_that_stood_in():
+    _, rows = proxy.load([MODELS])
+    r = dict(next(r for r in rows if r["impl"] == "optimized" and r["mode"] == "train"))
+    assert proxy.entry(r)["Implementation"] == "optimized"
+    r["dense_impl"] = "ootb"
+    assert proxy.entry(r)["Implementation"] == "optimized (dense ootb)"
+    r["fallback"] = "torch index_add_"
+    assert proxy.entry(r)["Implementation"] == "optimized (fallback emb, dense ootb)"

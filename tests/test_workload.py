@@ -1,0 +1,129 @@
+"""The model benchmark driver: step timing through the harness, latency fields and the
+target marker, model rows in the results schema, and the `model` subcommand end to end."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydeepbench.models import dlrm
+
+from pydeepbench import cli, report, workload
+
+TINY = str(Path(__file__).parent / "fixtures" / "tiny-dot.toml")
+
+
+def test_percentiles_interpolate_like_numpy():
+    s = [float(i) for i in range(1, 101)]
+    assert workload.percentile(s, 50) == pytest.approx(50.5)
+    assert workload.percentile(s, 99) == pytest.approx(99.01)
+    assert workload.percentile([3.0], 99) == 3.0
+
+
+@pytest.mark.parametrize(
+    "p99_ms,target_ms,met,marker",
+    [
+        (59.0, 60.0, True, ""),
+        (60.0, 60.0, True, ""),
+        (61.0, 60.0, False, "*"),
+        (61, None, None, ""),
+    ],
+)
+def test_latency_target_and_marker(p99_ms, target_ms, met, marker):
+    samples = [0.001] * 98 + [p99_ms / 1e3] * 2  # p99 falls on the slow tail
+    f = workload.latency_fields(samples, target_ms, None if target_ms is None else 99)
+    assert f["latency_s"]["p99"] == pytest.approx(p99_ms / 1e3)
+    assert f["latency_s"]["p50"] == pytest.approx(0.001)
+    assert f["latency_met"] is met
+    assert workload.latency_marker(f) == marker
+
+
+def test_time_steps_runs_exact_warmup_and_steps():
+    calls = []
+    m = workload.time_steps(lambda: calls.append(1), steps=7, warmup=3)
+    assert len(calls) == 10 and m.stats.n == 7 and len(m.samples_s) == 7
+    assert m.warmup_iters == 1  # the other two ran before measure
+    with pytest.raises(ValueError):
+        workload.time_steps(lambda: None, steps=0, warmup=1)
+
+
+def test_run_mode_rows_fit_the_schema_and_record_the_check():
+    cfg = dlrm.load_config(TINY)
+    seen = []
+    rows = workload.run_mode(
+        cfg, "infer", ["optimized", "ootb"], steps=3, warmup=1, on_row=seen.append
+    )
+    assert [r["impl"] for r in rows] == ["ootb", "optimized"] == [r["impl"] for r in seen]
+    for r in rows:
+        n = report.normalize(r)
+        assert set(n) == set(report.MODEL_ROW_FIELDS) and n["kind"] == "model"
+        assert r["status"] == "ok", r["reason"]
+        assert r["time_s"]["n"] == 3 == len(r["samples_s"])
+        assert r["score"] == pytest.approx(cfg.batch_size / r["time_s"]["median"])
+        assert r["latency_target_s"] == 0.06 and r["latency_percentile"] == 99
+        assert r["latency_met"] in (True, False)
+        assert r["check"]["reference"] == "ootb" and r["check"]["ok"] is True
+        assert r["row_cap"] == 100 and r["tables_capped"] == 1 and r["units"] == "ex/s"
+    opt = rows[1]
+    assert opt["check"]["max_abs_diff"] < 1e-5
+    assert opt["speedup_vs_ootb"] == pytest.approx(opt["score"] / rows[0]["score"])
+    assert (opt["fallback"] is None) == (opt["emb_impl"] == "native")
+
+
+def test_train_rows_have_no_latency_target():
+    cfg = dlrm.load_config(TINY)
+    (row,) = workload.run_mode(cfg, "train", ["optimized"], steps=2, warmup=1)
+    assert row["status"] == "ok" and row["latency_met"] is None
+    assert row["latency_target_s"] is None and row["speedup_vs_ootb"] is None
+
+
+def test_too_big_for_memory_is_skipped_with_the_reason(monkeypatch):
+    monkeypatch.setattr(workload.system, "available_memory_bytes", lambda: 1000)
+    rows = workload.run_mode(dlrm.load_config(TINY), "infer", ["ootb"], steps=1, warmup=1)
+    assert rows[0]["status"] == "skipped" and "lower --row-cap" in rows[0]["reason"]
+
+
+def test_model_rows_reject_unknown_fields():
+    with pytest.raises(ValueError, match="outside the schema"):
+        report.normalize({"kind": "model", "status": "ok", "tflops": 1.0})
+
+
+def test_model_cli_end_to_end(tmp_path, capsys):
+    j = tmp_path / "m.json"
+    rc = cli.main(
+        [
+            "model",
+            "dlrm",
+            "--config",
+            TINY,
+            "--mode",
+            "train,infer",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--batch-size",
+            "8",
+            "--row-cap",
+            "50",
+            "--json",
+            str(j),
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(j.read_text())
+    assert doc["schema"] == report.SCHEMA and doc["complete"] is True
+    assert doc["run"]["command"] == "model" and doc["system"]["cpu"]["model"]
+    rows = doc["results"]
+    assert {(r["impl"], r["mode"]) for r in rows} == {
+        (i, m) for i in ("ootb", "optimized") for m in ("train", "infer")
+    }
+    assert all(r["batch_size"] == 8 and r["row_cap"] == 50 for r in rows)
+    out = capsys.readouterr().out
+    assert "examples/s = batch_size / median" in out and "ex/s" in out
+
+
+def test_model_cli_bad_input(capsys):
+    assert cli.main(["model", "dlrm", "--config", "nope"]) == 2
+    assert "unknown model config" in capsys.readouterr().out
+    assert cli.main(["model", "dlrm", "--config", TINY, "--impl", "fast"]) == 2
+    assert cli.main(["model", "bert", "--config", TINY]) == 2
