@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pydeepbench import ops
+
 SCHEMA = "pydeepbench.model/1"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 INTERACTIONS = ("dot", "dcn")
@@ -413,8 +415,6 @@ class DLRMOOTB(nn.Module):
 
 def emb_impl() -> str:
     """ "native" when the C++ embedding kernels are built here, else "functional" (fallback)."""
-    from pydeepbench import ops
-
     return "native" if ops.available("embedding_bags").get("native") is None else "functional"
 
 
@@ -424,8 +424,6 @@ class _Linear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b, relu: bool, impl: str):
-        from pydeepbench import ops
-
         y = ops.linear(x, w, b, "relu" if relu else None, impl=impl)
         ctx.relu, ctx.impl = relu, impl
         ctx.save_for_backward(x, w, y if relu else None)
@@ -433,8 +431,6 @@ class _Linear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gy):
-        from pydeepbench import ops
-
         x, w, y = ctx.saved_tensors
         if ctx.relu:  # ReLU backward in one pass: gy where y > 0, else 0
             gy = torch.ops.aten.threshold_backward(gy, y, 0.0)
@@ -564,8 +560,6 @@ class DLRMOptimized:
         return x
 
     def _embed(self, b: Batch) -> torch.Tensor:
-        from pydeepbench import ops
-
         return ops.embedding_bags(
             self.weight,
             self.table_offsets,
@@ -615,20 +609,15 @@ class DLRMOptimized:
     def _sparse_sgd(self, b: Batch, grad_out: torch.Tensor) -> None:
         """weight[row] -= lr * sum of the pooled gradients of the bags that read the row."""
         psw = b.per_sample_weights
-        if self.emb_impl == "native":
-            # The fused C++ step (aggregates duplicate rows, updates touched rows only). It
-            # has no public ops wrapper yet; this is the one call past pydeepbench.ops.
-            from pydeepbench import _native
-
-            _native.cpu().embedding_bags_sgd_step(
-                _native.arg(self.weight),
-                _native.arg(self.table_offsets),
-                _native.arg(b.indices),
-                _native.arg(b.offsets),
-                _native.arg(grad_out.contiguous()),
+        if self.emb_impl == "native":  # fused: aggregates duplicates, touched rows only
+            ops.embedding_bags_sgd_step(
+                self.weight,
+                self.table_offsets,
+                b.indices,
+                b.offsets,
+                grad_out,
                 self.cfg.lr,
-                0,  # mode "sum"
-                None if psw is None else _native.arg(psw),
+                per_sample_weights=psw,
             )
             return
         # Fallback: torch index_add_ over the touched rows (duplicates accumulate).
