@@ -87,7 +87,7 @@ def run_all(quick=False):
                 n += 1
     # multi K-block, multi NC/MC block shapes (bf16 scratch accumulation path)
     for M, N, K in [(300, 200, 1100), (64, 1030, 700), (700, 40, 1500), (5, 3000, 600),
-                    (20, 5, 2000), (33, 9, 3001)]:
+                    (20, 5, 2000), (33, 9, 3001), (3, 9000, 40), (1, 17000, 21)]:
         for dtype in (torch.float32, torch.bfloat16):
             for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
                 check_case(M, N, K, la, lb, dtype, True, True, gen)
