@@ -93,6 +93,8 @@ def run_all(quick=False):
         (5, 3000, 600),
         (20, 5, 2000),
         (33, 9, 3001),
+        (3, 9000, 40),
+        (1, 17000, 21),
     ]:
         for dtype in (torch.float32, torch.bfloat16):
             for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
@@ -139,3 +141,30 @@ if __name__ == "__main__":
         os.environ["PYDEEPBENCH_ISA"] = args.isa
     count = run_all(args.quick)
     print(f"ok: {count} cases, PYDEEPBENCH_ISA={os.environ.get('PYDEEPBENCH_ISA', '')}")
+
+
+@pytest.mark.parametrize(
+    "M, N, K, b_t, path",
+    [
+        (1, 512, 256, True, "small_m_dot"),  # x @ W.t() with tiny M: stream W's rows
+        (1, 512, 256, False, "small_m_rowb"),  # tiny M, row-major B: stream B's rows
+        (2048, 1, 256, True, "small_n_dot"),  # N = 1: stream A's rows
+        (256, 256, 256, False, "packed"),  # the packed, register-tiled main path
+        (7, 7, 0, False, "zero_k"),
+    ],
+)
+def test_each_code_path_is_taken_and_correct(M, N, K, b_t, path):
+    """The dispatcher's paths are all reached by the shapes meant for them."""
+    from pydeepbench import _native
+
+    a = torch.randn(M, K)
+    b = torch.randn(N, K).t() if b_t else torch.randn(K, N)
+    out = torch.empty(M, N)
+    args = (_native.arg(a), _native.arg(b), _native.arg(out), None, False)
+    taken = _native.cpu().gemm_path(*args)
+    if _native.cpu().isa() == "generic":
+        assert taken.startswith("generic") or taken == "zero_k"
+    else:
+        assert path in taken
+    _native.cpu().gemm(*args)
+    torch.testing.assert_close(out.double(), a.double() @ b.double(), atol=1e-4, rtol=1e-4)

@@ -88,8 +88,11 @@ const PackedKernel kGenericKernel = {kGenMR, kGenNR, 1, 4, gen_pack_a, gen_pack_
                                      "generic:packed4x8"};
 
 // ---- path selection ----------------------------------------------------------------
-constexpr int64_t kSmallM = 16;  // rows up to which B is streamed instead of packed
-constexpr int64_t kSmallN = 8;   // columns up to which A is streamed (dot form)
+// Small M: B contiguous along K (x @ W.t()) -> dot form streaming W rows, parallel over
+// N; B contiguous along N -> row streaming for M <= 4, else the packed path (which then
+// splits N across threads and packs B one KC block at a time).
+constexpr int64_t kSmallM = 16;
+constexpr int64_t kSmallN = 8;      // columns up to which A rows are streamed (dot form)
 constexpr int64_t kRowStreamM = 4;  // rows up to which row-major B is streamed row-wise
 
 enum class Path { empty, zero_k, small_rowb, small_dot_n, small_dot_m, packed };

@@ -319,7 +319,7 @@ void rowstream_block(const float* a, int64_t K, const typename BIn::T* b, int64_
 template <typename In>
 bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
   using BIn = std::conditional_t<sizeof(In) == 2, Bf16In, F32In>;
-  constexpr int64_t kNB = 2048;  // columns per block: 8 KB of each B row
+  constexpr int64_t kNB = 8192;  // columns per block: 32 KB of each B row
   const int64_t M = g.M, K = g.K;
   const In* A = static_cast<const In*>(g.A);
   const In* B = static_cast<const In*>(g.B);
