@@ -154,67 +154,34 @@ def _fmt(v: float | None, spec: str = ".3g", suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
 
-FLAT_COLUMNS = (
-    "op",
-    "impl",
-    "device",
-    "dtype",
-    "set",
-    "case",
-    "mode",
-    "status",
-    "reason",
-    "time_median_s",
-    "time_min_s",
-    "time_iqr_s",
-    "n",
-    "tflops",
-    "gbps",
-    "pct_peak_flops",
-    "pct_peak_bw",
-    "bound",
-    "speedup_vs_ootb",
-    "check_ok",
-    "max_abs_err",
-    "stop_reason",
-    "noisy",
-)
+# CSV column -> where it lives in a result row (a top-level key, or a key of a nested dict).
+_FLAT = {
+    **{
+        k: (k,)
+        for k in ("op", "impl", "device", "dtype", "set", "case", "mode", "status", "reason")
+    },
+    "time_median_s": ("time_s", "median"),
+    "time_min_s": ("time_s", "min"),
+    "time_iqr_s": ("time_s", "iqr"),
+    "n": ("time_s", "n"),
+    **{
+        k: (k,)
+        for k in ("tflops", "gbps", "pct_peak_flops", "pct_peak_bw", "bound", "speedup_vs_ootb")
+    },
+    "check_ok": ("check", "ok"),
+    "max_abs_err": ("check", "max_abs_err"),
+    "stop_reason": ("harness", "stop_reason"),
+    "noisy": ("harness", "noisy"),
+}
+FLAT_COLUMNS = tuple(_FLAT)
 
 
 def flat(row: dict) -> dict:
-    t = row.get("time_s") or {}
-    chk = row.get("check") or {}
-    h = row.get("harness") or {}
-    return {
-        **{
-            k: row.get(k)
-            for k in (
-                "op",
-                "impl",
-                "device",
-                "dtype",
-                "set",
-                "case",
-                "mode",
-                "status",
-                "reason",
-                "tflops",
-                "gbps",
-                "pct_peak_flops",
-                "pct_peak_bw",
-                "bound",
-                "speedup_vs_ootb",
-            )
-        },
-        "time_median_s": t.get("median"),
-        "time_min_s": t.get("min"),
-        "time_iqr_s": t.get("iqr"),
-        "n": t.get("n"),
-        "check_ok": chk.get("ok"),
-        "max_abs_err": chk.get("max_abs_err"),
-        "stop_reason": h.get("stop_reason"),
-        "noisy": h.get("noisy"),
-    }
+    out = {}
+    for col, path in _FLAT.items():
+        v = row.get(path[0])
+        out[col] = (v or {}).get(path[1]) if len(path) == 2 else v
+    return out
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
