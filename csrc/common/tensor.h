@@ -36,14 +36,16 @@ struct MatView {
   DType dtype;
 };
 
-// bf16 <-> fp32 (round to nearest even; NaN kept quiet).
-inline float bf16_to_f32(uint16_t h) {
+// bf16 <-> fp32 (round to nearest even; NaN kept quiet). `static`: translation units built
+// with different ISA flags each keep their own copy, so the linker cannot hand an AVX-512
+// compiled instance to the portable path.
+static inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
   float f;
   __builtin_memcpy(&f, &u, 4);
   return f;
 }
-inline uint16_t f32_to_bf16(float f) {
+static inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   __builtin_memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);

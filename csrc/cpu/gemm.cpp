@@ -266,7 +266,7 @@ void zero_k(const GemmArgs& g, bool bf16) {
     for (int64_t j = 0; j < g.N; ++j) {
       float v = g.bias ? g.bias[j] : 0.f;
       if (g.relu && v < 0.f) v = 0.f;
-      if (bf16) static_cast<uint16_t*>(g.C)[i * g.ldc + j] = f32_to_bf16_rne(v);
+      if (bf16) static_cast<uint16_t*>(g.C)[i * g.ldc + j] = f32_to_bf16(v);
       else static_cast<float*>(g.C)[i * g.ldc + j] = v;
     }
 }

@@ -84,23 +84,9 @@ void* tls_buffer(int slot, size_t bytes);
 // flags, so the linker can never pick an AVX-512 instance for the generic path.
 namespace {
 
-inline float bf16_bits_to_f32(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t f32_to_bf16_rne(float f) {
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 template <typename T> inline float to_f32(T v);
 template <> inline float to_f32<float>(float v) { return v; }
-template <> inline float to_f32<uint16_t>(uint16_t v) { return bf16_bits_to_f32(v); }
+template <> inline float to_f32<uint16_t>(uint16_t v) { return bf16_to_f32(v); }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -138,7 +124,7 @@ inline void tile_epilogue_ref(const float* acc, int64_t lda, const TileEpi& e) {
       }
       if (e.bias) v += e.bias[j];
       if (e.relu && v < 0.f) v = 0.f;  // NaN passes through, like torch.relu
-      if (e.c_bf16) static_cast<uint16_t*>(e.c)[i * e.ldc + j] = f32_to_bf16_rne(v);
+      if (e.c_bf16) static_cast<uint16_t*>(e.c)[i * e.ldc + j] = f32_to_bf16(v);
       else static_cast<float*>(e.c)[i * e.ldc + j] = v;
     }
   }

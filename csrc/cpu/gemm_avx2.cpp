@@ -29,7 +29,7 @@ struct Bf16In {
   static __m256 load8(const uint16_t* p) { return bf16x8_to_f32(p); }
 };
 
-// 8 fp32 -> 8 bf16 (round to nearest even, NaN kept quiet), same as f32_to_bf16_rne.
+// 8 fp32 -> 8 bf16 (round to nearest even, NaN kept quiet), same as f32_to_bf16.
 inline __m128i f32x8_to_bf16(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i hi = _mm256_srli_epi32(u, 16);
@@ -297,7 +297,7 @@ void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64
       }
       if (e.bias) x += e.bias[j];
       if (e.relu && x < 0.f) x = 0.f;
-      if (e.c_bf16) static_cast<uint16_t*>(e.c)[r * e.ldc + j] = f32_to_bf16_rne(x);
+      if (e.c_bf16) static_cast<uint16_t*>(e.c)[r * e.ldc + j] = f32_to_bf16(x);
       else static_cast<float*>(e.c)[r * e.ldc + j] = x;
     }
   }
