@@ -68,7 +68,3 @@ def cuda_unavailable(device: str = "cuda") -> str | None:
     if count == 0:
         return f"CUDA runtime sees no device: {reason}"
     return None
-
-
-def has_cuda() -> bool:
-    return cuda_unavailable() is None

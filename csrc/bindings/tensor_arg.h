@@ -23,7 +23,6 @@ struct TensorArg {
     for (auto s : sizes) n *= s;
     return n;
   }
-  MatView mat() const { return {data, sizes[0], sizes[1], strides[0], strides[1], dtype}; }
 };
 
 inline TensorArg tensor_arg(const pybind11::tuple& t, const char* name) {

@@ -29,13 +29,6 @@ inline const char* dtype_name(DType t) {
   return "?";
 }
 
-// Element (not byte) strides; rows x cols; element (i, j) at data + i*s0 + j*s1.
-struct MatView {
-  void* data;
-  int64_t rows, cols, s0, s1;
-  DType dtype;
-};
-
 // bf16 <-> fp32 (round to nearest even; NaN kept quiet). `static`: translation units built
 // with different ISA flags each keep their own copy, so the linker cannot hand an AVX-512
 // compiled instance to the portable path.
