@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pydeepbench import ops
+from pydeepbench import _native, ops
 
 SCHEMA = "pydeepbench.model/1"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -537,6 +537,9 @@ class DLRMOptimized:
             return t.detach().clone().contiguous().requires_grad_(True)
 
         weight = torch.cat([e.weight.detach() for e in m.emb_l]).contiguous()
+        if weight.device.type == "cpu" and _native.cpu_unavailable() is None:
+            # huge pages for the random row gathers (see _native.host_copy)
+            weight = _native.host_copy(weight)
         rows = [e.weight.shape[0] for e in m.emb_l]
         table_offsets = torch.tensor([0, *rows], dtype=torch.int64).cumsum(0)
         lin = [mod for mod in m.bot_l if isinstance(mod, nn.Linear)]

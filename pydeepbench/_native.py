@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 from types import ModuleType
 
 import torch
@@ -27,7 +28,30 @@ def arg(t: torch.Tensor) -> tuple[int, list[int], list[int], int]:
     code = DTYPE_CODES.get(t.dtype)
     if code is None:
         raise TypeError(f"dtype {t.dtype} cannot be passed to native kernels")
-    return (t.data_ptr(), list(t.shape), list(t.stride()), code)
+    return (t.data_ptr(), t.shape, t.stride(), code)
+
+
+# Below this size torch's allocator (glibc) keeps freed memory in its heap anyway.
+POOL_MIN_BYTES = 1 << 20
+
+
+def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized CPU tensor for a native op's output or table: from the host pool
+    (2 MiB-aligned, huge-page advised, reused after free; see csrc/cpu/host_pool.h) when
+    it is at least POOL_MIN_BYTES, else torch.empty."""
+    numel = math.prod(shape)
+    if numel * dtype.itemsize < POOL_MIN_BYTES:
+        return torch.empty(shape, dtype=dtype)
+    block = cpu().HostBlock(numel * dtype.itemsize)
+    return torch.frombuffer(block, dtype=dtype, count=numel).view(shape)
+
+
+def host_copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of CPU tensor `t` in host-pool memory: what the native embedding
+    impls keep their tables in (huge pages cut the TLB misses of random row gathers)."""
+    out = empty(tuple(t.shape), t.dtype)
+    out.copy_(t)
+    return out
 
 
 @functools.cache

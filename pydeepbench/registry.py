@@ -10,6 +10,7 @@ a per-case constraint returning a reason or None). The sweep turns every reason 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ def register_impl(
     return deco
 
 
+@functools.cache  # once: the ops' entry points call it on every call
 def _load() -> None:
     for mod in _OP_MODULES:
         importlib.import_module(mod)
@@ -123,7 +125,8 @@ def impls(op: str) -> dict[str, Impl]:
 
 
 def get_impl(op: str, name: str) -> Impl:
-    table = impls(op)
+    get_op(op)
+    table = _IMPLS[op]
     if name not in table:
         raise ValueError(
             f"unknown implementation {name!r} of {op}; known: {', '.join(sorted(table))}"

@@ -280,8 +280,8 @@ def embedding_bags(
     )
     if impl != "native" or weight.device.type != "cpu":  # the C++ binding checks by itself
         _check_values(weight, table_offsets, indices, offsets)
-    if chosen.prepare:
-        args = chosen.prepare([args])[0]
+    if chosen.prepare is _per_table:  # ootb and functional take per-table tensors
+        args = _per_table([args])[0]
     return chosen.fn(**args)
 
 
@@ -435,7 +435,7 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
 def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
     T = table_offsets.numel() - 1
     B = (offsets.numel() - 1) // T
-    out = torch.empty(B, T * weight.shape[1], dtype=torch.float32)
+    out = _native.empty((B, T * weight.shape[1]), torch.float32)
     psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
     am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_forward(
@@ -484,12 +484,23 @@ class _NativeEmbeddingBags(torch.autograd.Function):
         return grad_weight, None, None, None, None, None
 
 
+def _own_tables(variants: list[dict]) -> list[dict]:
+    """The native impl owns its packed tables, as a table-batched embedding module does:
+    one copy in host-pool memory (huge pages: a random row gather then rarely misses the
+    TLB), shared by every index batch."""
+    if variants[0]["weight"].device.type != "cpu":
+        return variants
+    weight = _native.host_copy(variants[0]["weight"])
+    return [{**v, "weight": weight} for v in variants]
+
+
 @register_impl(
     "embedding_bags",
     "native",
     devices=("cpu",),
     dtypes=(torch.float32, torch.bfloat16, torch.float16),
     available=_native_unavailable,
+    prepare=_own_tables,
 )
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;

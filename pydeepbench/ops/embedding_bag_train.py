@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from pydeepbench import _native
 from pydeepbench.ops.embedding_bag import (
     EmbeddingBags,
     _native_forward,
@@ -166,7 +167,8 @@ def train_sparse(**kw):
 
 
 def _own_weight(variants: list[dict]) -> list[dict]:
-    weight = variants[0]["weight"].clone()
+    """A copy the steps update in place, in host-pool memory (see _own_tables)."""
+    weight = _native.host_copy(variants[0]["weight"])
     return [{**v, "weight": weight} for v in variants]
 
 

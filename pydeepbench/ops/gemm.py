@@ -106,36 +106,34 @@ def gemm_ootb(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.matmul(a, b)
 
 
-def _cpu_operand(t: torch.Tensor) -> torch.Tensor:
-    # The kernel walks any non-negative strides; only negative-stride views need a copy.
-    return t if all(s >= 0 for s in t.stride()) else t.contiguous()
-
-
 def native_gemm(
     a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
 ) -> torch.Tensor:
-    """relu?(a @ b + bias) on our C++ (CPU) or CUDA kernel; bias is applied in fp32."""
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype, device=a.device)
+    """relu?(a @ b + bias) on our C++ (CPU) or CUDA kernel; bias is applied in fp32.
+    Kept lean: at DLRM's smallest layers this Python is most of the call."""
+    shape = (a.shape[0], b.shape[1])
     bias_arg = None
     if bias is not None:
-        bias = bias.to(torch.float32).contiguous()
+        if bias.dtype != torch.float32 or not bias.is_contiguous():
+            bias = bias.to(torch.float32).contiguous()
         bias_arg = _native.arg(bias)
-    if a.device.type == "cuda":
-        # The CUDA kernels read operands with unit stride along one dimension.
-        a, b = (t if 1 in t.stride() else t.contiguous() for t in (a, b))
-        stream = torch.cuda.current_stream(a.device).cuda_stream
-        _native.cuda().gemm(
-            _native.arg(a),
-            _native.arg(b),
-            _native.arg(out),
-            bias_arg,
-            relu,
-            stream,
-            torch.backends.cuda.matmul.allow_tf32,
-        )
-    else:
-        a, b = _cpu_operand(a), _cpu_operand(b)
+    if not a.is_cuda:
+        out = _native.empty(shape, a.dtype)
         _native.cpu().gemm(_native.arg(a), _native.arg(b), _native.arg(out), bias_arg, relu)
+        return out
+    out = torch.empty(shape, dtype=a.dtype, device=a.device)
+    # The CUDA kernels read operands with unit stride along one dimension.
+    a, b = (t if 1 in t.stride() else t.contiguous() for t in (a, b))
+    stream = torch.cuda.current_stream(a.device).cuda_stream
+    _native.cuda().gemm(
+        _native.arg(a),
+        _native.arg(b),
+        _native.arg(out),
+        bias_arg,
+        relu,
+        stream,
+        torch.backends.cuda.matmul.allow_tf32,
+    )
     return out
 
 

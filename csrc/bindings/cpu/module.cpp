@@ -9,6 +9,7 @@ namespace pdb {
 void bind_gemm(py::module_& m);
 void bind_roofline(py::module_& m);
 void bind_embedding_bag(py::module_& m);
+void bind_host_pool(py::module_& m);
 }  // namespace pdb
 
 PYBIND11_MODULE(_C, m) {
@@ -34,4 +35,5 @@ PYBIND11_MODULE(_C, m) {
   pdb::bind_gemm(m);
   pdb::bind_roofline(m);
   pdb::bind_embedding_bag(m);
+  pdb::bind_host_pool(m);
 }

@@ -1,0 +1,33 @@
+// Host memory for tensors the native ops own: embedding tables and large outputs.
+//
+// Blocks are mmap'd, 2 MiB aligned and advised MADV_HUGEPAGE, so a table gathered at
+// random costs one TLB entry per 2 MiB instead of per 4 KiB (on a VM with nested paging
+// a TLB miss is the dominant cost of a row gather). Freed blocks are kept, up to a limit,
+// and handed out again: glibc returns large frees to the OS, so every large torch.empty
+// pays its page faults again (tens of ms per 32 MB on such a VM), which PyTorch's CUDA
+// caching allocator avoids on GPUs and nothing avoids on CPUs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pdb::cpu {
+
+struct HostPoolStats {
+  uint64_t hits = 0, misses = 0;  // acquisitions served from / not from the pool
+  size_t cached_bytes = 0;        // freed bytes held for reuse
+  size_t live_bytes = 0;          // bytes handed out and not yet released
+  size_t limit_bytes = 0;         // most bytes the pool keeps cached
+};
+
+// A block of at least `bytes` (rounded up to 2 MiB), 2 MiB aligned; *cap gets its size.
+// Returns nullptr when the OS refuses the memory.
+void* host_acquire(size_t bytes, size_t* cap);
+// Gives a block back: cached for reuse while the cache stays within the limit, else
+// unmapped.
+void host_release(void* p, size_t cap);
+// Sets the cache limit (0: keep nothing), dropping cached blocks over it.
+void host_pool_set_limit(size_t bytes);
+HostPoolStats host_pool_stats();
+
+}  // namespace pdb::cpu
