@@ -13,8 +13,8 @@ Optimized (`DLRMOptimized`, built from an OOTB model's state): one packed table 
 layout looked up by `ops.embedding_bags` in one call, updated by a fused sparse SGD step on
 the touched rows only (no dense embedding gradient); MLP layers through `ops.linear` (bias
 and ReLU fused) wrapped in an autograd Function whose backward runs `ops.gemm` for dX and
-dW and applies the ReLU mask; a fused dot interaction (one bmm into a preallocated buffer,
-one gather of precomputed lower-triangle indices, a hand-written backward); sigmoid + BCE
+dW and applies the ReLU mask; the fused dot interaction `ops.dot_interaction` (C++: each sample's rows read
+once, only the lower-triangle dot products computed; a hand-written bmm backward); sigmoid + BCE
 fused as BCE-with-logits; buffers reused across steps.
 
 Embedding kernels: `emb_impl()` picks "native" when `ops.available("embedding_bags")`
@@ -441,31 +441,25 @@ class _Linear(torch.autograd.Function):
 
 
 class _DotInteraction(torch.autograd.Function):
-    """out = [x, tril_{-1}(T T^T)] with T = [x; pooled] as (B, F, D). One bmm into a
-    preallocated buffer, one gather of precomputed flat lower-triangle indices; backward
-    scatters the pair gradients into dZ and computes dT = (dZ + dZ^T) T with one bmm."""
+    """out = [x, tril_{-1}(T T^T)] with T = [x; pooled] as (B, F, D): forward is the fused
+    ops.dot_interaction; backward scatters the pair gradients into dZ and computes
+    dT = (dZ + dZ^T) T with one bmm, in buffers kept across steps."""
 
     @staticmethod
     def forward(ctx, x, pooled, bufs):
-        B, D = x.shape
-        Tb = bufs.get("T", (B, bufs["F"], D))
-        Tb[:, 0, :] = x
-        Tb[:, 1:, :] = pooled.view(B, -1, D)
-        Z = torch.bmm(Tb, Tb.transpose(1, 2), out=bufs.get("Z", (B, bufs["F"], bufs["F"])))
-        out = bufs.get("out", (B, D + bufs["tri"].numel()))
-        pairs = bufs.get("pairs", (B, bufs["tri"].numel()))
-        torch.index_select(Z.view(B, -1), 1, bufs["tri"], out=pairs)
-        out[:, :D] = x
-        out[:, D:] = pairs
         ctx.bufs = bufs
-        ctx.save_for_backward(Tb)
-        return out
+        ctx.save_for_backward(x, pooled)
+        return ops.dot_interaction(x, pooled, impl=bufs["interaction_impl"])
 
     @staticmethod
     def backward(ctx, g):
-        (Tb,) = ctx.saved_tensors
+        x, pooled = ctx.saved_tensors
         bufs = ctx.bufs
-        B, Fn, D = Tb.shape
+        B, D = x.shape
+        Fn = bufs["F"]
+        Tb = bufs.get("T", (B, Fn, D))
+        Tb[:, 0, :] = x
+        Tb[:, 1:, :] = pooled.view(B, -1, D)
         dZ = bufs.get("dZ", (B, Fn * Fn))
         dZ.zero_()
         dZ.index_copy_(1, bufs["tri"], g[:, D:])
@@ -519,7 +513,10 @@ class DLRMOptimized:
         self.dense_impl = dense_impl
         Fn = cfg.tables + 1
         li, lj = torch.tril_indices(Fn, Fn, offset=-1)
-        self._bufs = _Buffers(F=Fn, tri=(li * Fn + lj).contiguous())
+        native = ops.available("dot_interaction").get("native") is None
+        self._bufs = _Buffers(
+            F=Fn, tri=(li * Fn + lj).contiguous(), interaction_impl="native" if native else "ootb"
+        )
         self._bag = None
 
     @property

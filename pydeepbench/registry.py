@@ -26,6 +26,7 @@ _OP_MODULES = (
     "pydeepbench.ops.linear",
     "pydeepbench.ops.embedding_bag",
     "pydeepbench.ops.embedding_bag_train",
+    "pydeepbench.ops.interaction",
 )
 
 

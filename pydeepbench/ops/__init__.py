@@ -14,6 +14,7 @@ from pydeepbench.ops.embedding_bag import (
     embedding_bags_sgd_step,
 )
 from pydeepbench.ops.gemm import gemm
+from pydeepbench.ops.interaction import dot_interaction
 from pydeepbench.ops.linear import linear
 
 
@@ -24,6 +25,7 @@ def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) ->
 
 __all__ = [
     "available",
+    "dot_interaction",
     "embedding_bag",
     "embedding_bags",
     "embedding_bags_adagrad_step",

@@ -10,6 +10,7 @@ void bind_gemm(py::module_& m);
 void bind_roofline(py::module_& m);
 void bind_embedding_bag(py::module_& m);
 void bind_host_pool(py::module_& m);
+void bind_interaction(py::module_& m);
 }  // namespace pdb
 
 PYBIND11_MODULE(_C, m) {
@@ -36,4 +37,5 @@ PYBIND11_MODULE(_C, m) {
   pdb::bind_roofline(m);
   pdb::bind_embedding_bag(m);
   pdb::bind_host_pool(m);
+  pdb::bind_interaction(m);
 }
