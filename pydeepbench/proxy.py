@@ -5,8 +5,9 @@ Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
   after the score marks an inference row whose latency percentile missed its target.
   An implementation that ran with fallback kernels says so ("optimized (fallback emb)"),
   as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap.
-- Micro rows: `linear` op rows give "Micro | MLP/Linear [impl]" in TF/s, and
-  `embedding_bags` op rows give "Micro | EmbeddingBag [impl]" in GB/s; Mode is the
+- Micro rows: `linear` op rows give "Micro | MLP/Linear [impl]" in TF/s,
+  `embedding_bags` op rows "Micro | EmbeddingBag [impl]" and `dot_interaction` rows
+  "Micro | Interaction [impl]" in GB/s (both memory bound); Mode is the
   micro benchmark's timing mode (hot/cold), Config is set:case, Batch Size is M or batch.
 Only rows with status ok are tabulated; the others are counted in a note. Files from
 different machines (system.machine_id) are refused: their scores do not compare.
@@ -26,12 +27,8 @@ from pydeepbench.workload import latency_marker
 COLUMNS = ("Model", "Implementation", "Mode", "Config", "Batch Size", "Score", "Units")
 MICRO_OPS = {
     "linear": ("MLP/Linear", "tflops", "TF/s", "M"),
-    "embedding_bags": (
-        "EmbeddingBag",
-        "gbps",
-        "GB/s",
-        "batch",
-    ),
+    "embedding_bags": ("EmbeddingBag", "gbps", "GB/s", "batch"),
+    "dot_interaction": ("Interaction", "gbps", "GB/s", "B"),
 }
 
 

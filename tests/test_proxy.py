@@ -42,6 +42,26 @@ def test_table_from_model_and_micro_files():
     assert any("2 row(s) skipped or failed" in n for n in notes)
 
 
+def test_interaction_rows_are_micro_rows_in_gbps():
+    r = {
+        "op": "dot_interaction",
+        "impl": "native",
+        "status": "ok",
+        "mode": "hot",
+        "set": "interaction-dlrm",
+        "case": "mlperf.b2048",
+        "shape": {"B": 2048, "F": 27, "D": 128},
+        "gbps": 10.04,
+    }
+    e = proxy.entry(r)
+    assert (e["Model"], e["Implementation"], e["Batch Size"]) == (
+        "Micro",
+        "Interaction [native]",
+        2048,
+    )
+    assert (e["Score"], e["Units"]) == ("10", "GB/s")
+
+
 def test_refuses_to_mix_machines():
     with pytest.raises(ValueError, match="refusing to mix results from 2 different machines"):
         proxy.load([MODELS, OTHER])
