@@ -11,11 +11,12 @@ every parameter (so every embedding row gets a dense gradient and an update each
 
 Optimized (`DLRMOptimized`, built from an OOTB model's state): one packed table in the KJT
 layout looked up by `ops.embedding_bags` in one call, updated by a fused sparse SGD step on
-the touched rows only (no dense embedding gradient); MLP layers through `ops.linear` (bias
-and ReLU fused) wrapped in an autograd Function whose backward runs `ops.gemm` for dX and
-dW and applies the ReLU mask; the fused dot interaction `ops.dot_interaction` (C++: each sample's rows read
-once, only the lower-triangle dot products computed; a hand-written bmm backward); sigmoid + BCE
-fused as BCE-with-logits; buffers reused across steps.
+the touched rows only (no dense embedding gradient), the tables in host-pool memory (huge
+pages); MLP layers through `ops.linear` (bias and ReLU fused) wrapped in an autograd
+Function whose backward runs `ops.gemm` for dX and dW and applies the ReLU mask; the fused
+`ops.dot_interaction` (C++: each sample's rows read once, only the lower-triangle dot
+products computed; a hand-written bmm backward); sigmoid + BCE fused as
+BCE-with-logits; buffers reused across steps.
 
 Embedding kernels: `emb_impl()` picks "native" when `ops.available("embedding_bags")`
 says the C++ kernels are built, else the fallback: impl "functional" for the forward and

@@ -46,6 +46,12 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     return torch.frombuffer(block, dtype=dtype, count=numel).view(shape)
 
 
+def release_pool_cache() -> None:
+    """Give the pool's freed blocks back to the OS (before a memory check)."""
+    if cpu_unavailable() is None:
+        cpu().host_pool_release_cached()
+
+
 def host_copy(t: torch.Tensor) -> torch.Tensor:
     """A contiguous copy of CPU tensor `t` in host-pool memory: what the native embedding
     impls keep their tables in (huge pages cut the TLB misses of random row gathers)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pydeepbench import harness, registry, roofline, system
+from pydeepbench import _native, harness, registry, roofline, system
 from pydeepbench.check import compare
 from pydeepbench.ops._spec import dtype_name
 from pydeepbench.shapes import Case
@@ -76,6 +76,7 @@ def run_case(
         return rows
 
     need = spec.footprint_bytes(case.shape, dtype)
+    _native.release_pool_cache()
     have = system.available_memory_bytes()
     if need > MEMORY_FRACTION * have:
         reason = (

@@ -33,7 +33,7 @@ import gc
 import itertools
 from collections.abc import Callable
 
-from pydeepbench import harness, system
+from pydeepbench import _native, harness, system
 
 MODEL_ATOL = 1e-4  # outputs are probabilities in (0, 1); fp32 reorderings stay ~1e-6
 UNITS = "ex/s"
@@ -137,6 +137,7 @@ def run_mode(
 
     impls = sorted(impls, key=lambda i: i != "ootb")
     rows = [_base_row(cfg, impl, mode, steps, warmup) for impl in impls]
+    _native.release_pool_cache()
     need, have = _footprint(cfg, impls, mode), system.available_memory_bytes()
     if need > MEMORY_FRACTION * have:
         reason = (

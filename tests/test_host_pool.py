@@ -109,3 +109,14 @@ def test_native_ops_write_pooled_outputs_correctly():
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
         del out
         gc.collect()
+
+
+def test_release_cached_unmaps_what_the_pool_holds(pool):
+    pool.host_pool_set_limit(64 * MB)
+    t = _native.empty((MB,), torch.float32)
+    del t
+    gc.collect()
+    assert pool.host_pool_stats()["cached_bytes"] >= 4 * MB
+    _native.release_pool_cache()
+    s = pool.host_pool_stats()
+    assert s["cached_bytes"] == 0 and s["limit_bytes"] == 64 * MB

@@ -108,6 +108,12 @@ void host_pool_set_limit(size_t bytes) {
   P.trim(bytes);
 }
 
+void host_pool_release_cached() {
+  Pool& P = pool();
+  std::lock_guard<std::mutex> g(P.mu);
+  P.trim(0);
+}
+
 HostPoolStats host_pool_stats() {
   Pool& P = pool();
   std::lock_guard<std::mutex> g(P.mu);

@@ -28,6 +28,9 @@ void* host_acquire(size_t bytes, size_t* cap);
 void host_release(void* p, size_t cap);
 // Sets the cache limit (0: keep nothing), dropping cached blocks over it.
 void host_pool_set_limit(size_t bytes);
+// Unmaps every cached block (the limit stays): before a memory check, so that memory
+// held for reuse by the last case counts as available to the next.
+void host_pool_release_cached();
 HostPoolStats host_pool_stats();
 
 }  // namespace pdb::cpu

@@ -42,6 +42,9 @@ void bind_host_pool(py::module_& m) {
   m.def(
       "host_pool_set_limit", [](size_t bytes) { cpu::host_pool_set_limit(bytes); },
       py::arg("bytes"), "Most bytes of freed blocks the pool keeps (0: none)");
+  m.def(
+      "host_pool_release_cached", [] { cpu::host_pool_release_cached(); },
+      "Unmap every freed block the pool holds for reuse");
   m.def("host_pool_stats", [] {
     const cpu::HostPoolStats s = cpu::host_pool_stats();
     py::dict d;
