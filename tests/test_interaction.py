@@ -99,7 +99,7 @@ def test_binding_checks_the_output_shape():
         _native.cpu().dot_interaction(_native.arg(x), _native.arg(emb), _native.arg(out))
 
 
-def test_generic_path_in_subprocess():
+def test_generic_path_in_subprocess(tmp_path):
     # The portable kernel, forced by capping the ISA (the AVX2 one runs everywhere else).
     if "native" not in CPU_IMPLS:
         pytest.skip("native interaction not built")
@@ -119,5 +119,6 @@ def test_generic_path_in_subprocess():
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=tmp_path,  # not the source tree: it would shadow the installed package
     )
     assert r.returncode == 0, r.stderr[-2000:]
