@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pydeepbench import _native, ops
+from pydeepbench.ops.interaction import dlrm_dot
 
 SCHEMA = "pydeepbench.model/1"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -380,13 +381,7 @@ class DLRMOOTB(nn.Module):
             for layer in self.cross:
                 xl = layer(x0, xl)
             return xl
-        batch_size, d = x.shape
-        T = torch.cat([x] + ly, dim=1).view((batch_size, -1, d))
-        Z = torch.bmm(T, torch.transpose(T, 1, 2))
-        _, ni, nj = Z.shape
-        li, lj = torch.tril_indices(ni, nj, offset=-1)
-        Zflat = Z[:, li, lj]
-        return torch.cat([x, Zflat], dim=1)
+        return dlrm_dot(x, ly)
 
     def forward(self, dense_x, lS_o, lS_i, lS_w):
         x = self.bot_l(dense_x)
@@ -447,10 +442,10 @@ class _DotInteraction(torch.autograd.Function):
     dT = (dZ + dZ^T) T with one bmm, in buffers kept across steps."""
 
     @staticmethod
-    def forward(ctx, x, pooled, bufs):
+    def forward(ctx, x, pooled, bufs, impl: str):
         ctx.bufs = bufs
         ctx.save_for_backward(x, pooled)
-        return ops.dot_interaction(x, pooled, impl=bufs["interaction_impl"])
+        return ops.dot_interaction(x, pooled, impl=impl)
 
     @staticmethod
     def backward(ctx, g):
@@ -469,7 +464,7 @@ class _DotInteraction(torch.autograd.Function):
         dT = torch.bmm(dZs, Tb)
         dx = g[:, :D] + dT[:, 0, :]
         dpooled = dT[:, 1:, :].reshape(B, -1)
-        return dx, dpooled, None
+        return dx, dpooled, None, None
 
 
 class _Buffers:
@@ -514,10 +509,9 @@ class DLRMOptimized:
         self.dense_impl = dense_impl
         Fn = cfg.tables + 1
         li, lj = torch.tril_indices(Fn, Fn, offset=-1)
+        self._bufs = _Buffers(F=Fn, tri=(li * Fn + lj).contiguous())
         native = ops.available("dot_interaction").get("native") is None
-        self._bufs = _Buffers(
-            F=Fn, tri=(li * Fn + lj).contiguous(), interaction_impl="native" if native else "ootb"
-        )
+        self.interaction_impl = "native" if native else "ootb"
         self._bag = None
 
     @property
@@ -573,7 +567,7 @@ class DLRMOptimized:
 
     def _interact(self, x, pooled):
         if self.cfg.interaction == "dot":
-            return _DotInteraction.apply(x, pooled, self._bufs)
+            return _DotInteraction.apply(x, pooled, self._bufs, self.interaction_impl)
         x0 = torch.cat([x, pooled], dim=1)
         xl = x0
         for V, U, bias in self.cross:

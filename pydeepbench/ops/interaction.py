@@ -80,14 +80,21 @@ def dot_interaction(x: torch.Tensor, emb: torch.Tensor, *, impl: str = "native")
     return chosen.fn(x, emb)
 
 
-@register_impl("dot_interaction", "ootb", devices=("cpu", "cuda"), dtypes=(torch.float32,))
-def interaction_ootb(x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """facebookresearch/dlrm's interact_features: cat, bmm, gather the lower triangle, cat."""
+def dlrm_dot(x: torch.Tensor, ly: list[torch.Tensor]) -> torch.Tensor:
+    """facebookresearch/dlrm's interact_features ("dot"), as it is written there: cat the
+    bottom output and the pooled embeddings `ly`, bmm, gather the lower triangle, cat.
+    The OOTB DLRM model calls this too."""
     B, D = x.shape
-    T = torch.cat([x, emb], dim=1).view(B, -1, D)
+    T = torch.cat([x, *ly], dim=1).view(B, -1, D)
     Z = torch.bmm(T, T.transpose(1, 2))
     li, lj = torch.tril_indices(T.shape[1], T.shape[1], offset=-1)
     return torch.cat([x, Z[:, li, lj]], dim=1)
+
+
+@register_impl("dot_interaction", "ootb", devices=("cpu", "cuda"), dtypes=(torch.float32,))
+def interaction_ootb(x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """DLRM's reference code (`dlrm_dot`) on the packed embeddings."""
+    return dlrm_dot(x, [emb])
 
 
 def _native_unavailable(device: str) -> str | None:
