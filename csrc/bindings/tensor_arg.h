@@ -51,4 +51,16 @@ inline void check_rank(const TensorArg& a, int64_t rank, const char* name) {
   PDB_CHECK(a.dim() == rank, name, " must be ", rank, "-D, got ", a.dim(), "-D");
 }
 
+// An optional fp32 bias of N contiguous elements (None -> nullptr), as the GEMM epilogues
+// of every backend read it.
+inline const float* bias_arg(const pybind11::object& bias, int64_t N) {
+  if (bias.is_none()) return nullptr;
+  const TensorArg t = tensor_arg(bias.cast<pybind11::tuple>(), "bias");
+  check_rank(t, 1, "bias");
+  check_dtype(t, DType::f32, "bias");
+  PDB_CHECK(t.sizes[0] == N && (N <= 1 || t.strides[0] == 1), "bias must be contiguous with ",
+            N, " elements, got ", t.sizes[0]);
+  return static_cast<const float*>(t.data);
+}
+
 }  // namespace pdb

@@ -137,12 +137,7 @@ void forward_generic_t(const EmbFwdArgs& a) {
       float* o = a.out + b * a.out_stride + t * D;
       int64_t* am = a.argmax ? a.argmax + b * a.am_stride + t * D : nullptr;
       const int64_t p0 = off[g], p1 = off[g + 1];
-      if (p1 == p0) {
-        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-        if (am)
-          for (int64_t d = 0; d < D; ++d) am[d] = -1;
-        continue;
-      }
+      if (generic::write_if_empty(p0, p1, o, am, D)) continue;
       if (a.mode == kEmbMax) {
         const WT* r = tbl + static_cast<int64_t>(idx[p0]) * a.w_stride;
         for (int64_t d = 0; d < D; ++d) o[d] = to_f32(r[d]);

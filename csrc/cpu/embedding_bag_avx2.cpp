@@ -175,12 +175,7 @@ void forward_t(const EmbFwdArgs& a) {
       float* o = a.out + b * a.out_stride + t * D;
       int64_t* am = a.argmax ? a.argmax + b * a.am_stride + t * D : nullptr;
       const int64_t p0 = off[g], p1 = off[g + 1];
-      if (p1 == p0) {
-        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-        if (am)
-          for (int64_t d = 0; d < D; ++d) am[d] = -1;
-        continue;
-      }
+      if (write_if_empty(p0, p1, o, am, D)) continue;
       // The first column block prefetches whole rows; later blocks find them cached.
       for (int64_t c0 = 0; c0 < D; c0 += 64) {
         const int64_t w = D - c0 < 64 ? D - c0 : 64;

@@ -22,15 +22,7 @@ cpu::GemmArgs gemm_args(const py::tuple& a_, const py::tuple& b_, const py::tupl
   PDB_CHECK(b.sizes[0] == K, "gemm: a is ", M, "x", K, " but b is ", b.sizes[0], "x", N);
   PDB_CHECK(c.sizes[0] == M && c.sizes[1] == N, "gemm: out must be ", M, "x", N);
   PDB_CHECK(c.strides[1] == 1 && c.strides[0] >= N, "gemm: out must be row-major");
-  const float* bias = nullptr;
-  if (!bias_.is_none()) {
-    const TensorArg t = tensor_arg(bias_.cast<py::tuple>(), "bias");
-    check_rank(t, 1, "bias");
-    check_dtype(t, DType::f32, "bias");
-    PDB_CHECK(t.sizes[0] == N && (N <= 1 || t.strides[0] == 1),
-              "bias must be contiguous with ", N, " elements");
-    bias = static_cast<const float*>(t.data);
-  }
+  const float* bias = bias_arg(bias_, N);
   *dtype = a.dtype;
   return {M,      N,           K,           a.data, a.strides[0], a.strides[1],
           b.data, b.strides[0], b.strides[1], c.data, c.strides[0], bias, relu};

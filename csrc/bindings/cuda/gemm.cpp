@@ -40,15 +40,7 @@ void bind_gemm(py::module_& m) {
                   b.strides[0], ", ", b.strides[1], "); make it contiguous first");
         PDB_CHECK((c.strides[1] == 1 || N <= 1) && (c.strides[0] >= N || M <= 1),
                   "gemm: out must be row-major, strides (", c.strides[0], ", ", c.strides[1], ")");
-        const float* bias = nullptr;
-        if (!bias_.is_none()) {
-          const TensorArg t = tensor_arg(bias_.cast<py::tuple>(), "bias");
-          check_rank(t, 1, "bias");
-          check_dtype(t, DType::f32, "bias");
-          PDB_CHECK(t.sizes[0] == N && (N <= 1 || t.strides[0] == 1),
-                    "bias must be contiguous with ", N, " elements, got ", t.sizes[0]);
-          bias = static_cast<const float*>(t.data);
-        }
+        const float* bias = bias_arg(bias_, N);
         cuda::GemmArgs g{M,      N,            K,            a.data, a.strides[0], a.strides[1],
                          b.data, b.strides[0], b.strides[1], c.data, c.strides[0], bias, relu};
         py::gil_scoped_release nogil;
