@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from pydeepbench import _native
 from pydeepbench.ops.embedding_bag import (
     EmbeddingBags,
     _native_forward,
     _native_unavailable,
+    _own_tables,
     _per_table,
     capped_rows,
     embedding_bags_sgd_step,
@@ -166,19 +166,13 @@ def train_sparse(**kw):
     return _train_step_torch(**kw)
 
 
-def _own_weight(variants: list[dict]) -> list[dict]:
-    """A copy the steps update in place, in host-pool memory (see _own_tables)."""
-    weight = _native.host_copy(variants[0]["weight"])
-    return [{**v, "weight": weight} for v in variants]
-
-
 @register_impl(
     "embedding_bags_train",
     "native",
     devices=("cpu",),
     dtypes=(torch.float32, torch.bfloat16),
     available=_native_unavailable,
-    prepare=_own_weight,
+    prepare=_own_tables,  # the copy its steps update in place
 )
 def train_native(weight, table_offsets, indices, offsets, mode, per_sample_weights, grad_out, lr):
     """C++ forward, then one fused pass that aggregates duplicate rows and applies SGD to
