@@ -92,34 +92,53 @@ inline void tile_kloop(int64_t kc, const float* a, int64_t lda_k, const typename
   }
 }
 
+// A full tile's epilogue; Acc/Final are template arguments and the rest are locals, so
+// the unrolled stores (which may alias anything) neither re-test nor reload them.
+template <int R, int NV, bool Acc, bool Final>
+inline void tile_store_full(__m256 (&acc)[R][NV], float* w, int64_t ldw, void* c, int64_t ldc,
+                            const float* bias_p, bool relu, bool c_bf16) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 bias[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v)
+    bias[v] = (Final && bias_p) ? _mm256_loadu_ps(bias_p + 8 * v) : zero;
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m256 x = acc[i][v];
+      if (Acc) x = _mm256_add_ps(x, _mm256_loadu_ps(w + i * ldw + 8 * v));
+      if (!Final) {
+        _mm256_storeu_ps(w + i * ldw + 8 * v, x);
+        continue;
+      }
+      x = _mm256_add_ps(x, bias[v]);
+      if (relu) x = _mm256_max_ps(zero, x);  // max(0, NaN) = NaN
+      if (c_bf16)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(c) + i * ldc + 8 * v),
+                         f32x8_to_bf16(x));
+      else
+        _mm256_storeu_ps(static_cast<float*>(c) + i * ldc + 8 * v, x);
+    }
+  }
+}
+
 template <int R, int NV>
 inline void tile_store(__m256 (&acc)[R][NV], const TileEpi& e) {
   if (e.m == R && e.n == 8 * NV) {
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 bias[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v)
-      bias[v] = (e.final && e.bias) ? _mm256_loadu_ps(e.bias + 8 * v) : zero;
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        __m256 x = acc[i][v];
-        if (e.accumulate) x = _mm256_add_ps(x, _mm256_loadu_ps(e.w + i * e.ldw + 8 * v));
-        if (!e.final) {
-          _mm256_storeu_ps(e.w + i * e.ldw + 8 * v, x);
-          continue;
-        }
-        x = _mm256_add_ps(x, bias[v]);
-        if (e.relu) x = _mm256_max_ps(zero, x);  // max(0, NaN) = NaN
-        if (e.c_bf16)
-          _mm_storeu_si128(
-              reinterpret_cast<__m128i*>(static_cast<uint16_t*>(e.c) + i * e.ldc + 8 * v),
-              f32x8_to_bf16(x));
-        else
-          _mm256_storeu_ps(static_cast<float*>(e.c) + i * e.ldc + 8 * v, x);
-      }
-    }
+    float* const w = e.w;
+    void* const c = e.c;
+    const int64_t ldw = e.ldw, ldc = e.ldc;
+    const float* const bias = e.bias;
+    const bool relu = e.relu, c_bf16 = e.c_bf16;
+    auto store = [&](auto acc_flag, auto final_flag) {
+      tile_store_full<R, NV, decltype(acc_flag)::value, decltype(final_flag)::value>(
+          acc, w, ldw, c, ldc, bias, relu, c_bf16);
+    };
+    using T = std::true_type;
+    using F = std::false_type;
+    if (e.final) e.accumulate ? store(T{}, T{}) : store(F{}, T{});
+    else e.accumulate ? store(T{}, F{}) : store(F{}, F{});
     return;
   }
   alignas(32) float tmp[R][8 * NV];

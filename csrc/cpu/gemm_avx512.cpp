@@ -10,6 +10,8 @@
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/gemm.h"
 
 namespace pdb::cpu::detail {
@@ -29,33 +31,53 @@ inline __m256i f32x16_to_bf16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
+// A full tile's epilogue; Acc/Final are template arguments and the rest are locals, so
+// the unrolled stores (which may alias anything) neither re-test nor reload them.
+template <int R, int NV, bool Acc, bool Final>
+inline void tile_store_full(__m512 (&acc)[R][NV], float* w, int64_t ldw, void* c, int64_t ldc,
+                            const float* bias_p, bool relu, bool c_bf16) {
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 bias[NV];
+  for (int v = 0; v < NV; ++v)
+    bias[v] = (Final && bias_p) ? _mm512_loadu_ps(bias_p + 16 * v) : zero;
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      __m512 x = acc[i][v];
+      if (Acc) x = _mm512_add_ps(x, _mm512_loadu_ps(w + i * ldw + 16 * v));
+      if (!Final) {
+        _mm512_storeu_ps(w + i * ldw + 16 * v, x);
+        continue;
+      }
+      x = _mm512_add_ps(x, bias[v]);
+      if (relu) x = _mm512_max_ps(zero, x);
+      if (c_bf16)
+        _mm256_storeu_si256(
+            reinterpret_cast<__m256i*>(static_cast<uint16_t*>(c) + i * ldc + 16 * v),
+            f32x16_to_bf16(x));
+      else
+        _mm512_storeu_ps(static_cast<float*>(c) + i * ldc + 16 * v, x);
+    }
+  }
+}
+
 template <int R, int NV>
 inline void tile_store(__m512 (&acc)[R][NV], const TileEpi& e) {
   if (e.m == R && e.n == 16 * NV) {
-    const __m512 zero = _mm512_setzero_ps();
-    __m512 bias[NV];
-    for (int v = 0; v < NV; ++v)
-      bias[v] = (e.final && e.bias) ? _mm512_loadu_ps(e.bias + 16 * v) : zero;
-#pragma GCC unroll 16
-    for (int i = 0; i < R; ++i) {
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        __m512 x = acc[i][v];
-        if (e.accumulate) x = _mm512_add_ps(x, _mm512_loadu_ps(e.w + i * e.ldw + 16 * v));
-        if (!e.final) {
-          _mm512_storeu_ps(e.w + i * e.ldw + 16 * v, x);
-          continue;
-        }
-        x = _mm512_add_ps(x, bias[v]);
-        if (e.relu) x = _mm512_max_ps(zero, x);
-        if (e.c_bf16)
-          _mm256_storeu_si256(
-              reinterpret_cast<__m256i*>(static_cast<uint16_t*>(e.c) + i * e.ldc + 16 * v),
-              f32x16_to_bf16(x));
-        else
-          _mm512_storeu_ps(static_cast<float*>(e.c) + i * e.ldc + 16 * v, x);
-      }
-    }
+    float* const w = e.w;
+    void* const c = e.c;
+    const int64_t ldw = e.ldw, ldc = e.ldc;
+    const float* const bias = e.bias;
+    const bool relu = e.relu, c_bf16 = e.c_bf16;
+    auto store = [&](auto acc_flag, auto final_flag) {
+      tile_store_full<R, NV, decltype(acc_flag)::value, decltype(final_flag)::value>(
+          acc, w, ldw, c, ldc, bias, relu, c_bf16);
+    };
+    using T = std::true_type;
+    using F = std::false_type;
+    if (e.final) e.accumulate ? store(T{}, T{}) : store(F{}, T{});
+    else e.accumulate ? store(T{}, F{}) : store(F{}, F{});
     return;
   }
   alignas(64) float tmp[R][16 * NV];
