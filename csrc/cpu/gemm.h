@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/tensor.h"
 
@@ -110,6 +111,16 @@ void pack_panel_ref(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_
       row[i * KP] = v;
     }
   }
+}
+
+// Calls fn with TileEpi's accumulate and final flags as std::bool_constant arguments, so a
+// microkernel compiles its full-tile store once per combination (no per-vector tests).
+template <typename Fn>
+inline void with_epi_flags(const TileEpi& e, Fn&& fn) {
+  using T = std::true_type;
+  using F = std::false_type;
+  if (e.final) e.accumulate ? fn(T{}, T{}) : fn(F{}, T{});
+  else e.accumulate ? fn(T{}, F{}) : fn(F{}, F{});
 }
 
 // Scalar epilogue for edge tiles (and the reference for the vector ones).

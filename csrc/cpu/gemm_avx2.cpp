@@ -6,8 +6,6 @@
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
-#include <type_traits>
-
 #include "cpu/gemm.h"
 
 namespace pdb::cpu::detail {
@@ -92,11 +90,16 @@ inline void tile_kloop(int64_t kc, const float* a, int64_t lda_k, const typename
   }
 }
 
-// A full tile's epilogue; Acc/Final are template arguments and the rest are locals, so
-// the unrolled stores (which may alias anything) neither re-test nor reload them.
+// A full tile's epilogue. Acc/Final are template arguments and the fields are read into
+// locals before the first store, so the unrolled stores (which may alias anything, e
+// included) neither re-test nor reload them.
 template <int R, int NV, bool Acc, bool Final>
-inline void tile_store_full(__m256 (&acc)[R][NV], float* w, int64_t ldw, void* c, int64_t ldc,
-                            const float* bias_p, bool relu, bool c_bf16) {
+inline void tile_store_full(__m256 (&acc)[R][NV], const TileEpi& e) {
+  float* const w = e.w;
+  void* const c = e.c;
+  const int64_t ldw = e.ldw, ldc = e.ldc;
+  const float* const bias_p = e.bias;
+  const bool relu = e.relu, c_bf16 = e.c_bf16;
   const __m256 zero = _mm256_setzero_ps();
   __m256 bias[NV];
 #pragma GCC unroll 4
@@ -126,19 +129,9 @@ inline void tile_store_full(__m256 (&acc)[R][NV], float* w, int64_t ldw, void* c
 template <int R, int NV>
 inline void tile_store(__m256 (&acc)[R][NV], const TileEpi& e) {
   if (e.m == R && e.n == 8 * NV) {
-    float* const w = e.w;
-    void* const c = e.c;
-    const int64_t ldw = e.ldw, ldc = e.ldc;
-    const float* const bias = e.bias;
-    const bool relu = e.relu, c_bf16 = e.c_bf16;
-    auto store = [&](auto acc_flag, auto final_flag) {
-      tile_store_full<R, NV, decltype(acc_flag)::value, decltype(final_flag)::value>(
-          acc, w, ldw, c, ldc, bias, relu, c_bf16);
-    };
-    using T = std::true_type;
-    using F = std::false_type;
-    if (e.final) e.accumulate ? store(T{}, T{}) : store(F{}, T{});
-    else e.accumulate ? store(T{}, F{}) : store(F{}, F{});
+    with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
+      tile_store_full<R, NV, decltype(acc_flag)::value, decltype(final_flag)::value>(acc, e);
+    });
     return;
   }
   alignas(32) float tmp[R][8 * NV];
