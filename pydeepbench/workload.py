@@ -6,9 +6,12 @@ Protocol for one (config, mode):
 2. Equivalence: each impl's output on batch 0 (inference, before any training) is compared
    with OOTB's; the max abs difference is recorded, and a row above MODEL_ATOL fails
    without being timed. The optimized model is built from OOTB's weights.
-3. Warm-up: `warmup` untimed steps (the last one run by harness.measure's warm-up).
-4. Timed: exactly `steps` steps through harness.measure, each synchronized and timed by
-   itself (no blocking), so the samples are per-step latencies.
+3. Warm-up: `warmup` untimed steps of each impl.
+4. Timed: exactly `steps` rounds; in each, every impl runs one step, timed by itself (no
+   blocking), so the samples are per-step latencies. The impls take turns within a round
+   (the order alternates from round to round): on a shared machine the load drifts
+   within seconds, and timing one impl after the other would put that drift into the
+   ratio of their scores.
 
 Score convention: examples/s = batch_size / median step time. Latency: p50/p95/p99 of the
 per-step times (linear interpolation between order statistics). Inference rows compare the
@@ -66,24 +69,51 @@ def _stats_dict(st: harness.Stats) -> dict:
     return {k: getattr(st, k) for k in keys}
 
 
-def time_steps(step: Callable[[], object], steps: int, warmup: int) -> harness.Measurement:
-    """`warmup` untimed steps, then exactly `steps` individually timed ones (harness)."""
+def time_steps_interleaved(
+    steps_by_impl: dict[str, Callable[[], object]], steps: int, warmup: int
+) -> tuple[dict[str, harness.Measurement], dict[str, Exception]]:
+    """`warmup` untimed steps of each impl, then `steps` rounds of one individually timed
+    step per impl, the order reversed every other round. An impl whose step raises leaves
+    the rotation (the others go on); returns the measurements and those exceptions."""
     if steps < 1 or warmup < 1:
         raise ValueError("need steps >= 1 and warmup >= 1")
-    for _ in range(warmup - 1):
-        step()
-    cfg = harness.HarnessConfig(
-        min_samples=steps,
-        max_samples=steps,
-        min_time_s=0.0,
-        max_time_s=24 * 3600.0,
-        target_rel_iqr=0.0,
-        warmup_min_iters=1,
-        warmup_min_s=0.0,
-        warmup_max_s=0.0,  # one warm-up call inside measure: the last of `warmup`
-        min_block_s=0.0,
-    )
-    return harness.measure(step, cfg, device="cpu")
+    timer = harness.timer_for("cpu")
+    live = dict(steps_by_impl)
+    samples: dict[str, list[float]] = {k: [] for k in live}
+    errors: dict[str, Exception] = {}
+
+    def run(impl: str, timed: bool) -> None:
+        try:
+            t = timer.time(live[impl])
+        except Exception as e:  # an impl bug is recorded, and the others still run
+            errors[impl] = e
+            del live[impl]
+            return
+        if timed:
+            samples[impl].append(t)
+
+    for impl in list(live):
+        for _ in range(warmup):
+            if impl in live:
+                run(impl, timed=False)
+    for i in range(steps):
+        for impl in list(live) if i % 2 == 0 else list(reversed(live)):
+            run(impl, timed=True)
+    noisy_rel_iqr = harness.HarnessConfig().noisy_rel_iqr
+    out = {}
+    for impl in live:
+        st = harness.Stats.of(samples[impl])
+        out[impl] = harness.Measurement(
+            samples_s=samples[impl],
+            stats=st,
+            stop_reason="steps",
+            warmup_iters=warmup,
+            block=1,
+            mode="hot",
+            noisy=st.rel_iqr > noisy_rel_iqr,
+            timer=timer.name,
+        )
+    return out, errors
 
 
 def _footprint(cfg, impls: list[str], mode: str) -> int:
@@ -157,49 +187,56 @@ def run_mode(
         models[impl] = (
             ootb if impl == "ootb" else dlrm.DLRMOptimized.from_ootb(ootb, dense_impl=dense_impl)
         )
-    ootb = None  # `models` holds what is still needed; each model is freed once timed
-    base_score = None
+    ootb = None  # `models` holds the models until they are timed
+    steps_by_impl = {}
     for impl, row in zip(impls, rows, strict=True):
-        model = models.pop(impl)
-        fallback = getattr(model, "fallback", None)
+        model = models[impl]
         row.update(
             emb_impl=getattr(model, "emb_impl", "ootb"),
             dense_impl=getattr(model, "dense_impl", "ootb"),
-            fallback=fallback,
+            fallback=getattr(model, "fallback", None),
         )
         try:
             diff = float((model.infer(batches[0]) - ref).abs().max())
-            row["check"] = {
-                "reference": "ootb",
-                "max_abs_diff": diff,
-                "atol": MODEL_ATOL,
-                "ok": diff <= MODEL_ATOL,
-                "batch": 0,
-            }
-            if not row["check"]["ok"]:
-                row.update(status="failed", reason=f"output differs from OOTB by {diff:.3g}")
-                on_row(row)
-                continue
-            cycle = itertools.cycle(batches)
-            if mode == "train":
-                opt = model.make_optimizer()
-
-                def step(model=model, opt=opt, cycle=cycle):
-                    return model.train_step(next(cycle), opt)
-            else:
-
-                def step(model=model, cycle=cycle):
-                    return model.infer(next(cycle))
-
-            m = time_steps(step, steps, warmup)
+            opt = model.make_optimizer() if mode == "train" else None
         except Exception as e:  # an impl bug is recorded, and the others still run
             row.update(status="failed", reason=f"error: {type(e).__name__}: {e}")
+            continue
+        row["check"] = {
+            "reference": "ootb",
+            "max_abs_diff": diff,
+            "atol": MODEL_ATOL,
+            "ok": diff <= MODEL_ATOL,
+            "batch": 0,
+        }
+        if not row["check"]["ok"]:
+            row.update(status="failed", reason=f"output differs from OOTB by {diff:.3g}")
+            continue
+        cycle = itertools.cycle(batches)
+        if mode == "train":
+
+            def step(model=model, opt=opt, cycle=cycle):
+                return model.train_step(next(cycle), opt)
+        else:
+
+            def step(model=model, cycle=cycle):
+                return model.infer(next(cycle))
+
+        steps_by_impl[impl] = step
+    measured, errors = time_steps_interleaved(steps_by_impl, steps, warmup)
+    models.clear()
+    steps_by_impl.clear()
+    gc.collect()
+
+    base_score = None
+    for impl, row in zip(impls, rows, strict=True):
+        if impl in errors:
+            e = errors[impl]
+            row.update(status="failed", reason=f"error: {type(e).__name__}: {e}")
+        if impl not in measured:
             on_row(row)
             continue
-        finally:
-            del model
-            step = opt = None
-            gc.collect()
+        m = measured[impl]
         score = cfg.batch_size / m.stats.median
         if impl == "ootb":
             base_score = score
@@ -212,7 +249,7 @@ def run_mode(
             samples_s=m.samples_s,
             harness={
                 "stop_reason": m.stop_reason,
-                "warmup_iters": (warmup - 1) + m.warmup_iters,
+                "warmup_iters": m.warmup_iters,
                 "block": m.block,
                 "noisy": m.noisy,
                 "timer": m.timer,

@@ -37,13 +37,31 @@ def test_latency_target_and_marker(p99_ms, target_ms, met, marker):
     assert workload.latency_marker(f) == marker
 
 
-def test_time_steps_runs_exact_warmup_and_steps():
+def test_interleaved_steps_run_exact_warmup_and_steps_in_alternating_order():
     calls = []
-    m = workload.time_steps(lambda: calls.append(1), steps=7, warmup=3)
-    assert len(calls) == 10 and m.stats.n == 7 and len(m.samples_s) == 7
-    assert m.warmup_iters == 1  # the other two ran before measure
+    fns = {k: (lambda k=k: calls.append(k)) for k in ("a", "b")}
+    measured, errors = workload.time_steps_interleaved(fns, steps=4, warmup=2)
+    assert errors == {}
+    assert calls == ["a", "a", "b", "b"] + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    for m in measured.values():
+        assert m.stats.n == 4 == len(m.samples_s) and m.warmup_iters == 2
+        assert all(t >= 0 for t in m.samples_s)
     with pytest.raises(ValueError):
-        workload.time_steps(lambda: None, steps=0, warmup=1)
+        workload.time_steps_interleaved(fns, steps=0, warmup=1)
+
+
+def test_an_impl_that_raises_leaves_the_rotation_and_the_others_finish():
+    n = {"ok": 0, "bad": 0}
+
+    def bad():
+        n["bad"] += 1
+        if n["bad"] == 3:  # fails in its first timed step
+            raise RuntimeError("boom")
+
+    fns = {"ok": lambda: n.__setitem__("ok", n["ok"] + 1), "bad": bad}
+    measured, errors = workload.time_steps_interleaved(fns, steps=5, warmup=2)
+    assert list(measured) == ["ok"] and measured["ok"].stats.n == 5
+    assert isinstance(errors["bad"], RuntimeError) and n["bad"] == 3
 
 
 def test_run_mode_rows_fit_the_schema_and_record_the_check():
@@ -67,6 +85,25 @@ def test_run_mode_rows_fit_the_schema_and_record_the_check():
     assert opt["check"]["max_abs_diff"] < 1e-5
     assert opt["speedup_vs_ootb"] == pytest.approx(opt["score"] / rows[0]["score"])
     assert (opt["fallback"] is None) == (opt["emb_impl"] == "native")
+
+
+def test_run_mode_records_an_impl_that_fails_while_timed(monkeypatch):
+    real = dlrm.DLRMOptimized.infer
+    calls = []
+
+    def flaky(self, b):
+        calls.append(1)
+        if len(calls) > 2:  # the check and one warm-up step pass
+            raise RuntimeError("kernel fault")
+        return real(self, b)
+
+    monkeypatch.setattr(dlrm.DLRMOptimized, "infer", flaky)
+    ootb, opt = workload.run_mode(
+        dlrm.load_config(TINY), "infer", ["ootb", "optimized"], steps=3, warmup=2
+    )
+    assert ootb["status"] == "ok" and ootb["time_s"]["n"] == 3
+    assert opt["status"] == "failed" and "RuntimeError: kernel fault" in opt["reason"]
+    assert opt["check"]["ok"] is True and "score" not in opt
 
 
 def test_train_rows_have_no_latency_target():
