@@ -11,7 +11,10 @@ Protocol for one (config, mode):
    blocking), so the samples are per-step latencies. The impls take turns within a round
    (the order alternates from round to round): on a shared machine the load drifts
    within seconds, and timing one impl after the other would put that drift into the
-   ratio of their scores.
+   ratio of their scores. The price: each step starts with caches holding what the other
+   impl's step left (for OOTB training, a table-sized dense gradient), not its own data.
+   An impl that raises in warm-up or timing leaves the rotation and its row fails; rows
+   are reported (on_row) once every impl of the mode is done.
 
 Score convention: examples/s = batch_size / median step time. Latency: p50/p95/p99 of the
 per-step times (linear interpolation between order statistics). Inference rows compare the
@@ -71,22 +74,24 @@ def _stats_dict(st: harness.Stats) -> dict:
 
 def time_steps_interleaved(
     steps_by_impl: dict[str, Callable[[], object]], steps: int, warmup: int
-) -> tuple[dict[str, harness.Measurement], dict[str, Exception]]:
+) -> tuple[dict[str, harness.Measurement], dict[str, str]]:
     """`warmup` untimed steps of each impl, then `steps` rounds of one individually timed
     step per impl, the order reversed every other round. An impl whose step raises leaves
-    the rotation (the others go on); returns the measurements and those exceptions."""
+    the rotation and is removed from `steps_by_impl` (freeing what its step holds); the
+    others go on. Returns the measurements and, per failed impl, "Type: message"."""
     if steps < 1 or warmup < 1:
         raise ValueError("need steps >= 1 and warmup >= 1")
     timer = harness.timer_for("cpu")
-    live = dict(steps_by_impl)
+    live = steps_by_impl
     samples: dict[str, list[float]] = {k: [] for k in live}
-    errors: dict[str, Exception] = {}
+    errors: dict[str, str] = {}
 
     def run(impl: str, timed: bool) -> None:
         try:
             t = timer.time(live[impl])
         except Exception as e:  # an impl bug is recorded, and the others still run
-            errors[impl] = e
+            # only the text: the traceback would keep the failed model alive
+            errors[impl] = f"{type(e).__name__}: {e}"
             del live[impl]
             return
         if timed:
@@ -106,7 +111,7 @@ def time_steps_interleaved(
         out[impl] = harness.Measurement(
             samples_s=samples[impl],
             stats=st,
-            stop_reason="steps",
+            stop_reason="max_samples",  # exactly `steps` samples, as harness.measure names it
             warmup_iters=warmup,
             block=1,
             mode="hot",
@@ -165,6 +170,9 @@ def run_mode(
     """Every impl of one config in one mode, OOTB first; returns the rows."""
     from pydeepbench.models import dlrm
 
+    if steps < 1 or warmup < 1:
+        raise ValueError(f"need steps >= 1 and warmup >= 1, got {steps} and {warmup}")
+
     impls = sorted(impls, key=lambda i: i != "ootb")
     rows = [_base_row(cfg, impl, mode, steps, warmup) for impl in impls]
     _native.release_pool_cache()
@@ -187,10 +195,10 @@ def run_mode(
         models[impl] = (
             ootb if impl == "ootb" else dlrm.DLRMOptimized.from_ootb(ootb, dense_impl=dense_impl)
         )
-    ootb = None  # `models` holds the models until they are timed
+    ootb = None  # from here each model lives in `models`, then only in its step closure
     steps_by_impl = {}
     for impl, row in zip(impls, rows, strict=True):
-        model = models[impl]
+        model = models.pop(impl)
         row.update(
             emb_impl=getattr(model, "emb_impl", "ootb"),
             dense_impl=getattr(model, "dense_impl", "ootb"),
@@ -223,16 +231,15 @@ def run_mode(
                 return model.infer(next(cycle))
 
         steps_by_impl[impl] = step
+    model = opt = step = cycle = None
     measured, errors = time_steps_interleaved(steps_by_impl, steps, warmup)
-    models.clear()
     steps_by_impl.clear()
     gc.collect()
 
     base_score = None
     for impl, row in zip(impls, rows, strict=True):
         if impl in errors:
-            e = errors[impl]
-            row.update(status="failed", reason=f"error: {type(e).__name__}: {e}")
+            row.update(status="failed", reason=f"error: {errors[impl]}")
         if impl not in measured:
             on_row(row)
             continue
@@ -288,6 +295,8 @@ def cli_model(args, con) -> int:
             raise ValueError(f"unknown mode {m!r}; use {', '.join(dlrm.MODES)}")
     steps = args.steps or cfg.steps
     warmup = args.warmup or cfg.warmup
+    if steps < 1 or warmup < 1:
+        raise ValueError(f"--steps and --warmup must be >= 1, got {steps} and {warmup}")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.json or os.path.join("results", f"model-{args.model}-{cfg.name}-{stamp}.json")
     run_info = {

@@ -46,22 +46,33 @@ def test_interleaved_steps_run_exact_warmup_and_steps_in_alternating_order():
     for m in measured.values():
         assert m.stats.n == 4 == len(m.samples_s) and m.warmup_iters == 2
         assert all(t >= 0 for t in m.samples_s)
-    with pytest.raises(ValueError):
-        workload.time_steps_interleaved(fns, steps=0, warmup=1)
+    for steps, warmup in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError):
+            workload.time_steps_interleaved(fns, steps=steps, warmup=warmup)
 
 
-def test_an_impl_that_raises_leaves_the_rotation_and_the_others_finish():
+@pytest.mark.parametrize("fail_at", [2, 3, 5])  # a warm-up step, the first and the third timed
+def test_an_impl_that_raises_leaves_the_rotation_and_the_others_finish(fail_at):
     n = {"ok": 0, "bad": 0}
 
     def bad():
         n["bad"] += 1
-        if n["bad"] == 3:  # fails in its first timed step
+        if n["bad"] == fail_at:
             raise RuntimeError("boom")
 
     fns = {"ok": lambda: n.__setitem__("ok", n["ok"] + 1), "bad": bad}
     measured, errors = workload.time_steps_interleaved(fns, steps=5, warmup=2)
-    assert list(measured) == ["ok"] and measured["ok"].stats.n == 5
-    assert isinstance(errors["bad"], RuntimeError) and n["bad"] == 3
+    assert list(measured) == ["ok"] and measured["ok"].stats.n == 5 and n["ok"] == 7
+    assert errors == {"bad": "RuntimeError: boom"} and n["bad"] == fail_at
+    assert list(fns) == ["ok"]  # the failed step (and what it holds) is dropped
+
+
+def test_when_every_impl_raises_nothing_is_measured():
+    def bad():
+        raise OSError("down")
+
+    measured, errors = workload.time_steps_interleaved({"a": bad, "b": bad}, 3, 1)
+    assert measured == {} and errors == {"a": "OSError: down", "b": "OSError: down"}
 
 
 def test_run_mode_rows_fit_the_schema_and_record_the_check():
@@ -87,23 +98,34 @@ def test_run_mode_rows_fit_the_schema_and_record_the_check():
     assert (opt["fallback"] is None) == (opt["emb_impl"] == "native")
 
 
-def test_run_mode_records_an_impl_that_fails_while_timed(monkeypatch):
+@pytest.mark.parametrize("ok_calls", [2, 4])  # check + 1 warm-up step; check + 2 + 1 timed
+def test_run_mode_records_an_impl_that_fails_in_warmup_or_timing(monkeypatch, ok_calls):
     real = dlrm.DLRMOptimized.infer
     calls = []
 
     def flaky(self, b):
         calls.append(1)
-        if len(calls) > 2:  # the check and one warm-up step pass
+        if len(calls) > ok_calls:
             raise RuntimeError("kernel fault")
         return real(self, b)
 
     monkeypatch.setattr(dlrm.DLRMOptimized, "infer", flaky)
-    ootb, opt = workload.run_mode(
-        dlrm.load_config(TINY), "infer", ["ootb", "optimized"], steps=3, warmup=2
+    seen = []
+    rows = workload.run_mode(
+        dlrm.load_config(TINY),
+        "infer",
+        ["ootb", "optimized"],
+        steps=3,
+        warmup=2,
+        on_row=seen.append,
     )
+    ootb, opt = rows
+    assert seen == rows
     assert ootb["status"] == "ok" and ootb["time_s"]["n"] == 3
-    assert opt["status"] == "failed" and "RuntimeError: kernel fault" in opt["reason"]
-    assert opt["check"]["ok"] is True and "score" not in opt
+    assert opt["status"] == "failed" and opt["reason"] == "error: RuntimeError: kernel fault"
+    assert opt["check"]["ok"] is True
+    assert not {"score", "time_s", "samples_s"} & set(opt)
+    report.normalize(opt)  # a failed row still fits the schema
 
 
 def test_train_rows_have_no_latency_target():
@@ -164,3 +186,5 @@ def test_model_cli_bad_input(capsys):
     assert "unknown model config" in capsys.readouterr().out
     assert cli.main(["model", "dlrm", "--config", TINY, "--impl", "fast"]) == 2
     assert cli.main(["model", "bert", "--config", TINY]) == 2
+    assert cli.main(["model", "dlrm", "--config", TINY, "--steps", "-1"]) == 2
+    assert "--steps and --warmup must be >= 1" in capsys.readouterr().out

@@ -4,7 +4,6 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <type_traits>
 
 #include "common/tensor.h"
 
@@ -33,6 +32,8 @@ const char* gemm_path(const GemmArgs& args, DType dtype);
 // translation units (gemm_avx2.cpp, gemm_avx512.cpp). Only those files define
 // PDB_GEMM_INTERNAL before including this header.
 #ifdef PDB_GEMM_INTERNAL
+#include <type_traits>
+
 namespace pdb::cpu::detail {
 
 // What to do with one MR x NR register tile once its K block is summed.
@@ -114,7 +115,7 @@ void pack_panel_ref(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_
 }
 
 // Calls fn with TileEpi's accumulate and final flags as std::bool_constant arguments, so a
-// microkernel compiles its full-tile store once per combination (no per-vector tests).
+// microkernel compiles its full-tile store once per combination of the two.
 template <typename Fn>
 inline void with_epi_flags(const TileEpi& e, Fn&& fn) {
   using T = std::true_type;

@@ -6,6 +6,8 @@
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/gemm.h"
 
 namespace pdb::cpu::detail {
