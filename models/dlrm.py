@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pydeepbench import _native, ops
-from pydeepbench.ops.interaction import dlrm_dot
+from pydeepbench.ops.interaction import dlrm_dot, pairs
 
 SCHEMA = "pydeepbench.model/1"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -97,8 +97,7 @@ class DLRMConfig:
     def interaction_width(self) -> int:
         D, T = self.emb_dim, self.tables
         if self.interaction == "dot":
-            f = T + 1
-            return D + f * (f - 1) // 2
+            return D + pairs(T + 1)
         return D + T * D
 
     def with_overrides(self, **kw) -> DLRMConfig:
@@ -528,10 +527,15 @@ class DLRMOptimized:
         def p(t):
             return t.detach().clone().contiguous().requires_grad_(True)
 
-        weight = torch.cat([e.weight.detach() for e in m.emb_l]).contiguous()
-        if weight.device.type == "cpu" and _native.cpu_unavailable() is None:
-            # huge pages for the random row gathers (see _native.host_copy)
-            weight = _native.host_copy(weight)
+        tables = [e.weight.detach() for e in m.emb_l]
+        if tables[0].device.type == "cpu" and _native.cpu_unavailable() is None:
+            # one copy, made straight into host-pool memory (huge pages for the random
+            # row gathers; see _native.host_copy)
+            rows_total = sum(t.shape[0] for t in tables)
+            weight = _native.empty((rows_total, tables[0].shape[1]), tables[0].dtype)
+            torch.cat(tables, out=weight)
+        else:
+            weight = torch.cat(tables).contiguous()
         rows = [e.weight.shape[0] for e in m.emb_l]
         table_offsets = torch.tensor([0, *rows], dtype=torch.int64).cumsum(0)
         lin = [mod for mod in m.bot_l if isinstance(mod, nn.Linear)]
