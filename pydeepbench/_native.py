@@ -23,7 +23,7 @@ DTYPE_CODES = {
 }
 
 
-def arg(t: torch.Tensor) -> tuple[int, list[int], list[int], int]:
+def arg(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """A tensor as the extension sees it (no copy; the caller keeps `t` alive)."""
     code = DTYPE_CODES.get(t.dtype)
     if code is None:

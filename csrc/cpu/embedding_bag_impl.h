@@ -36,6 +36,7 @@ inline void prefetch_bytes(const void* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
 }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // A bag with no lookups pools to zeros (argmax -1), as torch's; true when it was one.
 inline bool write_if_empty(int64_t p0, int64_t p1, float* o, int64_t* am, int64_t D) {
@@ -45,7 +46,6 @@ inline bool write_if_empty(int64_t p0, int64_t p1, float* o, int64_t* am, int64_
     for (int64_t d = 0; d < D; ++d) am[d] = -1;
   return true;
 }
-inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // Work of bags [0, g) is offsets[g] + g (one unit per lookup and one per output
 // row). Smallest g in [0, TB] whose prefix work reaches `target`.

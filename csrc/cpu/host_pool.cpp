@@ -53,7 +53,8 @@ void* map_aligned(size_t cap) {
   const uintptr_t r = reinterpret_cast<uintptr_t>(raw);
   const uintptr_t a = (r + kHuge - 1) & ~(kHuge - 1);
   if (a > r) munmap(raw, a - r);
-  if (const size_t tail = r + cap + kHuge - (a + cap)) munmap(reinterpret_cast<void*>(a + cap), tail);
+  if (const size_t tail = r + cap + kHuge - (a + cap))
+    munmap(reinterpret_cast<void*>(a + cap), tail);
   void* p = reinterpret_cast<void*>(a);
   madvise(p, cap, MADV_HUGEPAGE);  // advice only: without THP the block still works
   return p;

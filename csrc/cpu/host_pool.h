@@ -3,10 +3,10 @@
 // Blocks are mmap'd, 2 MiB aligned and advised MADV_HUGEPAGE, so a table gathered at
 // random costs one TLB entry per 2 MiB instead of per 4 KiB (on a VM with nested paging
 // each TLB miss is a long page walk; 1.1-1.2x on the dlrm-mlperf gather kernel on our CI
-// VM). Freed blocks are kept, up to a limit,
-// and handed out again: glibc returns large frees to the OS, so every large torch.empty
-// pays its page faults again (tens of ms per 32 MB on such a VM), which PyTorch's CUDA
-// caching allocator avoids on GPUs and nothing avoids on CPUs.
+// VM). Freed blocks are kept, up to a limit, and handed out again: glibc returns large
+// frees to the OS, so every large torch.empty pays its page faults again (tens of ms per
+// 32 MB on such a VM), which PyTorch's CUDA caching allocator avoids on GPUs and nothing
+// avoids on CPUs.
 #pragma once
 
 #include <cstddef>
