@@ -218,9 +218,14 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
         e.c_bf16 = bf16;
         e.ldc = g.ldc;
         e.ldw = bf16 ? ldw : g.ldc;
+        // While panel jp's tiles run, each one prefetches a slice of panel jp+1 into L2:
+        // its first tile would otherwise stall on lines from L3 or DRAM (2048^3: +5%).
+        const int64_t pan_bytes = kpad * nr * eb, pan_lines = ceil_div(pan_bytes, 64);
+        const int64_t pf_lines = ceil_div(pan_lines, mpan);
         for (int64_t jp = 0; jp < npan; ++jp) {
           const int64_t j = jp * nr, col = jc + j;
-          const char* bpan = bblock + jp * kpad * nr * eb;
+          const char* bpan = bblock + jp * pan_bytes;
+          const bool pf_next = jp + 1 < npan;
           e.n = static_cast<int>(imin(nr, ncur - j));
           e.bias = g.bias ? g.bias + col : nullptr;
           for (int64_t ip = 0; ip < mpan; ++ip) {
@@ -229,6 +234,9 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
             e.c = C + (row * g.ldc + col) * ib;
             e.w = bf16 ? (scratch ? scratch + i * ldw + j : nullptr)
                        : reinterpret_cast<float*>(C) + row * g.ldc + col;
+            if (pf_next)
+              for (int64_t l = ip * pf_lines; l < imin((ip + 1) * pf_lines, pan_lines); ++l)
+                __builtin_prefetch(bpan + pan_bytes + l * 64, 0, 2);
             pk.micro(kpad, abuf + ip * kpad * mr * eb, bpan, e);
           }
         }
