@@ -37,6 +37,12 @@ def _add_op_parser(sub, op: str) -> None:
     p.add_argument("--min-time", type=float, default=0.25)
     p.add_argument("--min-samples", type=int, default=10)
     p.add_argument("--target-noise", type=float, default=0.02, help="stop at IQR/median below")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="time a case's impls one after another (default: side by side, samples "
+        "alternating, so load drift on a shared machine stays out of their ratio)",
+    )
     p.add_argument("--limit", type=int, default=None, help="run only the first N cases")
     p.add_argument("--json", help="results JSON (default: results/<op>-<set>-<time>.json)")
     p.add_argument("--csv", help="also write CSV here")
@@ -153,6 +159,7 @@ def cmd_op(args, con) -> int:
             min_samples=args.min_samples,
             target_rel_iqr=args.target_noise,
         ),
+        interleave=not args.sequential,
     )
     sysinfo = system.collect()
     if warning := system.busy_warning(sysinfo):
@@ -168,6 +175,7 @@ def cmd_op(args, con) -> int:
         "dtypes": _csv(args.dtype),
         "device": args.device,
         "harness": vars(cfg.harness),
+        "interleave": cfg.interleave,
     }
     writer = report.JsonWriter(json_path, sysinfo, pk.as_dict() if pk else None, run_info)
 

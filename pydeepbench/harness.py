@@ -13,10 +13,16 @@ Protocol for one case:
    target_rel_iqr ("converged"); or at max_time_s ("max_time") or max_samples
    ("max_samples"). The reason is recorded; results with IQR/median above
    `noisy_rel_iqr` are flagged noisy.
+
+Implementations compared on one case are timed side by side (`measure_interleaved`): each
+warms up, then rounds of one sample of each alternate until all of them have converged
+(or max_time_s per implementation), so drifting load on a shared machine does not land in
+their ratio.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
@@ -173,21 +179,8 @@ class CacheFlusher:
             torch.cuda.synchronize()
 
 
-def measure(
-    fn: Callable[[], object],
-    config: HarnessConfig | None = None,
-    *,
-    timer=None,
-    flush: Callable[[], None] | None = None,
-    device: str = "cpu",
-) -> Measurement:
-    """Time `fn` (a closure over prepared, initialized inputs) under `config`."""
-    cfg = config or HarnessConfig()
-    timer = timer or timer_for(device)
-    if cfg.mode == "cold" and flush is None:
-        flush = CacheFlusher(device)
-
-    # 1. Warm-up until steady.
+def _warm_up(fn: Callable[[], object], cfg: HarnessConfig, timer) -> tuple[int, int]:
+    """Calls `fn` until steady; returns (warm-up calls, calls per timed block)."""
     start = timer.clock()
     warm: list[float] = []
     while True:
@@ -199,40 +192,98 @@ def measure(
             last, prev = statistics.fmean(warm[-3:]), statistics.fmean(warm[-6:-3])
             if abs(last - prev) <= cfg.warmup_tolerance * prev:
                 break
-
     # Block tiny calls so timer overhead stays negligible (hot mode only).
     per_call = statistics.median(warm[-3:])
     block = 1
     if cfg.mode == "hot" and per_call < cfg.min_block_s:
         block = max(1, math.ceil(cfg.min_block_s / max(per_call, 1e-9)))
+    return len(warm), block
 
-    # 2-3. Sample with the adaptive stopping rule.
-    samples: list[float] = []
+
+@dataclass
+class _Sampler:
+    fn: Callable[[], object]
+    block: int
+    warmup_iters: int
+    next_check: int
+    samples: list[float] = field(default_factory=list)
+    converged: bool = False
+
+    def check(self, cfg: HarnessConfig) -> bool:
+        """Sticky convergence test, re-run every ~n/16 samples (sorting each time is
+        O(n^2 log n))."""
+        n = len(self.samples)
+        if not self.converged and n >= self.next_check:
+            self.next_check = n + max(1, n // 16)
+            if sum(self.samples) * self.block >= cfg.min_time_s:
+                self.converged = Stats.of(self.samples).rel_iqr <= cfg.target_rel_iqr
+        return self.converged
+
+
+def measure(
+    fn: Callable[[], object],
+    config: HarnessConfig | None = None,
+    *,
+    timer=None,
+    flush: Callable[[], None] | None = None,
+    device: str = "cpu",
+) -> Measurement:
+    """Time `fn` (a closure over prepared, initialized inputs) under `config`."""
+    return measure_interleaved([fn], config, timer=timer, flush=flush, device=device)[0]
+
+
+def measure_interleaved(
+    fns: list[Callable[[], object]],
+    config: HarnessConfig | None = None,
+    *,
+    timer=None,
+    flush: Callable[[], None] | None = None,
+    device: str = "cpu",
+) -> list[Measurement]:
+    """Time several closures side by side: each warms up on its own, then every round
+    takes one sample (block) of each, in an order that alternates between rounds, so a
+    change in machine load reaches all of them alike instead of landing in their ratio.
+    Stops when every one has converged, when any reaches max_samples, or after
+    max_time_s of sampling per closure. One closure is plain `measure`."""
+    cfg = config or HarnessConfig()
+    if not fns:
+        return []
+    timer = timer or timer_for(device)
+    if cfg.mode == "cold" and flush is None:
+        flush = CacheFlusher(device)
+    samplers = []
+    for fn in fns:
+        warm, block = _warm_up(fn, cfg, timer)
+        samplers.append(_Sampler(fn, block, warm, cfg.min_samples))
+
     start = timer.clock()
     reason = "max_samples"
-    next_check = cfg.min_samples
-    while len(samples) < cfg.max_samples:
-        if flush is not None:
-            flush()
-        samples.append(timer.time(fn, block) / block)
-        n = len(samples)
-        if timer.clock() - start >= cfg.max_time_s:
+    for rnd in itertools.count():
+        if len(samplers[0].samples) >= cfg.max_samples:
+            break
+        for sp in samplers if rnd % 2 == 0 else reversed(samplers):
+            if flush is not None:
+                flush()
+            sp.samples.append(timer.time(sp.fn, sp.block) / sp.block)
+        if timer.clock() - start >= cfg.max_time_s * len(samplers):
             reason = "max_time"
             break
-        if n >= next_check:
-            next_check = n + max(1, n // 16)  # re-sorting every sample is O(n^2 log n)
-            if sum(samples) * block >= cfg.min_time_s:
-                if Stats.of(samples).rel_iqr <= cfg.target_rel_iqr:
-                    reason = "converged"
-                    break
-    stats = Stats.of(samples)
-    return Measurement(
-        samples_s=samples,
-        stats=stats,
-        stop_reason=reason,
-        warmup_iters=len(warm),
-        block=block,
-        mode=cfg.mode,
-        noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
-        timer=timer.name,
-    )
+        if all([sp.check(cfg) for sp in samplers]):  # a list: every sampler checks
+            reason = "converged"
+            break
+    out = []
+    for sp in samplers:
+        stats = Stats.of(sp.samples)
+        out.append(
+            Measurement(
+                samples_s=sp.samples,
+                stats=stats,
+                stop_reason=reason,
+                warmup_iters=sp.warmup_iters,
+                block=sp.block,
+                mode=cfg.mode,
+                noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
+                timer=timer.name,
+            )
+        )
+    return out

@@ -27,6 +27,8 @@ class SweepConfig:
     device: str
     harness: harness.HarnessConfig
     shape_set: str
+    # Time a case's impls side by side (harness.measure_interleaved), not one after another.
+    interleave: bool = True
 
 
 def _base_row(cfg: SweepConfig, impl: str, dtype: torch.dtype, case: Case) -> dict:
@@ -89,9 +91,10 @@ def run_case(
     variants = spec.variants(inputs)
     ref = spec.reference(**variants[0], **_extra(inputs, variants[0]))
     tol = spec.tolerance(dtype)
-    flops = spec.flops(case.shape)
-    nbytes = spec.bytes(case.shape, dtype)
-    for impl, row in runnable:
+    flops, nbytes = spec.flops(case.shape), spec.bytes(case.shape, dtype)
+
+    def checked(impl, row) -> list[dict] | None:
+        """The impl's prepared inputs once its output passed the gate; else a failed row."""
         row.update(flops=flops, bytes=nbytes)
         try:
             own = impl.prepare(variants) if impl.prepare else variants
@@ -100,7 +103,7 @@ def run_case(
                 torch.cuda.synchronize()
         except Exception as e:  # an impl bug must not end the sweep; it is recorded
             rows.append(_skip(row, f"error: {type(e).__name__}: {e}", "failed"))
-            continue
+            return None
         chk = compare(spec.observe(out, inputs), ref, tol)
         row["check"] = {
             "ok": chk.ok,
@@ -110,59 +113,78 @@ def run_case(
             "rtol": chk.rtol,
             "mismatched": chk.mismatched,
         }
-        del out
         if not chk.ok:
             rows.append(_skip(row, f"wrong result: {chk.message}", "failed"))
-            continue
+            return None
+        return own
+
+    def timed(impl, own) -> Callable[[], object]:
         cycle = itertools.cycle(own)  # fresh data per call where the op provides variants
-        m = harness.measure(
-            lambda fn=impl.fn, cycle=cycle: fn(**next(cycle)),
-            cfg.harness,
-            flush=flusher,
-            device=cfg.device,
-        )
-        del own, cycle
-        st = m.stats
-        row.update(
-            status="ok",
-            reason=None,
-            time_s={
-                "median": st.median,
-                "min": st.min,
-                "max": st.max,
-                "mean": st.mean,
-                "stdev": st.stdev,
-                "q1": st.q1,
-                "q3": st.q3,
-                "iqr": st.iqr,
-                "rel_iqr": st.rel_iqr,
-                "n": st.n,
-            },
-            samples_s=m.samples_s,
-            harness={
-                "stop_reason": m.stop_reason,
-                "warmup_iters": m.warmup_iters,
-                "block": m.block,
-                "noisy": m.noisy,
-                "timer": m.timer,
-            },
-        )
-        if cfg.device.startswith("cuda"):  # clocks, power, throttle reasons after timing
-            row["telemetry"] = system.gpu_telemetry(torch.cuda.current_device())
-        if peaks is not None:
-            row.update(roofline.place(flops, nbytes, st.median, dtype, peaks))
-        else:
-            row.update(
-                tflops=flops / st.median / 1e12,
-                gbps=nbytes / st.median / 1e9,
-                pct_peak_flops=None,
-                pct_peak_bw=None,
-            )
-        rows.append(row)
-    del inputs, variants, ref
-    gc.collect()
+        return lambda fn=impl.fn, cycle=cycle: fn(**next(cycle))
+
+    # Side by side when every impl's inputs fit in memory at once (the footprint counted
+    # once per impl, a safe upper bound); otherwise one after the other.
+    together = cfg.interleave and len(runnable) > 1
+    together = together and need * len(runnable) <= MEMORY_FRACTION * have
+    if together:
+        ready = [(i, r, own) for i, r in runnable if (own := checked(i, r)) is not None]
+        fns = [timed(impl, own) for impl, _, own in ready]
+        ms = harness.measure_interleaved(fns, cfg.harness, flush=flusher, device=cfg.device)
+        del fns
+        for (_, row, _), m in zip(ready, ms, strict=True):
+            rows.append(_timed_row(row, m, flops, nbytes, dtype, peaks, cfg, len(ms) > 1))
+        del ready
+    else:
+        for impl, row in runnable:
+            own = checked(impl, row)
+            if own is None:
+                continue
+            m = harness.measure(timed(impl, own), cfg.harness, flush=flusher, device=cfg.device)
+            del own
+            rows.append(_timed_row(row, m, flops, nbytes, dtype, peaks, cfg, False))
     _add_speedups(rows)
     return rows
+
+
+def _timed_row(row, m, flops, nbytes, dtype, peaks, cfg, interleaved: bool) -> dict:
+    st = m.stats
+    row.update(
+        status="ok",
+        reason=None,
+        time_s={
+            "median": st.median,
+            "min": st.min,
+            "max": st.max,
+            "mean": st.mean,
+            "stdev": st.stdev,
+            "q1": st.q1,
+            "q3": st.q3,
+            "iqr": st.iqr,
+            "rel_iqr": st.rel_iqr,
+            "n": st.n,
+        },
+        samples_s=m.samples_s,
+        harness={
+            "stop_reason": m.stop_reason,
+            "warmup_iters": m.warmup_iters,
+            "block": m.block,
+            "noisy": m.noisy,
+            "timer": m.timer,
+            "interleaved": interleaved,
+        },
+    )
+    if cfg.device.startswith("cuda"):  # clocks, power, throttle reasons after timing
+        row["telemetry"] = system.gpu_telemetry(torch.cuda.current_device())
+    if peaks is not None:
+        row.update(roofline.place(flops, nbytes, st.median, dtype, peaks))
+    else:
+        row.update(
+            tflops=flops / st.median / 1e12,
+            gbps=nbytes / st.median / 1e9,
+            pct_peak_flops=None,
+            pct_peak_bw=None,
+        )
+    return row
 
 
 def _add_speedups(rows: list[dict]) -> None:
@@ -185,6 +207,7 @@ def sweep(
     for case in cases:
         for dtype in cfg.dtypes:
             rows = run_case(cfg, case, dtype, peaks, flusher)
+            gc.collect()  # the case's inputs and prepared tables, before the next case
             all_rows.extend(rows)
             on_rows(rows)
     return all_rows

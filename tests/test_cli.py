@@ -156,3 +156,50 @@ def test_failed_impl_is_recorded_not_hidden(tmp_path):
         assert rows["ootb"]["status"] == "ok"
     finally:
         registry._IMPLS["gemm"].pop("bf16cast")
+
+
+def _harness_info(tmp_path, *extra):
+    j = tmp_path / "r.json"
+    args = ["gemm", "--shape", "M=64,N=64,K=64", "--impl", "ootb,native", *FAST]
+    assert run([*args, *extra, "--json", str(j), "--no-roofline"]) == 0
+    rows = json.loads(j.read_text())["results"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    return {r["impl"]: r["harness"] for r in rows}
+
+
+def test_impls_are_timed_side_by_side_unless_sequential(tmp_path):
+    h = _harness_info(tmp_path)
+    assert h["ootb"]["interleaved"] and h["native"]["interleaved"]
+    assert h["ootb"]["stop_reason"] == h["native"]["stop_reason"]  # one stopping decision
+    h = _harness_info(tmp_path, "--sequential")
+    assert not h["ootb"]["interleaved"] and not h["native"]["interleaved"]
+
+
+def test_side_by_side_falls_back_when_all_inputs_do_not_fit(tmp_path, monkeypatch):
+    from pydeepbench import runner
+
+    need = registry.get_op("gemm").footprint_bytes(
+        {"M": 64, "N": 64, "K": 64, "a_t": False, "b_t": False}, torch.float32
+    )
+    # room for one impl's inputs, not for two at once
+    have = 1.5 * need / runner.MEMORY_FRACTION
+    monkeypatch.setattr(runner.system, "available_memory_bytes", lambda: have)
+    h = _harness_info(tmp_path)
+    assert not h["ootb"]["interleaved"] and not h["native"]["interleaved"]
+
+
+def test_a_failing_impl_leaves_the_others_side_by_side(tmp_path):
+    def boom(a, b):
+        raise RuntimeError("kernel exploded")
+
+    registry.register_impl("gemm", "boom", devices=("cpu",), dtypes=(torch.float32,))(boom)
+    try:
+        j = tmp_path / "r.json"
+        args = ["gemm", "--shape", "M=16,N=16,K=16", "--impl", "ootb,boom,native", *FAST]
+        assert run([*args, "--json", str(j), "--no-roofline"]) == 1
+        rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
+        assert rows["boom"]["status"] == "failed" and "kernel exploded" in rows["boom"]["reason"]
+        assert rows["ootb"]["status"] == rows["native"]["status"] == "ok"
+        assert rows["ootb"]["harness"]["interleaved"] and rows["native"]["harness"]["interleaved"]
+    finally:
+        registry._IMPLS["gemm"].pop("boom")

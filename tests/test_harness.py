@@ -146,3 +146,75 @@ def test_cache_flusher_buffer_covers_llc():
     f = harness.CacheFlusher("cpu")
     assert f.nbytes >= 2 * harness.llc_bytes("cpu")
     f()
+
+
+class DriftTimer:
+    """A fake clock shared by several closures: a call to the closure returning `name`
+    takes duration[name](now), now being the fake time when the call starts."""
+
+    name = "fake"
+
+    def __init__(self, duration):
+        self.duration = duration
+        self.now = 0.0
+        self.log = []
+
+    def clock(self):
+        return self.now
+
+    def time(self, fn, calls=1):
+        total = 0.0
+        for _ in range(calls):
+            name = fn()
+            self.log.append(name)
+            total += self.duration[name](self.now + total)
+        self.now += total
+        return total
+
+
+def test_interleaved_alternates_the_order_and_times_each_on_its_own():
+    timer = DriftTimer({"a": lambda t: 1e-3, "b": lambda t: 2e-3})
+    ma, mb = harness.measure_interleaved([lambda: "a", lambda: "b"], cfg(), timer=timer)
+    warm = ma.warmup_iters + mb.warmup_iters
+    assert timer.log[:warm] == ["a"] * ma.warmup_iters + ["b"] * mb.warmup_iters
+    # then rounds of one sample each, the order alternating: a b | b a | a b ...
+    assert timer.log[warm : warm + 6] == ["a", "b", "b", "a", "a", "b"]
+    assert ma.stats.median == pytest.approx(1e-3) and mb.stats.median == pytest.approx(2e-3)
+    assert ma.stop_reason == mb.stop_reason == "converged"
+    assert ma.stats.n == mb.stats.n == timer.log[warm:].count("a")
+
+
+def test_interleaved_runs_until_every_closure_converges():
+    rng = np.random.default_rng(2)
+    noise = iter((1e-3 * (1 + rng.random(100_000))).tolist())  # IQR/median ~ 1/3
+    timer = DriftTimer({"a": lambda t: 1e-3, "b": lambda t: next(noise)})
+    ma, mb = harness.measure_interleaved(
+        [lambda: "a", lambda: "b"], cfg(max_time_s=0.1), timer=timer
+    )
+    assert ma.stop_reason == mb.stop_reason == "max_time"
+    assert ma.stats.n == mb.stats.n  # a kept sampling beside b after it had converged
+    assert not ma.noisy and mb.noisy
+    assert timer.now >= 2 * 0.1  # max_time_s is per closure
+
+
+def test_interleaving_keeps_load_drift_out_of_the_ratio():
+    # The machine slows down 2x over the run: timed one after the other, the second impl
+    # looks slower than it is; side by side, both see the same load and the ratio holds.
+    def slower(base):
+        return lambda t: base * (1.0 + min(t, 2.0) / 2.0)
+
+    c = cfg(min_samples=50, max_time_s=0.5, target_rel_iqr=0.0)
+    seq = DriftTimer({"a": slower(1e-3), "b": slower(2e-3)})
+    a = measure(lambda: "a", c, timer=seq)
+    b = measure(lambda: "b", c, timer=seq)
+    assert b.stats.median / a.stats.median > 2.0 * 1.2  # what the drift did
+    side = DriftTimer({"a": slower(1e-3), "b": slower(2e-3)})
+    a2, b2 = harness.measure_interleaved([lambda: "a", lambda: "b"], c, timer=side)
+    assert b2.stats.median / a2.stats.median == pytest.approx(2.0, rel=0.02)
+
+
+def test_interleaved_of_nothing_is_empty_and_of_one_is_measure():
+    assert harness.measure_interleaved([], cfg()) == []
+    one = harness.measure_interleaved([lambda: None], cfg(), timer=FakeTimer(steady(1e-3)))[0]
+    ref = measure(lambda: None, cfg(), timer=FakeTimer(steady(1e-3)))
+    assert one.samples_s == ref.samples_s and one.stop_reason == ref.stop_reason
