@@ -107,6 +107,20 @@ class Measurement:
         d["stats"] = asdict(self.stats)
         return d
 
+    def row_fields(self) -> dict:
+        """time_s, samples_s and harness, as a result row holds them."""
+        return {
+            "time_s": asdict(self.stats),
+            "samples_s": self.samples_s,
+            "harness": {
+                "stop_reason": self.stop_reason,
+                "warmup_iters": self.warmup_iters,
+                "block": self.block,
+                "noisy": self.noisy,
+                "timer": self.timer,
+            },
+        }
+
 
 class CpuTimer:
     name = "perf_counter_ns"

@@ -148,31 +148,8 @@ def run_case(
 
 def _timed_row(row, m, flops, nbytes, dtype, peaks, cfg, interleaved: bool) -> dict:
     st = m.stats
-    row.update(
-        status="ok",
-        reason=None,
-        time_s={
-            "median": st.median,
-            "min": st.min,
-            "max": st.max,
-            "mean": st.mean,
-            "stdev": st.stdev,
-            "q1": st.q1,
-            "q3": st.q3,
-            "iqr": st.iqr,
-            "rel_iqr": st.rel_iqr,
-            "n": st.n,
-        },
-        samples_s=m.samples_s,
-        harness={
-            "stop_reason": m.stop_reason,
-            "warmup_iters": m.warmup_iters,
-            "block": m.block,
-            "noisy": m.noisy,
-            "timer": m.timer,
-            "interleaved": interleaved,
-        },
-    )
+    row.update(status="ok", reason=None, **m.row_fields())
+    row["harness"]["interleaved"] = interleaved
     if cfg.device.startswith("cuda"):  # clocks, power, throttle reasons after timing
         row["telemetry"] = system.gpu_telemetry(torch.cuda.current_device())
     if peaks is not None:

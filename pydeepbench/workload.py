@@ -67,11 +67,6 @@ def latency_fields(samples: list[float], target_ms: float | None, pct: int | Non
     return out
 
 
-def _stats_dict(st: harness.Stats) -> dict:
-    keys = ("median", "min", "max", "mean", "stdev", "q1", "q3", "iqr", "rel_iqr", "n")
-    return {k: getattr(st, k) for k in keys}
-
-
 def time_steps_interleaved(
     steps_by_impl: dict[str, Callable[[], object]], steps: int, warmup: int
 ) -> tuple[dict[str, harness.Measurement], dict[str, str]]:
@@ -252,15 +247,7 @@ def run_mode(
             reason=None,
             score=score,
             speedup_vs_ootb=None if base_score is None else score / base_score,
-            time_s=_stats_dict(m.stats),
-            samples_s=m.samples_s,
-            harness={
-                "stop_reason": m.stop_reason,
-                "warmup_iters": m.warmup_iters,
-                "block": m.block,
-                "noisy": m.noisy,
-                "timer": m.timer,
-            },
+            **m.row_fields(),
             **latency_fields(
                 m.samples_s,
                 cfg.latency_target_ms if mode == "infer" else None,
