@@ -102,6 +102,28 @@ class Measurement:
     noisy: bool
     timer: str
 
+    @classmethod
+    def of(
+        cls,
+        samples: list[float],
+        cfg: HarnessConfig,
+        reason: str,
+        warmup_iters: int,
+        block: int,
+        timer_name: str,
+    ) -> Measurement:
+        stats = Stats.of(samples)
+        return cls(
+            samples_s=samples,
+            stats=stats,
+            stop_reason=reason,
+            warmup_iters=warmup_iters,
+            block=block,
+            mode=cfg.mode,
+            noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
+            timer=timer_name,
+        )
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["stats"] = asdict(self.stats)
@@ -285,19 +307,7 @@ def measure_interleaved(
         if all([sp.check(cfg) for sp in samplers]):  # a list: every sampler checks
             reason = "converged"
             break
-    out = []
-    for sp in samplers:
-        stats = Stats.of(sp.samples)
-        out.append(
-            Measurement(
-                samples_s=sp.samples,
-                stats=stats,
-                stop_reason=reason,
-                warmup_iters=sp.warmup_iters,
-                block=sp.block,
-                mode=cfg.mode,
-                noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
-                timer=timer.name,
-            )
-        )
-    return out
+    return [
+        Measurement.of(sp.samples, cfg, reason, sp.warmup_iters, sp.block, timer.name)
+        for sp in samplers
+    ]

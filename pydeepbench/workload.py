@@ -99,20 +99,12 @@ def time_steps_interleaved(
     for i in range(steps):
         for impl in list(live) if i % 2 == 0 else list(reversed(live)):
             run(impl, timed=True)
-    noisy_rel_iqr = harness.HarnessConfig().noisy_rel_iqr
-    out = {}
-    for impl in live:
-        st = harness.Stats.of(samples[impl])
-        out[impl] = harness.Measurement(
-            samples_s=samples[impl],
-            stats=st,
-            stop_reason="max_samples",  # exactly `steps` samples, as harness.measure names it
-            warmup_iters=warmup,
-            block=1,
-            mode="hot",
-            noisy=st.rel_iqr > noisy_rel_iqr,
-            timer=timer.name,
-        )
+    # exactly `steps` samples: stop_reason "max_samples", as the harness names it
+    cfg = harness.HarnessConfig()
+    out = {
+        impl: harness.Measurement.of(samples[impl], cfg, "max_samples", warmup, 1, timer.name)
+        for impl in live
+    }
     return out, errors
 
 
