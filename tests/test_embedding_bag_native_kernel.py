@@ -165,7 +165,8 @@ def test_forward_f32_shapes(D, T, mode):
 @pytest.mark.parametrize("wdtype", WDTYPES)
 @pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-@pytest.mark.parametrize("D", [3, 16, 33, 72, 128, 256])
+# fp32 sum/mean pools up to 128 columns per pass, else 64: widths on both sides of each
+@pytest.mark.parametrize("D", [3, 16, 33, 72, 100, 128, 129, 256])
 def test_forward_dtypes(wdtype, idx_dtype, mode, D):
     g = torch.Generator().manual_seed(D)
     pr = make_problem([30, 1, 9], 8, D, lens_for(3, 8, "multi", g), idx_dtype, wdtype, seed=1)
@@ -173,7 +174,7 @@ def test_forward_dtypes(wdtype, idx_dtype, mode, D):
 
 
 @pytest.mark.parametrize("wdtype", WDTYPES)
-@pytest.mark.parametrize("D", [1, 8, 33, 128])
+@pytest.mark.parametrize("D", [1, 8, 33, 100, 128])
 def test_forward_per_sample_weights_and_duplicates(wdtype, D):
     g = torch.Generator().manual_seed(3)
     # hot=2: each bag repeats the same two rows many times
