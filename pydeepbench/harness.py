@@ -124,11 +124,6 @@ class Measurement:
             timer=timer_name,
         )
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["stats"] = asdict(self.stats)
-        return d
-
     def row_fields(self) -> dict:
         """time_s, samples_s and harness, as a result row holds them."""
         return {
