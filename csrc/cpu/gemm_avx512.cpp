@@ -1,21 +1,25 @@
-// AVX-512 GEMM microkernels (12x32 register tile: 24 zmm accumulators, 2 B loads,
+// AVX-512 GEMM microkernels (14x32 register tile: 28 zmm accumulators, 2 B loads,
 // 1 A broadcast):
 //  * fp32: fp32 panels (bf16 inputs widened while packing when AVX512_BF16 is absent);
 //  * bf16 with AVX512_BF16: K-pair-interleaved bf16 panels and vdpbf16ps, so each
 //    32-bit lane of a B vector holds (B[k][j], B[k+1][j]) and each A broadcast holds
 //    (A[i][k], A[i][k+1]).
-// Packing is the portable scalar packer: simple on purpose, since this file can only
-// be compile-checked on the AVX2 development machine. The small-M/N paths reuse the
-// AVX2 kernels (every AVX-512 CPU has AVX2+FMA).
+// fp32 panels are packed with masked 16-lane copies or 8x8 transposes; the K-pair bf16
+// panels use the scalar packer (no AVX512_BF16 machine has run this file yet). The
+// small-M/N paths reuse the AVX2 kernels (every AVX-512 CPU has AVX2+FMA).
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
+// reports once the epilogues are force-inlined into the K loop's instantiations.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "cpu/gemm.h"
 
 namespace pdb::cpu::detail {
 namespace {
 
-constexpr int kMR = 12, kNR = 32;
+constexpr int kMR = 14, kNR = 32;
 
 inline __m256i f32x16_to_bf16(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
@@ -33,7 +37,8 @@ inline __m256i f32x16_to_bf16(__m512 v) {
 // locals before the first store, so the unrolled stores (which may alias anything, e
 // included) neither re-test nor reload them.
 template <int R, int NV, bool Acc, bool Final>
-inline void tile_store_full(__m512 (&acc)[R][NV], const TileEpi& e) {
+__attribute__((always_inline)) inline void tile_store_full(__m512 (&acc)[R][NV],
+                                                          const TileEpi& e) {
   float* const w = e.w;
   void* const c = e.c;
   const int64_t ldw = e.ldw, ldc = e.ldc;
@@ -65,64 +70,84 @@ inline void tile_store_full(__m512 (&acc)[R][NV], const TileEpi& e) {
   }
 }
 
-template <int R, int NV>
-inline void tile_store(__m512 (&acc)[R][NV], const TileEpi& e) {
-  if (e.m == R && e.n == 16 * NV) {
+// Pull the tile's C (or partial-sum) rows toward L1 while the K loop runs.
+inline void prefetch_c(const TileEpi& e) {
+  const char* pc = e.accumulate ? reinterpret_cast<const char*>(e.w)
+                                : static_cast<const char*>(e.c);
+  const int64_t ld = e.accumulate ? e.ldw * 4 : e.ldc * (e.c_bf16 ? 2 : 4);
+  const int64_t row_bytes = e.accumulate || !e.c_bf16 ? 4 * kNR : 2 * kNR;
+  for (int i = 0; i < e.m; ++i)
+    for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pc + i * ld + o, _MM_HINT_T0);
+}
+
+// Runs kloop(acc) and stores the tile. The K loop is instantiated once per epilogue
+// (four full-tile flag combinations and the edge tile), so the accumulators go from the
+// loop to the stores in registers: one shared loop followed by a runtime-dispatched store
+// made GCC copy every accumulator to the stack twice: ~450 cycles a tile, measured on
+// Ice Lake as the per-call intercept of the 12x32 kernel (16% of a KC = 192 tile).
+template <typename KLoop>
+inline void run_tile(const TileEpi& e, KLoop&& kloop) {
+  prefetch_c(e);
+  if (e.m == kMR && e.n == kNR) {
     with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
-      tile_store_full<R, NV, decltype(acc_flag)::value, decltype(final_flag)::value>(acc, e);
+      __m512 acc[kMR][2];
+      kloop(acc);
+      tile_store_full<kMR, 2, decltype(acc_flag)::value, decltype(final_flag)::value>(acc, e);
     });
     return;
   }
-  alignas(64) float tmp[R][16 * NV];
-  for (int i = 0; i < R; ++i)
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(&tmp[i][16 * v], acc[i][v]);
-  tile_epilogue_ref(&tmp[0][0], 16 * NV, e);
+  __m512 acc[kMR][2];
+  kloop(acc);
+  alignas(64) float tmp[kMR][kNR];
+  for (int i = 0; i < kMR; ++i)
+    for (int v = 0; v < 2; ++v) _mm512_store_ps(&tmp[i][16 * v], acc[i][v]);
+  tile_epilogue_ref(&tmp[0][0], kNR, e);
 }
 
-void micro_f32_12x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
-  const float* a = static_cast<const float*>(a_);
-  const float* b = static_cast<const float*>(b_);
-  __m512 acc[kMR][2];
+void micro_f32_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
+  run_tile(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
+    const float* a = static_cast<const float*>(a_);
+    const float* b = static_cast<const float*>(b_);
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < kpad; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+    for (int64_t k = 0; k < kpad; ++k) {
+      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) {
-      const __m512 av = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+      for (int i = 0; i < kMR; ++i) {
+        const __m512 av = _mm512_set1_ps(a[i]);
+        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+      }
+      a += kMR;
+      b += kNR;
     }
-    a += kMR;
-    b += kNR;
-  }
-  tile_store<kMR, 2>(acc, e);
+  });
 }
 
-// kpad is even; a: [kpad/2][12][2] bf16, b: [kpad/2][32][2] bf16.
-void micro_bf16dp_12x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
-  const uint16_t* a = static_cast<const uint16_t*>(a_);
-  const uint16_t* b = static_cast<const uint16_t*>(b_);
-  __m512 acc[kMR][2];
+// kpad is even; a: [kpad/2][14][2] bf16, b: [kpad/2][32][2] bf16.
+void micro_bf16dp_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
+  run_tile(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
+    const uint16_t* a = static_cast<const uint16_t*>(a_);
+    const uint16_t* b = static_cast<const uint16_t*>(b_);
 #pragma GCC unroll 16
-  for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
 #pragma GCC unroll 2
-  for (int64_t k2 = 0; k2 < kpad / 2; ++k2) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 32);
+    for (int64_t k2 = 0; k2 < kpad / 2; ++k2) {
+      const __m512bh b0 = (__m512bh)_mm512_loadu_si512(b);
+      const __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + 32);
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) {
-      int32_t pair;
-      __builtin_memcpy(&pair, a + 2 * i, 4);
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+      for (int i = 0; i < kMR; ++i) {
+        int32_t pair;
+        __builtin_memcpy(&pair, a + 2 * i, 4);
+        const __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
+        acc[i][0] = _mm512_dpbf16_ps(acc[i][0], av, b0);
+        acc[i][1] = _mm512_dpbf16_ps(acc[i][1], av, b1);
+      }
+      a += 2 * kMR;
+      b += 2 * kNR;
     }
-    a += 2 * kMR;
-    b += 2 * kNR;
-  }
-  tile_store<kMR, 2>(acc, e);
+  });
 }
 
 template <typename In, typename Out, int KP>
@@ -133,15 +158,111 @@ void pack_t(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k, int
                                 d + (i0 / width) * kpad * width);
 }
 
+// ---- fp32 panels (fp32 or bf16 inputs) ------------------------------------------------
+struct F32In {
+  using T = float;
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static __m512 maskz16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+};
+struct Bf16In {
+  using T = uint16_t;
+  static __m256 load8(const uint16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static __m512 maskz16(__mmask16 m, const uint16_t* p) {
+    const __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+};
+
+inline __mmask16 lanes(int64_t n) {  // the low min(n, 16) lanes
+  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+}
+
+// In place: r[i][j] -> r[j][i] for an 8x8 block of floats.
+inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// `width` (<= 16) sources contiguous along K, `valid` of them real (the rest zero), to
+// p[kk * pitch + col0 + j] for kk < k: 8x8 transposes, then a scalar K tail.
+template <typename In>
+void pack_cols_k_contig(const typename In::T* src, int64_t s_mn, int valid, int width,
+                        int64_t k, float* p, int64_t pitch) {
+  for (int c0 = 0; c0 < width; c0 += 8) {
+    const int cw = width - c0 < 8 ? width - c0 : 8;
+    int64_t kk = 0;
+    for (; kk + 8 <= k; kk += 8) {
+      __m256 v[8];
+      for (int j = 0; j < 8; ++j)
+        v[j] = c0 + j < valid ? In::load8(src + (c0 + j) * s_mn + kk) : _mm256_setzero_ps();
+      transpose8(v);
+      if (cw == 8)
+        for (int t = 0; t < 8; ++t) _mm256_storeu_ps(p + (kk + t) * pitch + c0, v[t]);
+      else
+        for (int t = 0; t < 8; ++t)
+          _mm256_mask_storeu_ps(p + (kk + t) * pitch + c0, __mmask8((1u << cw) - 1), v[t]);
+    }
+    for (; kk < k; ++kk)
+      for (int j = 0; j < cw; ++j)
+        p[kk * pitch + c0 + j] = c0 + j < valid ? to_f32(src[(c0 + j) * s_mn + kk]) : 0.f;
+  }
+}
+
+// Panels of `width` (12 or 32) along M or N from a strided source, element (i, kk) at
+// src[i * s_mn + kk * s_k], padded with zeros to whole panels. Unit stride along the
+// panel (row-major B, transposed A): masked vector copies. Unit stride along K (row-major
+// A, transposed B): 8x8 transposes. Anything else: the scalar packer.
+template <typename In>
+void pack_f32_panels(const typename In::T* src, int64_t s_mn, int64_t s_k, int64_t mn,
+                     int64_t k, int width, float* d) {
+  for (int64_t i0 = 0; i0 < mn; i0 += width) {
+    const int valid = static_cast<int>(imin(width, mn - i0));
+    const typename In::T* s = src + i0 * s_mn;
+    float* p = d + (i0 / width) * k * width;
+    if (s_mn == 1) {
+      for (int64_t kk = 0; kk < k; ++kk)
+        for (int c = 0; c < width; c += 16)
+          _mm512_mask_storeu_ps(p + kk * width + c, lanes(width - c),
+                                In::maskz16(lanes(valid - c > 0 ? valid - c : 0),
+                                            s + kk * s_k + c));
+    } else if (s_k == 1) {
+      pack_cols_k_contig<In>(s, s_mn, valid, width, k, p, width);
+    } else {
+      pack_panel_ref<typename In::T, float, 1>(s, s_mn, s_k, valid, k, width, p);
+    }
+  }
+}
+
 void pack_a_f32(const void* A, int64_t sam, int64_t sak, bool bf16, int64_t m, int64_t k,
                 void* dst) {
-  if (bf16) pack_t<uint16_t, float, 1>(static_cast<const uint16_t*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
-  else pack_t<float, float, 1>(static_cast<const float*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
+  if (bf16) pack_f32_panels<Bf16In>(static_cast<const uint16_t*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
+  else pack_f32_panels<F32In>(static_cast<const float*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
 }
 void pack_b_f32(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, int64_t n,
                 void* dst) {
-  if (bf16) pack_t<uint16_t, float, 1>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
-  else pack_t<float, float, 1>(static_cast<const float*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
+  if (bf16) pack_f32_panels<Bf16In>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
+  else pack_f32_panels<F32In>(static_cast<const float*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
 }
 // Only used for bf16 inputs (the driver picks this kernel for bf16 only).
 void pack_a_bf16(const void* A, int64_t sam, int64_t sak, bool, int64_t m, int64_t k, void* dst) {
@@ -151,10 +272,10 @@ void pack_b_bf16(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64
   pack_t<uint16_t, uint16_t, 2>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<uint16_t*>(dst));
 }
 
-const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, pack_a_f32, pack_b_f32, micro_f32_12x32,
-                                 "avx512:packed12x32"};
-const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, pack_a_bf16, pack_b_bf16, micro_bf16dp_12x32,
-                                  "avx512_bf16:dpbf16_12x32"};
+const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, pack_a_f32, pack_b_f32, micro_f32_14x32,
+                                 "avx512:packed14x32"};
+const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, pack_a_bf16, pack_b_bf16, micro_bf16dp_14x32,
+                                  "avx512_bf16:dpbf16_14x32"};
 
 }  // namespace
 
