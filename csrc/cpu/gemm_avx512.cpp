@@ -34,39 +34,47 @@ inline __m256i f32x16_to_bf16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
-// A full tile's epilogue. Acc/Final are template arguments and the fields are read into
+inline __mmask16 lanes(int64_t n) {  // the low clamp(n, 0, 16) lanes
+  return n >= 16 ? __mmask16(0xffff) : (n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1));
+}
+
+// A tile's epilogue. Acc/Final are template arguments and the fields are read into
 // locals before the first store, so the unrolled stores (which may alias anything, e
-// included) neither re-test nor reload them.
-template <int R, int NV, bool Acc, bool Final>
-__attribute__((always_inline)) inline void tile_store_full(__m512 (&acc)[R][NV],
-                                                          const TileEpi& e) {
+// included) neither re-test nor reload them. Edge tiles (m < R or n < 16 * NV) use the
+// same code with masked loads and stores and a row bound.
+template <int R, int NV, bool Acc, bool Final, bool Edge>
+__attribute__((always_inline)) inline void tile_store(__m512 (&acc)[R][NV], const TileEpi& e) {
   float* const w = e.w;
   void* const c = e.c;
   const int64_t ldw = e.ldw, ldc = e.ldc;
   const float* const bias_p = e.bias;
   const bool relu = e.relu, c_bf16 = e.c_bf16;
+  const int m = Edge ? e.m : R;
   const __m512 zero = _mm512_setzero_ps();
+  __mmask16 mk[NV];
   __m512 bias[NV];
-  for (int v = 0; v < NV; ++v)
-    bias[v] = (Final && bias_p) ? _mm512_loadu_ps(bias_p + 16 * v) : zero;
+  for (int v = 0; v < NV; ++v) {
+    mk[v] = Edge ? lanes(e.n - 16 * v) : __mmask16(0xffff);
+    bias[v] = (Final && bias_p) ? _mm512_maskz_loadu_ps(mk[v], bias_p + 16 * v) : zero;
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i) {
+    if (Edge && i >= m) break;
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       __m512 x = acc[i][v];
-      if (Acc) x = _mm512_add_ps(x, _mm512_loadu_ps(w + i * ldw + 16 * v));
+      if (Acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk[v], w + i * ldw + 16 * v));
       if (!Final) {
-        _mm512_storeu_ps(w + i * ldw + 16 * v, x);
+        _mm512_mask_storeu_ps(w + i * ldw + 16 * v, mk[v], x);
         continue;
       }
       x = _mm512_add_ps(x, bias[v]);
       if (relu) x = _mm512_max_ps(zero, x);
       if (c_bf16)
-        _mm256_storeu_si256(
-            reinterpret_cast<__m256i*>(static_cast<uint16_t*>(c) + i * ldc + 16 * v),
-            f32x16_to_bf16(x));
+        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(c) + i * ldc + 16 * v, mk[v],
+                                 f32x16_to_bf16(x));
       else
-        _mm512_storeu_ps(static_cast<float*>(c) + i * ldc + 16 * v, x);
+        _mm512_mask_storeu_ps(static_cast<float*>(c) + i * ldc + 16 * v, mk[v], x);
     }
   }
 }
@@ -81,28 +89,23 @@ inline void prefetch_c(const TileEpi& e) {
     for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pc + i * ld + o, _MM_HINT_T0);
 }
 
-// Runs kloop(acc) and stores the tile. The K loop is instantiated once per epilogue
-// (four full-tile flag combinations and the edge tile), so the accumulators go from the
-// loop to the stores in registers: one shared loop followed by a runtime-dispatched store
-// made GCC copy every accumulator to the stack twice: ~450 cycles a tile, measured on
-// Ice Lake as the per-call intercept of the 12x32 kernel (16% of a KC = 192 tile).
+// Runs kloop(acc) and stores the tile. The K loop is instantiated once per epilogue flag
+// combination, so the accumulators go from the loop to the stores in registers: one
+// shared loop followed by a runtime-dispatched store made GCC copy every accumulator to
+// the stack twice: ~450 cycles a tile, measured on Ice Lake as the per-call intercept
+// of the 12x32 kernel (16% of a KC = 192 tile). Edge tiles store with masks, not
+// through a scalar epilogue (128x16x64 took 2.4x the AVX2 kernel's time with one).
 template <typename KLoop>
 inline void run_tile(const TileEpi& e, KLoop&& kloop) {
   prefetch_c(e);
-  if (e.m == kMR && e.n == kNR) {
-    with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
-      __m512 acc[kMR][2];
-      kloop(acc);
-      tile_store_full<kMR, 2, decltype(acc_flag)::value, decltype(final_flag)::value>(acc, e);
-    });
-    return;
-  }
-  __m512 acc[kMR][2];
-  kloop(acc);
-  alignas(64) float tmp[kMR][kNR];
-  for (int i = 0; i < kMR; ++i)
-    for (int v = 0; v < 2; ++v) _mm512_store_ps(&tmp[i][16 * v], acc[i][v]);
-  tile_epilogue_ref(&tmp[0][0], kNR, e);
+  const bool edge = e.m != kMR || e.n != kNR;
+  with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
+    constexpr bool kAcc = decltype(acc_flag)::value, kFinal = decltype(final_flag)::value;
+    __m512 acc[kMR][2];
+    kloop(acc);
+    if (edge) tile_store<kMR, 2, kAcc, kFinal, true>(acc, e);
+    else tile_store<kMR, 2, kAcc, kFinal, false>(acc, e);
+  });
 }
 
 void micro_f32_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
@@ -176,10 +179,6 @@ struct Bf16In {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
 };
-
-inline __mmask16 lanes(int64_t n) {  // the low min(n, 16) lanes
-  return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
-}
 
 // `width` (<= 16) sources contiguous along K, `valid` of them real (the rest zero), to
 // p[kk * pitch + col0 + j] for kk < k: 8x8 transposes, then a scalar K tail.
