@@ -16,20 +16,6 @@ namespace {
 
 constexpr int kMR = 6, kNR = 16;
 
-inline __m256 bf16x8_to_f32(const uint16_t* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-struct F32In {
-  using T = float;
-  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-};
-struct Bf16In {
-  using T = uint16_t;
-  static __m256 load8(const uint16_t* p) { return bf16x8_to_f32(p); }
-};
-
 // 8 fp32 -> 8 bf16 (round to nearest even, NaN kept quiet), same as f32_to_bf16.
 inline __m128i f32x8_to_bf16(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);

@@ -3,8 +3,26 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace pdb::cpu::detail {
 namespace {
+
+// 8 bf16 -> 8 fp32 (bf16 is the high half of an fp32).
+inline __m256 bf16x8_to_f32(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// Input element types for the templated packers and kernels: 8 fp32 lanes per load.
+struct F32In {
+  using T = float;
+  static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+};
+struct Bf16In {
+  using T = uint16_t;
+  static __m256 load8(const uint16_t* p) { return bf16x8_to_f32(p); }
+};
 
 // In place: r[i][j] -> r[j][i] for an 8x8 block of floats.
 inline void transpose8(__m256 r[8]) {
