@@ -1,7 +1,8 @@
 """Roofline peaks: measured by our own native probes, plus datasheet peaks for known GPUs.
 
 CPU probes (csrc/cpu/roofline*.cpp): independent FMA chains per dtype at the widest ISA
-the CPU supports, and STREAM copy/triad over arrays of 4x the last-level cache, results
+the CPU supports (bf16: vdpbf16ps, or AMX tdpbf16ps tile chains where the GEMM uses AMX),
+and STREAM copy/triad over arrays of 4x the last-level cache, results
 validated, bandwidth from the minimum time (BabelStream's convention: copy moves 2 words
 per element, triad 3; write-allocate traffic is not counted). Peaks are cached per machine
 in ~/.cache/pydeepbench; `python -m pydeepbench roofline --refresh` re-measures.
@@ -125,7 +126,7 @@ def measure_cpu(max_time_s: float = 2.0) -> Peaks:
 
         m = harness.measure(run, _probe_config(max_time_s))
         flops[dtype] = done["flops"] / m.stats.min
-        source[dtype] = f"measured: {C.isa()} FMA chains x {done['threads']} threads"
+        source[dtype] = f"measured: {C.fma_probe_kind(dtype)} x {done['threads']} threads"
         detail[f"fma_{dtype}"] = {
             "median_flops": done["flops"] / m.stats.median,
             "threads": done["threads"],

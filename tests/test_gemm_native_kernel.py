@@ -104,7 +104,7 @@ def run_all(quick=False):
 
 
 def _isas():
-    import pydeepbench._C as C  # noqa: F401
+    import pydeepbench._C as C
 
     with open("/proc/cpuinfo") as f:
         flags = f.read()
@@ -115,10 +115,12 @@ def _isas():
         isas.append("avx512")
     if " avx512_bf16" in flags:
         isas.append("avx512_bf16")
+    if C.cpu_info()["amx_bf16"]:  # CPU bits, OS state and the process's permission
+        isas.append("amx")
     return isas
 
 
-@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512_bf16"])
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512", "avx512_bf16", "amx"])
 def test_gemm_kernel_paths(isa):
     pytest.importorskip("pydeepbench._C")
     if isa not in _isas():
@@ -168,3 +170,20 @@ def test_each_code_path_is_taken_and_correct(M, N, K, b_t, path):
         assert path in taken
     _native.cpu().gemm(*args)
     torch.testing.assert_close(out.double(), a.double() @ b.double(), atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_packed_kernel_follows_the_isa():
+    """bf16 takes AMX tiles where the CPU and OS allow them, vdpbf16ps with AVX512_BF16."""
+    from pydeepbench import _native
+
+    C = _native.cpu()
+    a, b = torch.randn(256, 256).bfloat16(), torch.randn(256, 256).bfloat16()
+    out = torch.empty(256, 256, dtype=torch.bfloat16)
+    args = (_native.arg(a), _native.arg(b), _native.arg(out), None, False)
+    want = {"amx": "amx:bf16_32x32", "avx512_bf16": "avx512_bf16:dpbf16_14x32"}
+    if C.isa() not in want:
+        pytest.skip(f"ISA {C.isa()} has no native bf16 dot product")
+    assert C.gemm_path(*args) == want[C.isa()]
+    C.gemm(*args)
+    ref = a.double() @ b.double()
+    torch.testing.assert_close(out.double(), ref, atol=0.05, rtol=1 / 64)

@@ -46,7 +46,7 @@ def test_datasheet_lookup_prefers_most_specific_name():
 def test_fma_probe_counts_its_flops():
     C = _native.cpu()
     flops, checksum, threads = C.fma_probe("float32", 1000)
-    per_iter = {"generic": 16, "avx2": 192, "avx512": 512, "avx512_bf16": 512}[C.isa()]
+    per_iter = {"generic": 16, "avx2": 192, "avx512": 512, "avx512_bf16": 512, "amx": 512}[C.isa()]
     assert flops == per_iter * 1000 * threads
     assert checksum > 0
     with pytest.raises(ValueError, match="iters"):
@@ -54,6 +54,15 @@ def test_fma_probe_counts_its_flops():
     if not C.fma_probe_supported("bfloat16"):
         with pytest.raises(ValueError, match="no bfloat16 FMA probe"):
             C.fma_probe("bfloat16", 10)
+    else:
+        # vdpbf16ps: 16 chains x 16 lanes x 2 products x 2 flops; AMX: 6 chains of
+        # tdpbf16ps, 16 x 16 x 32 multiply-adds each.
+        flops, checksum, threads = C.fma_probe("bfloat16", 100)
+        per_iter = {"avx512_bf16": 1024, "amx": 2 * 16 * 16 * 32 * 6}[C.isa()]
+        assert flops == per_iter * 100 * threads
+        assert checksum > 0
+        kind = {"avx512_bf16": "avx512_bf16 vdpbf16ps", "amx": "AMX tdpbf16ps"}[C.isa()]
+        assert C.fma_probe_kind("bfloat16").startswith(kind)
 
 
 def test_measured_peaks_are_plausible_and_cached(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ from pydeepbench import system
 def test_metadata_has_what_a_comparison_needs():
     s = system.collect()
     assert s["cpu"]["model"] and s["cpu"]["logical_cpus"] >= 1
-    assert s["cpu"]["isa"] in ("generic", "avx2", "avx512", "avx512_bf16")
+    assert s["cpu"]["isa"] in ("generic", "avx2", "avx512", "avx512_bf16", "amx")
     assert s["versions"]["python"] and s["versions"]["torch"] and s["versions"]["pydeepbench"]
     assert s["versions"]["compiler"]
     assert "machine" in s and "os" in s

@@ -1,5 +1,6 @@
 #include "common/cpu_features.h"
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -19,6 +20,17 @@ uint64_t xgetbv0() {
   __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
+
+// Linux allocates the 8 KiB of AMX tile state per process only on request; without it
+// the first tile instruction faults (SIGILL). Granted process-wide, once.
+bool request_amx_permission() {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+  constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
 #endif
 
 CpuFeatures detect() {
@@ -30,6 +42,8 @@ CpuFeatures detect() {
   const uint64_t xcr0 = osxsave ? xgetbv0() : 0;
   const bool os_avx = (xcr0 & 0x6) == 0x6;             // XMM + YMM state
   const bool os_avx512 = os_avx && (xcr0 & 0xe0) == 0xe0;  // opmask + ZMM state
+  const bool os_amx = (xcr0 & 0x60000) == 0x60000;        // XTILECFG + XTILEDATA
+  bool amx_tile = false, amx_bf16 = false;
   f.fma = os_avx && (c & bit_FMA);
   f.f16c = os_avx && (c & bit_F16C);
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
@@ -38,8 +52,11 @@ CpuFeatures detect() {
     f.avx512bw = os_avx512 && (b & bit_AVX512BW);
     f.avx512vl = os_avx512 && (b & bit_AVX512VL);
     f.avx512dq = os_avx512 && (b & bit_AVX512DQ);
+    amx_bf16 = os_amx && (d & (1u << 22));
+    amx_tile = os_amx && (d & (1u << 24));
   }
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = f.avx512f && (a & (1u << 5));
+  f.amx_bf16 = amx_tile && amx_bf16 && f.avx512_bf16 && request_amx_permission();
   unsigned brand[12] = {};
   if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
     for (unsigned i = 0; i < 3; ++i)
@@ -64,12 +81,14 @@ Isa detect_isa(const CpuFeatures& f) {
   if (f.avx2 && f.fma) best = Isa::avx2;
   if (avx512) best = Isa::avx512;
   if (avx512 && f.avx512_bf16) best = Isa::avx512_bf16;
+  if (best == Isa::avx512_bf16 && f.amx_bf16) best = Isa::amx;
   if (const char* cap = std::getenv("PYDEEPBENCH_ISA")) {
     Isa want = best;
     if (!std::strcmp(cap, "generic")) want = Isa::generic;
     else if (!std::strcmp(cap, "avx2")) want = Isa::avx2;
     else if (!std::strcmp(cap, "avx512")) want = Isa::avx512;
     else if (!std::strcmp(cap, "avx512_bf16")) want = Isa::avx512_bf16;
+    else if (!std::strcmp(cap, "amx")) want = Isa::amx;
     if (static_cast<int>(want) < static_cast<int>(best)) best = want;
   }
   return best;
@@ -94,6 +113,7 @@ const char* isa_name(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::amx: return "amx";
   }
   return "?";
 }

@@ -38,7 +38,9 @@ namespace pdb::cpu::detail {
 
 // What to do with one MR x NR register tile once its K block is summed.
 struct TileEpi {
-  float* w;          // fp32 partial sums: C itself for f32, a scratch tile for bf16
+  float* w;          // fp32 partial sums: C itself for f32; for bf16 a scratch block
+                     // whose rows and columns come in whole MR x NR tiles (edge tiles
+                     // included), nullptr when K is one block
   int64_t ldw;
   void* c;           // final destination (fp32 or bf16), row-major
   int64_t ldc;
@@ -55,7 +57,8 @@ struct TileEpi {
 // panels of [kpad/kpack][nr][kpack], kpad = k rounded up to kpack, zero padded.
 struct PackedKernel {
   int mr, nr;
-  int kpack;       // 1, or 2 for K-pair-interleaved bf16 panels (vdpbf16ps)
+  int kpack;       // K is padded to a multiple of this: 1; 2 for K-pair-interleaved bf16
+                   // panels (vdpbf16ps); 32 for AMX (a tile row holds 32 bf16 of K)
   int elem_bytes;  // bytes of one packed element (4 fp32, 2 bf16)
   void (*pack_a)(const void* A, int64_t sam, int64_t sak, bool in_bf16, int64_t m, int64_t k,
                  void* dst);
@@ -63,10 +66,16 @@ struct PackedKernel {
                  void* dst);
   void (*micro)(int64_t kpad, const void* a, const void* b, const TileEpi& e);
   const char* name;
+  // Per-thread state around a run of micro calls (AMX: load the tile configuration,
+  // then release the tiles), or nullptr.
+  void (*begin)();
+  void (*end)();
 };
 
 const PackedKernel* packed_kernel_avx2();
 const PackedKernel* packed_kernel_avx512(bool bf16_dot);  // vdpbf16ps panels when bf16_dot
+// bf16 on AMX tiles; nullptr when the compiler could not build the AMX translation unit.
+const PackedKernel* packed_kernel_amx();
 
 // Tiny M (<= 4), B unit stride along N: computes C[:, n0:n1] streaming rows of B
 // (no B packing; C rows accumulate in memory).

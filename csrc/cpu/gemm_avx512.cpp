@@ -4,9 +4,9 @@
 //  * bf16 with AVX512_BF16: K-pair-interleaved bf16 panels and vdpbf16ps, so each
 //    32-bit lane of a B vector holds (B[k][j], B[k+1][j]) and each A broadcast holds
 //    (A[i][k], A[i][k+1]).
-// fp32 panels are packed with masked 16-lane copies or 8x8 transposes; the K-pair bf16
-// panels use the scalar packer (no AVX512_BF16 machine has run this file yet). The
-// small-M/N paths reuse the AVX2 kernels (every AVX-512 CPU has AVX2+FMA).
+// fp32 panels are packed with masked 16-lane copies or 8x8 transposes, K-pair bf16 panels
+// by gemm_simd512.h's pack_pairs. The small-M/N paths reuse the AVX2 kernels (every
+// AVX-512 CPU has AVX2+FMA).
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
@@ -15,69 +15,12 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 #include "cpu/gemm.h"
-#include "cpu/gemm_simd256.h"
+#include "cpu/gemm_simd512.h"
 
 namespace pdb::cpu::detail {
 namespace {
 
 constexpr int kMR = 14, kNR = 32;
-
-inline __m256i f32x16_to_bf16(__m512 v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i hi = _mm512_srli_epi32(u, 16);
-  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(
-      _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __m512i q = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
-  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, q);
-  return _mm512_cvtepi32_epi16(r);
-}
-
-inline __mmask16 lanes(int64_t n) {  // the low clamp(n, 0, 16) lanes
-  return n >= 16 ? __mmask16(0xffff) : (n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1));
-}
-
-// A tile's epilogue. Acc/Final are template arguments and the fields are read into
-// locals before the first store, so the unrolled stores (which may alias anything, e
-// included) neither re-test nor reload them. Edge tiles (m < R or n < 16 * NV) use the
-// same code with masked loads and stores and a row bound.
-template <int R, int NV, bool Acc, bool Final, bool Edge>
-__attribute__((always_inline)) inline void tile_store(__m512 (&acc)[R][NV], const TileEpi& e) {
-  float* const w = e.w;
-  void* const c = e.c;
-  const int64_t ldw = e.ldw, ldc = e.ldc;
-  const float* const bias_p = e.bias;
-  const bool relu = e.relu, c_bf16 = e.c_bf16;
-  const int m = Edge ? e.m : R;
-  const __m512 zero = _mm512_setzero_ps();
-  __mmask16 mk[NV];
-  __m512 bias[NV];
-  for (int v = 0; v < NV; ++v) {
-    mk[v] = Edge ? lanes(e.n - 16 * v) : __mmask16(0xffff);
-    bias[v] = (Final && bias_p) ? _mm512_maskz_loadu_ps(mk[v], bias_p + 16 * v) : zero;
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < R; ++i) {
-    if (Edge && i >= m) break;
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      __m512 x = acc[i][v];
-      if (Acc) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mk[v], w + i * ldw + 16 * v));
-      if (!Final) {
-        _mm512_mask_storeu_ps(w + i * ldw + 16 * v, mk[v], x);
-        continue;
-      }
-      x = _mm512_add_ps(x, bias[v]);
-      if (relu) x = _mm512_max_ps(zero, x);
-      if (c_bf16)
-        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(c) + i * ldc + 16 * v, mk[v],
-                                 f32x16_to_bf16(x));
-      else
-        _mm512_mask_storeu_ps(static_cast<float*>(c) + i * ldc + 16 * v, mk[v], x);
-    }
-  }
-}
 
 // Pull the tile's C (or partial-sum) rows toward L1 while the K loop runs.
 inline void prefetch_c(const TileEpi& e) {
@@ -155,14 +98,6 @@ void micro_bf16dp_14x32(int64_t kpad, const void* a_, const void* b_, const Tile
   });
 }
 
-template <typename In, typename Out, int KP>
-void pack_t(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k, int width, Out* d) {
-  const int64_t kpad = round_up(k, KP);
-  for (int64_t i0 = 0; i0 < mn; i0 += width)
-    pack_panel_ref<In, Out, KP>(src + i0 * s_mn, s_mn, s_k, imin(width, mn - i0), k, width,
-                                d + (i0 / width) * kpad * width);
-}
-
 // ---- fp32 panels (fp32 or bf16 inputs) ------------------------------------------------
 // 16 fp32 lanes from the low lanes of mask m (the rest zero, never read).
 inline __m512 maskz16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
@@ -232,16 +167,16 @@ void pack_b_f32(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, i
 }
 // Only used for bf16 inputs (the driver picks this kernel for bf16 only).
 void pack_a_bf16(const void* A, int64_t sam, int64_t sak, bool, int64_t m, int64_t k, void* dst) {
-  pack_t<uint16_t, uint16_t, 2>(static_cast<const uint16_t*>(A), sam, sak, m, k, kMR, static_cast<uint16_t*>(dst));
+  pack_pair_panels<2>(static_cast<const uint16_t*>(A), sam, sak, m, k, kMR, static_cast<uint16_t*>(dst));
 }
 void pack_b_bf16(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64_t n, void* dst) {
-  pack_t<uint16_t, uint16_t, 2>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<uint16_t*>(dst));
+  pack_pair_panels<2>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<uint16_t*>(dst));
 }
 
 const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, pack_a_f32, pack_b_f32, micro_f32_14x32,
-                                 "avx512:packed14x32"};
+                                 "avx512:packed14x32", nullptr, nullptr};
 const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, pack_a_bf16, pack_b_bf16, micro_bf16dp_14x32,
-                                  "avx512_bf16:dpbf16_14x32"};
+                                  "avx512_bf16:dpbf16_14x32", nullptr, nullptr};
 
 }  // namespace
 

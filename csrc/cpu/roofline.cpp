@@ -24,7 +24,25 @@ double fma_chains_generic(int64_t iters, double* flops) {
   return s;
 }
 
+// The bf16 probe runs on AMX tiles where the GEMM does.
+bool amx_probe() { return PDB_HAVE_AMX && active_isa() >= Isa::amx; }
+
 }  // namespace
+
+#if !PDB_HAVE_AMX
+double amx_bf16_chains(int64_t, double*) { return 0; }  // never called: amx_probe() is false
+#endif
+
+const char* fma_probe_kind(const char* dtype) {
+  if (!fma_probe_supported(dtype)) return "none";
+  if (!std::strcmp(dtype, "bfloat16"))
+    return amx_probe() ? "AMX tdpbf16ps tile chains" : "avx512_bf16 vdpbf16ps chains";
+  switch (active_isa()) {
+    case Isa::generic: return "generic scalar FMA chains";
+    case Isa::avx2: return "avx2 FMA chains";
+    default: return "avx512 FMA chains";
+  }
+}
 
 bool fma_probe_supported(const char* dtype) {
   if (!std::strcmp(dtype, "float32")) return true;
@@ -43,7 +61,8 @@ ProbeResult fma_probe(const char* dtype, int64_t iters) {
 #pragma omp parallel reduction(+ : flops, checksum)
   {
     double f = 0;
-    if (bf16) checksum += dpbf16_chains_avx512(iters, &f);
+    if (bf16 && amx_probe()) checksum += amx_bf16_chains(iters, &f);
+    else if (bf16) checksum += dpbf16_chains_avx512(iters, &f);
     else if (isa >= Isa::avx512) checksum += fma_chains_avx512(iters, &f);
     else if (isa >= Isa::avx2) checksum += fma_chains_avx2(iters, &f);
     else checksum += fma_chains_generic(iters, &f);

@@ -14,6 +14,8 @@ struct ProbeResult {
 // Independent FMA chains per thread, `iters` rounds each. dtype: "float32" or "bfloat16".
 ProbeResult fma_probe(const char* dtype, int64_t iters);
 bool fma_probe_supported(const char* dtype);
+// What fma_probe runs for dtype on this ISA, e.g. "avx512 FMA chains" (for reports).
+const char* fma_probe_kind(const char* dtype);
 
 // STREAM kernels over n floats, OpenMP static schedule (first touch by the caller's init).
 void stream_copy(float* dst, const float* src, int64_t n);
@@ -23,5 +25,6 @@ void stream_triad(float* a, const float* b, const float* c, float scalar, int64_
 double fma_chains_avx2(int64_t iters, double* flops);
 double fma_chains_avx512(int64_t iters, double* flops);
 double dpbf16_chains_avx512(int64_t iters, double* flops);
+double amx_bf16_chains(int64_t iters, double* flops);  // built when PDB_HAVE_AMX
 
 }  // namespace pdb::cpu

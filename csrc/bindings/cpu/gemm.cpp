@@ -45,7 +45,10 @@ void bind_gemm(py::module_& m) {
       "gemm_path",
       [](py::tuple a, py::tuple b, py::tuple out, py::object bias, bool relu) {
         DType dtype;
-        return std::string(cpu::gemm_path(gemm_args(a, b, out, bias, relu, &dtype), dtype));
+        // Two statements: argument evaluation order is unspecified, so dtype could be
+        // read before gemm_args sets it.
+        const cpu::GemmArgs g = gemm_args(a, b, out, bias, relu, &dtype);
+        return std::string(cpu::gemm_path(g, dtype));
       },
       py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias") = py::none(),
       py::arg("relu") = false, "The code path gemm() takes for these operands (for tests)");

@@ -27,6 +27,7 @@ PYBIND11_MODULE(_C, m) {
     d["avx512bw"] = f.avx512bw;
     d["avx512vl"] = f.avx512vl;
     d["avx512_bf16"] = f.avx512_bf16;
+    d["amx_bf16"] = f.amx_bf16;
     d["l1d_bytes"] = f.l1d_bytes;
     d["l2_bytes"] = f.l2_bytes;
     d["l3_bytes"] = f.l3_bytes;

@@ -17,6 +17,9 @@ void bind_roofline(py::module_& m) {
   m.def("fma_probe_supported", [](const std::string& dtype) {
     return cpu::fma_probe_supported(dtype.c_str());
   });
+  m.def("fma_probe_kind", [](const std::string& dtype) {
+    return std::string(cpu::fma_probe_kind(dtype.c_str()));
+  });
   m.def(
       "fma_probe",
       [](const std::string& dtype, int64_t iters) {
