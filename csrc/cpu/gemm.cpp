@@ -89,8 +89,9 @@ void gen_micro(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
       for (int j = 0; j < kGenNR; ++j) acc[i][j] += a[i] * b[j];
   tile_epilogue_ref(&acc[0][0], kGenNR, e);
 }
-const PackedKernel kGenericKernel = {kGenMR, kGenNR, 1, 4, gen_pack_a, gen_pack_b, gen_micro,
-                                     "generic:packed4x8", nullptr, nullptr};
+const PackedKernel kGenericKernel = {kGenMR,    kGenNR,    1,         4,
+                                     50,        512,       gen_pack_a, gen_pack_b,
+                                     gen_micro, "generic:packed4x8", nullptr, nullptr};
 
 // ---- path selection ----------------------------------------------------------------
 // Small M: B contiguous along K (x @ W.t()) -> dot form streaming W rows, parallel over
@@ -152,17 +153,13 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
   const int64_t l3 = clampi(f.l3_bytes, 2 << 20, 32 << 20);
   const int64_t eb = pk.elem_bytes;
   Blocking b;
-  // KC: one B micro-panel (KC x NR) takes half of L1; balanced over K. AMX tiles take
-  // KC up to 1024 (a 64 KiB panel, partly from L2): their partial sums would otherwise
-  // round-trip through the fp32 scratch, which cost more (2048x1024x1024 on one
-  // thread: 1158 vs 851 GFLOP/s at KC 384).
-  const bool amx = pk.kpack == 32;
-  const int64_t kc_max = amx ? 1024 : 512;
-  const int64_t kc0 = clampi((amx ? l1 * 4 / 3 : l1 / 2) / (pk.nr * eb), 128, kc_max) / 8 * 8;
+  // KC: the kernel's share of L1 for one B micro-panel (KC x NR); balanced over K.
+  const int64_t kc0 = clampi(l1 * pk.kc_l1_pct / 100 / (pk.nr * eb), 128, pk.kc_max) / 8 * 8;
   const int64_t nkb = ceil_div(K, kc0);
   b.kc = round_up(ceil_div(K, nkb), imax(8, pk.kpack));
   // MC: the A block (MC x KC) takes half of L2; a quarter for AMX, whose B panels
   // stream from L2 beside it (2048x1024x479, one thread: 1206 vs 840 GFLOP/s).
+  const bool amx = pk.kpack == 32;
   b.mc = clampi(l2 / (amx ? 4 : 2) / (b.kc * eb), pk.mr, 1024) / pk.mr * pk.mr;
   int64_t nc;
   if (m_thread <= b.mc) {
