@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import os
 from types import ModuleType
 
 import torch
@@ -60,8 +61,16 @@ def host_copy(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# PYDEEPBENCH_ISA caps the CPU kernels' instruction set (csrc/common/cpu_features.h);
+# the extension reads it once, so a misspelled value is refused here, not ignored.
+ISA_CAPS = ("generic", "avx2", "avx512", "avx512_bf16", "amx")
+
+
 @functools.cache
 def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    cap = os.environ.get("PYDEEPBENCH_ISA")
+    if name == "_C" and cap is not None and cap not in ISA_CAPS:
+        return None, f"PYDEEPBENCH_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}"
     try:
         return importlib.import_module(f"pydeepbench.{name}"), None
     except ImportError as e:  # not built (e.g. PYDEEPBENCH_CUDA=OFF) or broken install

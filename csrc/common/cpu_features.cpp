@@ -102,7 +102,8 @@ const CpuFeatures& cpu_features() {
 }
 
 Isa active_isa() {
-  // Read once per process: the Python layer validates PYDEEPBENCH_ISA before import.
+  // Read once per process: pydeepbench._native refuses unknown PYDEEPBENCH_ISA values
+  // before it imports the extension.
   static const Isa isa = detect_isa(cpu_features());
   return isa;
 }
