@@ -81,7 +81,8 @@ Isa detect_isa(const CpuFeatures& f) {
   if (f.avx2 && f.fma) best = Isa::avx2;
   if (avx512) best = Isa::avx512;
   if (avx512 && f.avx512_bf16) best = Isa::avx512_bf16;
-  if (best == Isa::avx512_bf16 && f.amx_bf16) best = Isa::amx;
+  // amx only where the AMX kernels were built (PDB_HAVE_AMX): the ISA names what runs.
+  if (best == Isa::avx512_bf16 && f.amx_bf16 && PDB_HAVE_AMX) best = Isa::amx;
   if (const char* cap = std::getenv("PYDEEPBENCH_ISA")) {
     Isa want = best;
     if (!std::strcmp(cap, "generic")) want = Isa::generic;
@@ -102,8 +103,8 @@ const CpuFeatures& cpu_features() {
 }
 
 Isa active_isa() {
-  // Read once per process: pydeepbench._native refuses unknown PYDEEPBENCH_ISA values
-  // before it imports the extension.
+  // Read once per process. Unknown values are ignored here; pydeepbench._native refuses
+  // them before it imports the extension.
   static const Isa isa = detect_isa(cpu_features());
   return isa;
 }

@@ -4,6 +4,11 @@
 #include <cstdint>
 #include <string>
 
+// CMake defines it for the whole extension: 1 when the *_amx.cpp kernels are built.
+#ifndef PDB_HAVE_AMX
+#define PDB_HAVE_AMX 0
+#endif
+
 namespace pdb {
 
 // Ordered: each level implies the ones below it (every AMX CPU has AVX512_BF16).

@@ -1,6 +1,7 @@
 // GEMM driver: path selection, cache blocking, OpenMP partitioning, and the portable
-// C++ microkernel. The per-ISA microkernels and packers live in gemm_avx2.cpp and
-// gemm_avx512.cpp (compiled with their own target flags, picked at run time).
+// C++ microkernel. The per-ISA microkernels and packers live in gemm_avx2.cpp,
+// gemm_avx512.cpp and gemm_amx.cpp (compiled with their own target flags, picked at
+// run time).
 //
 // Packed path (per thread, on its own rectangle of C; no barriers):
 //   for jc in N by NC:      pack B[:, jc:jc+NC] for all of K (KC blocks of NR panels)
@@ -89,9 +90,10 @@ void gen_micro(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
       for (int j = 0; j < kGenNR; ++j) acc[i][j] += a[i] * b[j];
   tile_epilogue_ref(&acc[0][0], kGenNR, e);
 }
-const PackedKernel kGenericKernel = {kGenMR,    kGenNR,    1,         4,
-                                     50,        512,       gen_pack_a, gen_pack_b,
-                                     gen_micro, "generic:packed4x8", nullptr, nullptr};
+const PackedKernel kGenericKernel = {kGenMR,    kGenNR,    1,          4,
+                                     50,        512,       50,         gen_pack_a,
+                                     gen_pack_b, gen_micro, "generic:packed4x8", nullptr,
+                                     nullptr};
 
 // ---- path selection ----------------------------------------------------------------
 // Small M: B contiguous along K (x @ W.t()) -> dot form streaming W rows, parallel over
@@ -157,10 +159,8 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
   const int64_t kc0 = clampi(l1 * pk.kc_l1_pct / 100 / (pk.nr * eb), 128, pk.kc_max) / 8 * 8;
   const int64_t nkb = ceil_div(K, kc0);
   b.kc = round_up(ceil_div(K, nkb), imax(8, pk.kpack));
-  // MC: the A block (MC x KC) takes half of L2; a quarter for AMX, whose B panels
-  // stream from L2 beside it (2048x1024x479, one thread: 1206 vs 840 GFLOP/s).
-  const bool amx = pk.kpack == 32;
-  b.mc = clampi(l2 / (amx ? 4 : 2) / (b.kc * eb), pk.mr, 1024) / pk.mr * pk.mr;
+  // MC: the kernel's share of L2 for the A block (MC x KC).
+  b.mc = clampi(l2 * pk.mc_l2_pct / 100 / (b.kc * eb), pk.mr, 1024) / pk.mr * pk.mr;
   int64_t nc;
   if (m_thread <= b.mc) {
     // One M block: B is packed per K block (KC x NC) and used at once, next to the

@@ -60,9 +60,10 @@ struct PackedKernel {
   int kpack;       // K is padded to a multiple of this: 1; 2 for K-pair-interleaved bf16
                    // panels (vdpbf16ps); 32 for AMX (a tile row holds 32 bf16 of K)
   int elem_bytes;  // bytes of one packed element (4 fp32, 2 bf16)
-  // KC: the B micro-panel (KC x NR) may take this percentage of L1, KC at most kc_max
-  // (measured per kernel; see their definitions).
-  int kc_l1_pct, kc_max;
+  // KC: the B micro-panel (KC x NR) may take this percentage of L1, KC at most kc_max;
+  // MC: the A block (MC x KC) this percentage of L2 (measured per kernel; see their
+  // definitions).
+  int kc_l1_pct, kc_max, mc_l2_pct;
   void (*pack_a)(const void* A, int64_t sam, int64_t sak, bool in_bf16, int64_t m, int64_t k,
                  void* dst);
   void (*pack_b)(const void* B, int64_t sbk, int64_t sbn, bool in_bf16, int64_t k, int64_t n,

@@ -1,6 +1,6 @@
 // AMX bf16 GEMM microkernel: a 32x32 fp32 C block in four 16x16 accumulator tiles, fed
 // per 32-deep K step by two A tiles (16 rows x 32 bf16 of K) and two B tiles (16 K-pairs
-// x 16 columns). tdpbf16ps does 16x16x32 multiply-adds, 16x the work of a vdpbf16ps.
+// x 16 columns). tdpbf16ps does 16x16x32 multiply-adds, 256x a 512-bit vdpbf16ps.
 // Panels: A as [kpad/32][32 rows][32 k] (a tile row is 64 contiguous bytes), B as the
 // K-pair panels [kpad/2][32 cols][2] of the AVX512_BF16 kernel, padded to kpad = K
 // rounded up to 32, so B tile j is the 64-byte half j of each 128-byte pair row.
@@ -125,10 +125,13 @@ void amx_end() { amx_release(); }
 
 // KC 1024 (a 64 KiB B panel, partly from L2): partial sums would otherwise round-trip
 // through the fp32 scratch, which cost more (2048x1024x1024 on one thread: 1158 vs
-// 851 GFLOP/s at KC 384).
-const PackedKernel kAmxKernel = {kMR,        kNR,        kKStep,          2,
-                                 200,        1024,       pack_a_amx,      pack_b_amx,
-                                 micro_amx_32x32, "amx:bf16_32x32", amx_begin, amx_end};
+// 851 GFLOP/s at KC 384; KC 512 and 768 measured 1.5-1.6 TFLOP/s on two threads
+// against 2.2 at 1024). The A block takes a quarter of L2, not half: the B panels
+// stream from L2 beside it (2048x1024x479, one thread: 1206 vs 840 GFLOP/s).
+const PackedKernel kAmxKernel = {kMR,        kNR,        kKStep,     2,
+                                 200,        1024,       25,         pack_a_amx,
+                                 pack_b_amx, micro_amx_32x32, "amx:bf16_32x32", amx_begin,
+                                 amx_end};
 
 }  // namespace
 

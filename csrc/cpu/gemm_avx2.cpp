@@ -216,8 +216,8 @@ void pack_b_avx2(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, 
   else pack_b_t<F32In>(static_cast<const float*>(B), sbk, sbn, k, n, static_cast<float*>(dst));
 }
 
-const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, 50, 512, pack_a_avx2, pack_b_avx2, micro_6x16,
-                                  "avx2:packed6x16", nullptr, nullptr};
+const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, 50, 512, 50, pack_a_avx2, pack_b_avx2,
+                                  micro_6x16, "avx2:packed6x16", nullptr, nullptr};
 
 // ---- tiny M (<= 4), B contiguous along N: row streaming ---------------------------
 // C rows are accumulated in memory (an L1-sized column block at a time) while KU rows

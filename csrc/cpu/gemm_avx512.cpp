@@ -177,9 +177,9 @@ void pack_b_bf16(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64
 // over C. Granite Rapids-class VM, two threads, median of 15 calls, KC 512 vs 192:
 // 2048^3 55.8-57.0 vs 64.6-67.1 ms, 2048x512x3456 23.5 vs 26.5 ms, 2048x256x512 1.60 vs
 // 2.32 ms. Not measured on Ice Lake, whose L1 is also 48 KiB.
-const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, 150, 512, pack_a_f32, pack_b_f32,
+const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, 150, 512, 50, pack_a_f32, pack_b_f32,
                                  micro_f32_14x32, "avx512:packed14x32", nullptr, nullptr};
-const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, 50, 512, pack_a_bf16, pack_b_bf16,
+const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, 50, 512, 50, pack_a_bf16, pack_b_bf16,
                                   micro_bf16dp_14x32, "avx512_bf16:dpbf16_14x32", nullptr, nullptr};
 
 }  // namespace
