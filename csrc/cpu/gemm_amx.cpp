@@ -120,9 +120,6 @@ void pack_b_amx(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64_
                            static_cast<uint16_t*>(dst));
 }
 
-void amx_begin() { amx_configure(); }
-void amx_end() { amx_release(); }
-
 // KC 1024 (a 64 KiB B panel, partly from L2): partial sums would otherwise round-trip
 // through the fp32 scratch, which cost more (2048x1024x1024 on one thread: 1158 vs
 // 851 GFLOP/s at KC 384; KC 512 and 768 measured 1.5-1.6 TFLOP/s on two threads
@@ -130,8 +127,8 @@ void amx_end() { amx_release(); }
 // stream from L2 beside it (2048x1024x479, one thread: 1206 vs 840 GFLOP/s).
 const PackedKernel kAmxKernel = {kMR,        kNR,        kKStep,     2,
                                  200,        1024,       25,         pack_a_amx,
-                                 pack_b_amx, micro_amx_32x32, "amx:bf16_32x32", amx_begin,
-                                 amx_end};
+                                 pack_b_amx, micro_amx_32x32, "amx:bf16_32x32", amx_configure,
+                                 amx_release};
 
 }  // namespace
 

@@ -115,16 +115,15 @@ inline void pack_pairs(const uint16_t* src, int64_t s_mn, int64_t s_k, int valid
         for (int j = c0; j < c0 + cw; ++j) scalar_pair(kk2, j);
     }
   } else if (s_mn == 1 && width == 32) {
-    // out[2j] = row0[j], out[2j + 1] = row1[j]: j < 16 from the first permute, j >= 16
-    // from the second.
-    alignas(64) uint16_t ilo[32], ihi[32];
-    for (int j = 0; j < 16; ++j) {
-      ilo[2 * j] = static_cast<uint16_t>(j);
-      ilo[2 * j + 1] = static_cast<uint16_t>(32 + j);
-      ihi[2 * j] = static_cast<uint16_t>(16 + j);
-      ihi[2 * j + 1] = static_cast<uint16_t>(48 + j);
-    }
-    const __m512i idx_lo = _mm512_load_si512(ilo), idx_hi = _mm512_load_si512(ihi);
+    // out[2j] = row0[j], out[2j + 1] = row1[j] (vpermt2w: index 32 + j is row1[j]);
+    // j < 16 from the first permute, j >= 16 from the second.
+    alignas(64) static constexpr uint16_t kLo[32] = {
+        0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+        8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+    alignas(64) static constexpr uint16_t kHi[32] = {
+        16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+        24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+    const __m512i idx_lo = _mm512_load_si512(kLo), idx_hi = _mm512_load_si512(kHi);
     const __mmask32 m = lanes32(valid);
     for (int64_t kk2 = 0; kk2 < k2; ++kk2) {
       const int64_t kk = 2 * kk2;

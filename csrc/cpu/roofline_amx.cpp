@@ -9,7 +9,7 @@ double amx_bf16_chains(int64_t iters, double* flops) {
   // bf16 1e-3 (0x3a83): 32 products of 1e-6 per step keep the sums small and normal.
   alignas(64) uint16_t in[16 * 32];
   for (auto& v : in) v = 0x3a83;
-  alignas(64) float out[16 * 16];
+  alignas(64) float out[6][16 * 16];
   amx_configure();
   amx_memory_fence();
   _tile_loadd(6, in, 64);
@@ -28,19 +28,15 @@ double amx_bf16_chains(int64_t iters, double* flops) {
     _tile_dpbf16ps(4, 6, 7);
     _tile_dpbf16ps(5, 6, 7);
   }
-  double s = 0;
-  for (int t = 0; t < 6; ++t) {
-    switch (t) {  // tile numbers must be compile-time constants
-      case 0: _tile_stored(0, out, 64); break;
-      case 1: _tile_stored(1, out, 64); break;
-      case 2: _tile_stored(2, out, 64); break;
-      case 3: _tile_stored(3, out, 64); break;
-      case 4: _tile_stored(4, out, 64); break;
-      default: _tile_stored(5, out, 64); break;
-    }
-    s += out[0] + out[255];
-  }
+  _tile_stored(0, out[0], 64);
+  _tile_stored(1, out[1], 64);
+  _tile_stored(2, out[2], 64);
+  _tile_stored(3, out[3], 64);
+  _tile_stored(4, out[4], 64);
+  _tile_stored(5, out[5], 64);
   amx_release();
+  double s = 0;
+  for (const auto& t : out) s += t[0] + t[255];
   *flops = 2.0 * 16 * 16 * 32 * 6 * static_cast<double>(iters);
   return s;
 }
