@@ -201,3 +201,32 @@ def test_bf16_packed_kernel_follows_the_isa(M, N, K):
     # fp32 sums rounded once to bf16 (2^-8 relative), plus fp32 accumulation error
     tol = 2e-3 * (K + 1) ** 0.5 + ref.abs() / 128
     assert bool(((out.double() - ref).abs() <= tol).all())
+
+
+@pytest.mark.parametrize(
+    "M, N, K, lda",
+    [
+        (31, 40, 1100, 1100),  # A read in place: edge rows packed, three K blocks (KC 512)
+        (257, 16, 600, 603),  # the 14x16 kernel, a padded row stride
+        (100, 64, 1024, 1024),  # a 4 KiB row stride with 2 panels (still read in place)
+        (45, 500, 300, 1024),  # a 4 KiB row stride with 16 panels (packed instead)
+    ],
+)
+def test_fp32_row_major_a_in_place_and_narrow_n(M, N, K, lda):
+    """fp32 A with unit stride along K is read in place for few B panels; the results
+    match float64 on whole and edge tiles, with bias and ReLU."""
+    from pydeepbench import _native
+
+    C = _native.cpu()
+    gen = torch.Generator().manual_seed(M * N + K)
+    a = torch.randn(M, lda, generator=gen)[:, :K]
+    b = torch.randn(N, K, generator=gen).t()
+    bias = torch.randn(N, generator=gen)
+    out = torch.empty(M, N)
+    args = (_native.arg(a), _native.arg(b), _native.arg(out), _native.arg(bias), True)
+    if C.isa() in ("avx512", "avx512_bf16", "amx"):
+        assert C.gemm_path(*args) == ("avx512:packed14x16" if N <= 16 else "avx512:packed14x32")
+    C.gemm(*args)
+    ref = (a.double() @ b.double() + bias.double()).clamp_min(0)
+    tol = 1e-5 * (K + 1) ** 0.5 * 4 + 1e-5 * ref.abs()
+    assert bool(((out.double() - ref).abs() <= tol).all())

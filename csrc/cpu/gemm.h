@@ -74,10 +74,16 @@ struct PackedKernel {
   // then release the tiles), or nullptr.
   void (*begin)();
   void (*end)();
+  // fp32 only, or nullptr: micro with A read in place instead of from a packed panel
+  // (mr full rows lda apart, unit stride along K), for blocks whose A packing would be
+  // used by too few B panels to pay for itself.
+  void (*micro_direct)(int64_t k, const float* a, int64_t lda, const void* b,
+                       const TileEpi& e);
 };
 
 const PackedKernel* packed_kernel_avx2();
-const PackedKernel* packed_kernel_avx512(bool bf16_dot);  // vdpbf16ps panels when bf16_dot
+// vdpbf16ps panels when bf16_dot; fp32 panels 16 wide when n <= 16, else 32.
+const PackedKernel* packed_kernel_avx512(bool bf16_dot, int64_t n);
 // bf16 on AMX tiles; nullptr when the compiler could not build the AMX translation unit.
 const PackedKernel* packed_kernel_amx();
 

@@ -128,7 +128,7 @@ void pack_b_amx(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64_
 const PackedKernel kAmxKernel = {kMR,        kNR,        kKStep,     2,
                                  200,        1024,       25,         pack_a_amx,
                                  pack_b_amx, micro_amx_32x32, "amx:bf16_32x32", amx_configure,
-                                 amx_release};
+                                 amx_release, nullptr};
 
 }  // namespace
 

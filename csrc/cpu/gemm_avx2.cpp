@@ -217,7 +217,7 @@ void pack_b_avx2(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, 
 }
 
 const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, 50, 512, 50, pack_a_avx2, pack_b_avx2,
-                                  micro_6x16, "avx2:packed6x16", nullptr, nullptr};
+                                  micro_6x16, "avx2:packed6x16", nullptr, nullptr, nullptr};
 
 // ---- tiny M (<= 4), B contiguous along N: row streaming ---------------------------
 // C rows are accumulated in memory (an L1-sized column block at a time) while KU rows

@@ -23,59 +23,79 @@ namespace {
 constexpr int kMR = 14, kNR = 32;
 
 // Pull the tile's C (or partial-sum) rows toward L1 while the K loop runs.
+template <int NV>
 inline void prefetch_c(const TileEpi& e) {
   const char* pc = e.accumulate ? reinterpret_cast<const char*>(e.w)
                                 : static_cast<const char*>(e.c);
   const int64_t ld = e.accumulate ? e.ldw * 4 : e.ldc * (e.c_bf16 ? 2 : 4);
-  const int64_t row_bytes = e.accumulate || !e.c_bf16 ? 4 * kNR : 2 * kNR;
+  const int64_t row_bytes = e.accumulate || !e.c_bf16 ? 64 * NV : 32 * NV;
   for (int i = 0; i < e.m; ++i)
     for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pc + i * ld + o, _MM_HINT_T0);
 }
 
-// Runs kloop(acc) and stores the tile. The K loop is instantiated once per epilogue flag
-// combination, so the accumulators go from the loop to the stores in registers: one
-// shared loop followed by a runtime-dispatched store made GCC copy every accumulator to
-// the stack twice: ~450 cycles a tile, measured on Ice Lake as the per-call intercept
-// of the 12x32 kernel (16% of a KC = 192 tile). Edge tiles store with masks, not
-// through a scalar epilogue (dlrm set, one run each: the 2048x512x13 layer 0.93x MKL
-// with masks, 0.51-0.55x without).
-template <typename KLoop>
+// Runs kloop(acc) and stores the 14 x 16*NV tile. The K loop is instantiated once per
+// epilogue flag combination, so the accumulators go from the loop to the stores in
+// registers: one shared loop followed by a runtime-dispatched store made GCC copy every
+// accumulator to the stack twice: ~450 cycles a tile, measured on Ice Lake as the
+// per-call intercept of the 12x32 kernel (16% of a KC = 192 tile). Edge tiles store with
+// masks, not through a scalar epilogue (dlrm set, one run each: the 2048x512x13 layer
+// 0.93x MKL with masks, 0.51-0.55x without).
+template <int NV, typename KLoop>
 inline void run_tile(const TileEpi& e, KLoop&& kloop) {
-  prefetch_c(e);
-  const bool edge = e.m != kMR || e.n != kNR;
+  prefetch_c<NV>(e);
+  const bool edge = e.m != kMR || e.n != 16 * NV;
   with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
     constexpr bool kAcc = decltype(acc_flag)::value, kFinal = decltype(final_flag)::value;
-    __m512 acc[kMR][2];
+    __m512 acc[kMR][NV];
     kloop(acc);
-    if (edge) tile_store<kMR, 2, kAcc, kFinal, true>(acc, e);
-    else tile_store<kMR, 2, kAcc, kFinal, false>(acc, e);
+    if (edge) tile_store<kMR, NV, kAcc, kFinal, true>(acc, e);
+    else tile_store<kMR, NV, kAcc, kFinal, false>(acc, e);
   });
 }
 
-void micro_f32_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
-  run_tile(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
-    const float* a = static_cast<const float*>(a_);
-    const float* b = static_cast<const float*>(b_);
+// fp32 14 x 16*NV tile. Packed A ([k][14]), or with Direct, A read in place: 14 rows
+// lda apart, unit stride along K (the driver passes only full 14-row tiles then).
+// Direct addresses rows as base + {0, 1, 2} * lda from five base pointers, so the K
+// loop needs 8 general registers, not 14 row pointers.
+template <int NV, bool Direct>
+inline void micro_f32(int64_t kpad, const float* a, int64_t lda, const float* b,
+                      const TileEpi& e) {
+  run_tile<NV>(e, [&](__m512 (&acc)[kMR][NV]) __attribute__((always_inline)) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+    const float* base[5];
+    for (int q = 0; q < 5; ++q) base[q] = a + 3 * q * lda;
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kpad; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+      __m512 bv[NV];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
       for (int i = 0; i < kMR; ++i) {
-        const __m512 av = _mm512_set1_ps(a[i]);
-        acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-        acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+        const __m512 av = _mm512_set1_ps(Direct ? base[i / 3][k + (i % 3) * lda] : a[i]);
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
       }
-      a += kMR;
-      b += kNR;
+      if (!Direct) a += kMR;
+      b += 16 * NV;
     }
   });
 }
 
+template <int NV>
+void micro_f32_packed(int64_t kpad, const void* a, const void* b, const TileEpi& e) {
+  micro_f32<NV, false>(kpad, static_cast<const float*>(a), 0, static_cast<const float*>(b), e);
+}
+template <int NV>
+void micro_f32_direct(int64_t k, const float* a, int64_t lda, const void* b, const TileEpi& e) {
+  micro_f32<NV, true>(k, a, lda, static_cast<const float*>(b), e);
+}
+
 // kpad is even; a: [kpad/2][14][2] bf16, b: [kpad/2][32][2] bf16.
 void micro_bf16dp_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
-  run_tile(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
+  run_tile<2>(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
     const uint16_t* a = static_cast<const uint16_t*>(a_);
     const uint16_t* b = static_cast<const uint16_t*>(b_);
 #pragma GCC unroll 16
@@ -160,10 +180,11 @@ void pack_a_f32(const void* A, int64_t sam, int64_t sak, bool bf16, int64_t m, i
   if (bf16) pack_f32_panels<Bf16In>(static_cast<const uint16_t*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
   else pack_f32_panels<F32In>(static_cast<const float*>(A), sam, sak, m, k, kMR, static_cast<float*>(dst));
 }
+template <int NR>
 void pack_b_f32(const void* B, int64_t sbk, int64_t sbn, bool bf16, int64_t k, int64_t n,
                 void* dst) {
-  if (bf16) pack_f32_panels<Bf16In>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
-  else pack_f32_panels<F32In>(static_cast<const float*>(B), sbn, sbk, n, k, kNR, static_cast<float*>(dst));
+  if (bf16) pack_f32_panels<Bf16In>(static_cast<const uint16_t*>(B), sbn, sbk, n, k, NR, static_cast<float*>(dst));
+  else pack_f32_panels<F32In>(static_cast<const float*>(B), sbn, sbk, n, k, NR, static_cast<float*>(dst));
 }
 // Only used for bf16 inputs (the driver picks this kernel for bf16 only).
 void pack_a_bf16(const void* A, int64_t sam, int64_t sak, bool, int64_t m, int64_t k, void* dst) {
@@ -177,15 +198,28 @@ void pack_b_bf16(const void* B, int64_t sbk, int64_t sbn, bool, int64_t k, int64
 // over C. Granite Rapids-class VM, two threads, median of 15 calls, KC 512 vs 192:
 // 2048^3 55.8-57.0 vs 64.6-67.1 ms, 2048x512x3456 23.5 vs 26.5 ms, 2048x256x512 1.60 vs
 // 2.32 ms. Not measured on Ice Lake, whose L1 is also 48 KiB.
-const PackedKernel kF32Kernel = {kMR, kNR, 1, 4, 150, 512, 50, pack_a_f32, pack_b_f32,
-                                 micro_f32_14x32, "avx512:packed14x32", nullptr, nullptr};
-const PackedKernel kBf16Kernel = {kMR, kNR, 2, 2, 50, 512, 50, pack_a_bf16, pack_b_bf16,
-                                  micro_bf16dp_14x32, "avx512_bf16:dpbf16_14x32", nullptr, nullptr};
+const PackedKernel kF32Kernel = {kMR,         kNR,           1,
+                                 4,           150,           512,
+                                 50,          pack_a_f32,    pack_b_f32<kNR>,
+                                 micro_f32_packed<2>, "avx512:packed14x32", nullptr,
+                                 nullptr,     micro_f32_direct<2>};
+// N <= 16: one vector of columns, so no half-empty 32-wide tiles (KC as for 14x32).
+const PackedKernel kF32KernelN16 = {kMR,         16,            1,
+                                    4,           75,            512,
+                                    50,          pack_a_f32,    pack_b_f32<16>,
+                                    micro_f32_packed<1>, "avx512:packed14x16", nullptr,
+                                    nullptr,     micro_f32_direct<1>};
+const PackedKernel kBf16Kernel = {kMR,         kNR,         2,
+                                  2,           50,          512,
+                                  50,          pack_a_bf16, pack_b_bf16,
+                                  micro_bf16dp_14x32, "avx512_bf16:dpbf16_14x32", nullptr,
+                                  nullptr,     nullptr};
 
 }  // namespace
 
-const PackedKernel* packed_kernel_avx512(bool bf16_dot) {
-  return bf16_dot ? &kBf16Kernel : &kF32Kernel;
+const PackedKernel* packed_kernel_avx512(bool bf16_dot, int64_t n) {
+  if (bf16_dot) return &kBf16Kernel;
+  return n <= 16 ? &kF32KernelN16 : &kF32Kernel;
 }
 
 }  // namespace pdb::cpu::detail
