@@ -22,17 +22,6 @@ namespace {
 
 constexpr int kMR = 14, kNR = 32;
 
-// Pull the tile's C (or partial-sum) rows toward L1 while the K loop runs.
-template <int NV>
-inline void prefetch_c(const TileEpi& e) {
-  const char* pc = e.accumulate ? reinterpret_cast<const char*>(e.w)
-                                : static_cast<const char*>(e.c);
-  const int64_t ld = e.accumulate ? e.ldw * 4 : e.ldc * (e.c_bf16 ? 2 : 4);
-  const int64_t row_bytes = e.accumulate || !e.c_bf16 ? 64 * NV : 32 * NV;
-  for (int i = 0; i < e.m; ++i)
-    for (int64_t o = 0; o < row_bytes; o += 64) _mm_prefetch(pc + i * ld + o, _MM_HINT_T0);
-}
-
 // Runs kloop(acc) and stores the 14 x 16*NV tile. The K loop is instantiated once per
 // epilogue flag combination, so the accumulators go from the loop to the stores in
 // registers: one shared loop followed by a runtime-dispatched store made GCC copy every
@@ -40,9 +29,11 @@ inline void prefetch_c(const TileEpi& e) {
 // per-call intercept of the 12x32 kernel (16% of a KC = 192 tile). Edge tiles store with
 // masks, not through a scalar epilogue (dlrm set, one run each: the 2048x512x13 layer
 // 0.93x MKL with masks, 0.51-0.55x without).
+// No C prefetch here: GCC 12 had silently dropped the one this kernel called (a function
+// of prefetches only), and forced inline it changed nothing (2048^3, 2048x1024x1024,
+// 2048x512x415: within the noise); the driver prefetches C for the short tiles.
 template <int NV, typename KLoop>
 inline void run_tile(const TileEpi& e, KLoop&& kloop) {
-  prefetch_c<NV>(e);
   const bool edge = e.m != kMR || e.n != 16 * NV;
   with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
     constexpr bool kAcc = decltype(acc_flag)::value, kFinal = decltype(final_flag)::value;
