@@ -14,12 +14,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pydeepbench import _native
 from pydeepbench.ops import _triton
 from pydeepbench.ops._spec import OpSpec
 from pydeepbench.ops.gemm import (
     NATIVE_DTYPES,
     TOLERANCES,
     Gemm,
+    cpu_gemm,
     native_available,
     native_gemm,
 )
@@ -138,6 +140,8 @@ def linear_ootb(x, weight, bias, activation):
 )
 def linear_native(x, weight, bias, activation):
     """Our GEMM (C++ or CUDA) with bias + ReLU applied in the epilogue, in registers."""
+    if not x.is_cuda:
+        return cpu_gemm(x, _native.arg_t(weight), weight.shape[0], bias, activation == "relu")
     return native_gemm(x, weight.t(), bias, activation == "relu")
 
 
