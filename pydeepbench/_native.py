@@ -34,11 +34,8 @@ def arg(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
 
 def arg_t(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """arg(t.t()) of a 2-D tensor without building the view."""
-    (r, c), (sr, sc) = t.shape, t.stride()
-    code = DTYPE_CODES.get(t.dtype)
-    if code is None:
-        raise TypeError(f"dtype {t.dtype} cannot be passed to native kernels")
-    return (t.data_ptr(), (c, r), (sc, sr), code)
+    ptr, (r, c), (sr, sc), code = arg(t)
+    return (ptr, (c, r), (sc, sr), code)
 
 
 # Below this size torch's allocator (glibc) keeps freed memory in its heap anyway.

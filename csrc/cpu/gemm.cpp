@@ -144,7 +144,7 @@ int threads_for(const GemmArgs& g) {
 // ---- blocking ----------------------------------------------------------------------
 struct Blocking {
   int64_t kc, mc, nc;
-  int64_t l2;  // per-core L2 bytes (clamped)
+  int64_t rows_outer_bytes;  // a K block of packed B up to this size runs row panels outer
 };
 
 int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
@@ -158,7 +158,8 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
   const int64_t l3 = clampi(f.l3_bytes, 2 << 20, 32 << 20);
   const int64_t eb = pk.elem_bytes;
   Blocking b;
-  b.l2 = l2;
+  // Row panels outer when a K block of B fits in half of L2 (see run_packed).
+  b.rows_outer_bytes = l2 / 2;
   // KC: the kernel's share of L1 for one B micro-panel (KC x NR); balanced over K.
   const int64_t kc0 = clampi(l1 * pk.kc_l1_pct / 100 / (pk.nr * eb), 128, pk.kc_max) / 8 * 8;
   const int64_t nkb = ceil_div(K, kc0);
@@ -264,7 +265,7 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
         // Two threads, median of 20+ calls, column- vs row-panel order: 2048x512x13 0.34
         // vs 0.20 ms, 2048x512x64 0.70 vs 0.51, 2048x512x256 1.88 vs 1.71, 2048x512x415
         // 2.71 vs 2.56; with a 2 MB block (2048x1024x479) 6.3 vs 6.7, so not there.
-        const bool rows_outer = kpad * ncur * eb <= bl.l2 / 2;
+        const bool rows_outer = kpad * ncur * eb <= bl.rows_outer_bytes;
         auto tile = [&](int64_t jp, int64_t ip, bool pf_next) {
           const int64_t j = jp * nr, col = jc + j, i = ip * mr, row = ic + i;
           const char* bpan = bblock + jp * pan_bytes;
