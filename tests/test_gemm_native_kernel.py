@@ -232,3 +232,26 @@ def test_fp32_row_major_a_in_place_and_narrow_n(M, N, K, lda):
     C.gemm(*args)
     ref = (a.double() @ b.double() + bias.double()).clamp_min(0)
     assert bool(((out.double() - ref).abs() <= tolerance(K, ref, torch.float32)).all())
+
+
+def test_malformed_tensor_arguments_raise():
+    """The binding's tuple parser refuses what torch would never hand it, by name."""
+    import pydeepbench._C as C
+
+    a, b, out = torch.ones(2, 3), torch.ones(3, 4), torch.empty(2, 4)
+    good = _arg(a)
+    bad = {
+        "expected \\(data_ptr": good[:3],
+        "sizes must be ints": (good[0], [2.0, 3.0], good[2], 0),
+        "sizes must be a tuple": (good[0], 6, good[2], 0),
+        "more than 8 dimensions": (good[0], [1] * 9, [1] * 9, 0),
+        "differ in rank": (good[0], [2, 3], [3], 0),
+        "negative strides": (good[0], [2, 3], [3, -1], 0),
+        "unknown dtype code": (good[0], [2, 3], [3, 1], 9),
+        "null data pointer": (0, [2, 3], [3, 1], 0),
+    }
+    for msg, arg in bad.items():
+        with pytest.raises(ValueError, match=msg):
+            C.gemm(arg, _arg(b), _arg(out), None, False)
+    with pytest.raises(OverflowError):
+        C.gemm((-1, [2, 3], [3, 1], 0), _arg(b), _arg(out), None, False)

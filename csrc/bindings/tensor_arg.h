@@ -13,29 +13,57 @@
 namespace pdb {
 
 struct TensorArg {
+  static constexpr int kMaxDim = 8;
   void* data;
-  std::vector<int64_t> sizes, strides;
+  int64_t sizes[kMaxDim], strides[kMaxDim];
+  int ndim;
   DType dtype;
 
-  int64_t dim() const { return static_cast<int64_t>(sizes.size()); }
+  int64_t dim() const { return ndim; }
   int64_t numel() const {
     int64_t n = 1;
-    for (auto s : sizes) n *= s;
+    for (int i = 0; i < ndim; ++i) n *= sizes[i];
     return n;
   }
 };
 
+namespace detail {
+// Reads a tuple or list of ints (torch.Size, Tensor.stride()) into out; returns its length.
+// Plain CPython calls, no temporaries: this runs for every tensor of every native call,
+// and at DLRM's smallest layers the call is mostly this kind of overhead.
+inline int read_ints(PyObject* seq, int64_t* out, const char* name, const char* what) {
+  PDB_CHECK(PyTuple_Check(seq) || PyList_Check(seq), name, ": ", what, " must be a tuple");
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PDB_CHECK(n <= TensorArg::kMaxDim, name, ": more than ", TensorArg::kMaxDim, " dimensions");
+  PyObject** items = PySequence_Fast_ITEMS(seq);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PDB_CHECK(PyLong_Check(items[i]), name, ": ", what, " must be ints");
+    out[i] = PyLong_AsLongLong(items[i]);
+    if (out[i] == -1 && PyErr_Occurred()) throw pybind11::error_already_set();
+  }
+  return static_cast<int>(n);
+}
+}  // namespace detail
+
 inline TensorArg tensor_arg(const pybind11::tuple& t, const char* name) {
   PDB_CHECK(t.size() == 4, name, ": expected (data_ptr, sizes, strides, dtype)");
+  PyObject* const* f = &PyTuple_GET_ITEM(t.ptr(), 0);
+  PDB_CHECK(PyLong_Check(f[0]) && PyLong_Check(f[3]), name,
+            ": data_ptr and dtype code must be ints");
   TensorArg a;
-  a.data = reinterpret_cast<void*>(t[0].cast<uintptr_t>());
-  a.sizes = t[1].cast<std::vector<int64_t>>();
-  a.strides = t[2].cast<std::vector<int64_t>>();
-  const int code = t[3].cast<int>();
+  // Not PyLong_AsVoidPtr: it takes a negative int as an address.
+  const unsigned long long ptr = PyLong_AsUnsignedLongLong(f[0]);
+  if (ptr == static_cast<unsigned long long>(-1) && PyErr_Occurred())
+    throw pybind11::error_already_set();
+  a.data = reinterpret_cast<void*>(static_cast<uintptr_t>(ptr));
+  a.ndim = detail::read_ints(f[1], a.sizes, name, "sizes");
+  const int nstrides = detail::read_ints(f[2], a.strides, name, "strides");
+  const long code = PyLong_AsLong(f[3]);
+  if (code == -1 && PyErr_Occurred()) throw pybind11::error_already_set();
   PDB_CHECK(code >= 0 && code <= static_cast<int>(DType::i64), name, ": unknown dtype code ", code);
   a.dtype = static_cast<DType>(code);
-  PDB_CHECK(a.sizes.size() == a.strides.size(), name, ": sizes and strides differ in rank");
-  for (size_t i = 0; i < a.sizes.size(); ++i) {
+  PDB_CHECK(a.ndim == nstrides, name, ": sizes and strides differ in rank");
+  for (int i = 0; i < a.ndim; ++i) {
     PDB_CHECK(a.sizes[i] >= 0, name, ": negative size");
     PDB_CHECK(a.strides[i] >= 0, name, ": negative strides are not supported");
   }
