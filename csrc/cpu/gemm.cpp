@@ -177,6 +177,11 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
     // NC: the thread's packed B (all of K x NC) within its share of L3.
     const int64_t budget = clampi(l3 / 2 / nthr, 512 << 10, 8 << 20);
     nc = budget / (round_up(K, 8) * eb) / pk.nr * pk.nr;
+    // ... and a K block of it (KC x NC) within half of L2, so that row panels run
+    // outer (see run_packed); A is then packed once per NC block. Two threads, best of
+    // 15: 2048^3 63 -> 55 ms, 2048x3456x512 28 -> 24 ms, 2048x1024x1024 (one thread)
+    // 28 -> 24 ms.
+    nc = imin(nc, b.rows_outer_bytes / (b.kc * eb) / pk.nr * pk.nr);
   }
   nc = clampi(nc, 4 * pk.nr, 4096);
   // Even NC blocks over the thread's columns.
