@@ -32,15 +32,15 @@ constexpr int kMR = 14, kNR = 32;
 // No C prefetch here: GCC 12 had silently dropped the one this kernel called (a function
 // of prefetches only), and forced inline it changed nothing (2048^3, 2048x1024x1024,
 // 2048x512x415: within the noise); the driver prefetches C for the short tiles.
-template <int NV, typename KLoop>
+template <int R, int NV, typename KLoop>
 inline void run_tile(const TileEpi& e, KLoop&& kloop) {
-  const bool edge = e.m != kMR || e.n != 16 * NV;
+  const bool edge = e.m != R || e.n != 16 * NV;
   with_epi_flags(e, [&](auto acc_flag, auto final_flag) {
     constexpr bool kAcc = decltype(acc_flag)::value, kFinal = decltype(final_flag)::value;
-    __m512 acc[kMR][NV];
+    __m512 acc[R][NV];
     kloop(acc);
-    if (edge) tile_store<kMR, NV, kAcc, kFinal, true>(acc, e);
-    else tile_store<kMR, NV, kAcc, kFinal, false>(acc, e);
+    if (edge) tile_store<R, NV, kAcc, kFinal, true>(acc, e);
+    else tile_store<R, NV, kAcc, kFinal, false>(acc, e);
   });
 }
 
@@ -48,12 +48,15 @@ inline void run_tile(const TileEpi& e, KLoop&& kloop) {
 // lda apart, unit stride along K (the driver passes only full 14-row tiles then).
 // Direct addresses rows as base + {0, 1, 2} * lda from five base pointers, so the K
 // loop needs 8 general registers, not 14 row pointers.
-template <int NV, bool Direct>
+// R < 14: only the first R rows of the (still 14-row) packed panel, for a last row panel
+// of a few rows.
+template <int NV, bool Direct, int R = kMR>
 inline void micro_f32(int64_t kpad, const float* a, int64_t lda, const float* b,
                       const TileEpi& e) {
-  run_tile<NV>(e, [&](__m512 (&acc)[kMR][NV]) __attribute__((always_inline)) {
+  static_assert(!Direct || R == kMR, "A is read in place for full tiles only");
+  run_tile<R, NV>(e, [&](__m512 (&acc)[R][NV]) __attribute__((always_inline)) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kMR; ++i)
+    for (int i = 0; i < R; ++i)
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
     const float* base[5];
@@ -64,7 +67,7 @@ inline void micro_f32(int64_t kpad, const float* a, int64_t lda, const float* b,
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 16
-      for (int i = 0; i < kMR; ++i) {
+      for (int i = 0; i < R; ++i) {
         const __m512 av = _mm512_set1_ps(Direct ? base[i / 3][k + (i % 3) * lda] : a[i]);
 #pragma GCC unroll 2
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
@@ -75,9 +78,15 @@ inline void micro_f32(int64_t kpad, const float* a, int64_t lda, const float* b,
   });
 }
 
+// A last row panel of a few rows runs a shorter tile: M = 128 is 9 x 14 + 2 rows, and
+// the full tile would spend a tenth of such a layer on those 2 rows.
 template <int NV>
 void micro_f32_packed(int64_t kpad, const void* a, const void* b, const TileEpi& e) {
-  micro_f32<NV, false>(kpad, static_cast<const float*>(a), 0, static_cast<const float*>(b), e);
+  const float* af = static_cast<const float*>(a);
+  const float* bf = static_cast<const float*>(b);
+  if (e.m <= 4) return micro_f32<NV, false, 4>(kpad, af, 0, bf, e);
+  if (e.m <= 8) return micro_f32<NV, false, 8>(kpad, af, 0, bf, e);
+  micro_f32<NV, false>(kpad, af, 0, bf, e);
 }
 template <int NV>
 void micro_f32_direct(int64_t k, const float* a, int64_t lda, const void* b, const TileEpi& e) {
@@ -86,7 +95,7 @@ void micro_f32_direct(int64_t k, const float* a, int64_t lda, const void* b, con
 
 // kpad is even; a: [kpad/2][14][2] bf16, b: [kpad/2][32][2] bf16.
 void micro_bf16dp_14x32(int64_t kpad, const void* a_, const void* b_, const TileEpi& e) {
-  run_tile<2>(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
+  run_tile<kMR, 2>(e, [&](__m512 (&acc)[kMR][2]) __attribute__((always_inline)) {
     const uint16_t* a = static_cast<const uint16_t*>(a_);
     const uint16_t* b = static_cast<const uint16_t*>(b_);
 #pragma GCC unroll 16
