@@ -17,7 +17,6 @@
 
 #include <omp.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -199,6 +198,11 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
 // set (2048x512x1024, one thread: 13.0 vs 13.9 ms), so those keep packing beyond 2
 // panels (2048x64x1024: 2.25 vs 1.76 ms direct).
 constexpr int64_t kDirectMaxPanels = 32;
+bool reads_a_in_place(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t npanels) {
+  return pk.micro_direct && !bf16 && g.sak == 1 &&
+         (npanels <= 2 || (npanels <= kDirectMaxPanels && (g.sam * 4) % 4096 != 0));
+}
+
 bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0, int64_t m1,
                 int64_t n0, int64_t n1, const Blocking& bl) {
   if (m0 >= m1 || n0 >= n1) return true;
@@ -214,10 +218,7 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
   const bool one_mblock = m1 - m0 <= bl.mc;
   // Read fp32 A in place when each A panel would serve only a few B panels: packing it
   // costs more than the contiguous loads save (see kDirectMaxPanels).
-  const int64_t npanels = ceil_div(n1 - n0, nr);
-  const bool direct =
-      pk.micro_direct && !bf16 && g.sak == 1 &&
-      (npanels <= 2 || (npanels <= kDirectMaxPanels && (g.sam * 4) % 4096 != 0));
+  const bool direct = reads_a_in_place(pk, g, bf16, ceil_div(n1 - n0, nr));
   const int64_t bslots = one_mblock ? 1 : nkb;
   char* bbuf = static_cast<char*>(tls_buffer(kBufB, bslots * kc_pad * nc_max * eb));
   char* abuf = static_cast<char*>(tls_buffer(kBufA, kc_pad * mc_max * eb));
@@ -324,12 +325,14 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
 }
 
 // Split C into mt x nt thread rectangles (mt * nt = nthr) minimizing the modelled
-// per-thread time: compute on padded tiles + packing of the B panel and A blocks + C
-// rows shared across threads. Threads writing column ranges of the same 4 KiB pages of
-// C slow each other down (likely the L2 streamer fetching lines the other thread
-// owns): 128x512x13, two threads, best of 9 runs of 2000 calls, columns vs rows split
-// 24 vs 11 us; the charge is about that, per C element, and fades where a thread's
-// row segment spans several pages.
+// per-thread time: compute on padded tiles + packing of the B panel and A blocks (none
+// when A is read in place) + C rows shared across threads. Threads whose row segments
+// of C are shorter than a 4 KiB page share every page of C and slow each other down
+// (likely the L2 streamer fetching lines the other thread owns). Two threads, C++ loop,
+// columns vs rows split: 128x512x13 24 vs 11 us, 128x64x256 22 vs 16 us, 2048x64x256
+// 0.23 vs 0.17 ms, 2048x128x256 0.47 vs 0.38 ms: 0.4-1.3 ns per C element, charged as
+// 2 model units (~0.7 ns each). Columns where A is read in place: 2048x512x3456 21 vs
+// 22.8 ms.
 void choose_grid(const GemmArgs& g, const PackedKernel& pk, bool bf16, int nthr, int& mt,
                  int& nt) {
   const int64_t pm = ceil_div(g.M, pk.mr), pn = ceil_div(g.N, pk.nr);
@@ -342,9 +345,10 @@ void choose_grid(const GemmArgs& g, const PackedKernel& pk, bool bf16, int nthr,
     const double tm = static_cast<double>(ceil_div(pm, a) * pk.mr);
     const double tn = static_cast<double>(ceil_div(pn, bb) * pk.nr);
     const double flops_per_cycle = 2.0 * pk.mr * pk.nr / (pk.mr + 2);  // rough
-    double cost = tm * tn * g.K / flops_per_cycle + (tn * g.K) + tm * g.K * ceil_div(
-        static_cast<int64_t>(tn), 1024);
-    if (bb > 1) cost += tm * tn * std::min(1.0, 4096.0 / (tn * (bf16 ? 2 : 4)));
+    double cost = tm * tn * g.K / flops_per_cycle + tn * g.K;
+    if (!reads_a_in_place(pk, g, bf16, static_cast<int64_t>(tn) / pk.nr))
+      cost += tm * g.K * ceil_div(static_cast<int64_t>(tn), 1024);
+    if (bb > 1 && tn * (bf16 ? 2 : 4) < 4096) cost += 2 * tm * tn;
     if (best < 0 || cost < best) {
       best = cost;
       mt = a;
