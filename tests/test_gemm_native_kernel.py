@@ -244,8 +244,9 @@ def test_malformed_tensor_arguments_raise():
     bad = {
         "expected \\(data_ptr": good[:3],
         "sizes must be ints": (good[0], [2.0, 3.0], good[2], 0),
-        "sizes must be a tuple": (good[0], 6, good[2], 0),
-        "more than 8 dimensions": (good[0], [1] * 9, [1] * 9, 0),
+        "sizes must be a tuple or list": (good[0], 6, good[2], 0),
+        "sizes has more than 8 dimensions": (good[0], [1] * 9, [1] * 9, 0),
+        "overflows int64": (0, [2**62, 4], [4, 1], 0),
         "differ in rank": (good[0], [2, 3], [3], 0),
         "negative strides": (good[0], [2, 3], [3, -1], 0),
         "unknown dtype code": (good[0], [2, 3], [3, 1], 9),

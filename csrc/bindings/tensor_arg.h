@@ -32,9 +32,10 @@ namespace detail {
 // Plain CPython calls, no temporaries: this runs for every tensor of every native call,
 // and at DLRM's smallest layers the call is mostly this kind of overhead.
 inline int read_ints(PyObject* seq, int64_t* out, const char* name, const char* what) {
-  PDB_CHECK(PyTuple_Check(seq) || PyList_Check(seq), name, ": ", what, " must be a tuple");
+  PDB_CHECK(PyTuple_Check(seq) || PyList_Check(seq), name, ": ", what, " must be a tuple or list");
   const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-  PDB_CHECK(n <= TensorArg::kMaxDim, name, ": more than ", TensorArg::kMaxDim, " dimensions");
+  PDB_CHECK(n <= TensorArg::kMaxDim, name, ": ", what, " has more than ", TensorArg::kMaxDim,
+            " dimensions");
   PyObject** items = PySequence_Fast_ITEMS(seq);
   for (Py_ssize_t i = 0; i < n; ++i) {
     PDB_CHECK(PyLong_Check(items[i]), name, ": ", what, " must be ints");
@@ -63,11 +64,16 @@ inline TensorArg tensor_arg(const pybind11::tuple& t, const char* name) {
   PDB_CHECK(code >= 0 && code <= static_cast<int>(DType::i64), name, ": unknown dtype code ", code);
   a.dtype = static_cast<DType>(code);
   PDB_CHECK(a.ndim == nstrides, name, ": sizes and strides differ in rank");
+  int64_t numel = 1;
   for (int i = 0; i < a.ndim; ++i) {
     PDB_CHECK(a.sizes[i] >= 0, name, ": negative size");
     PDB_CHECK(a.strides[i] >= 0, name, ": negative strides are not supported");
+    // Checked: a wrapped product of huge sizes could read as empty and pass a null
+    // pointer below.
+    PDB_CHECK(!__builtin_mul_overflow(numel, a.sizes[i], &numel), name,
+              ": the number of elements overflows int64");
   }
-  PDB_CHECK(a.data != nullptr || a.numel() == 0, name, ": null data pointer");
+  PDB_CHECK(a.data != nullptr || numel == 0, name, ": null data pointer");
   return a;
 }
 

@@ -177,9 +177,10 @@ Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64
     const int64_t budget = clampi(l3 / 2 / nthr, 512 << 10, 8 << 20);
     nc = budget / (round_up(K, 8) * eb) / pk.nr * pk.nr;
     // ... and a K block of it (KC x NC) within half of L2, so that row panels run
-    // outer (see run_packed); A is then packed once per NC block. Two threads, best of
-    // 15: 2048^3 63 -> 55 ms, 2048x3456x512 28 -> 24 ms, 2048x1024x1024 (one thread)
-    // 28 -> 24 ms.
+    // outer (see run_packed; with an L2 of 256 KiB or less the clamp below keeps 4
+    // panels instead). More NC blocks means A is packed more often (once per NC
+    // block), and that is still faster. Two threads, best of 15: 2048^3 59-63 -> 53-56
+    // ms, 2048x3456x512 25-28 -> 23-24 ms; 2048x1024x1024 (one thread) 28 -> 23-26 ms.
     nc = imin(nc, b.rows_outer_bytes / (b.kc * eb) / pk.nr * pk.nr);
   }
   nc = clampi(nc, 4 * pk.nr, 4096);
@@ -330,9 +331,10 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
 // of C are shorter than a 4 KiB page share every page of C and slow each other down
 // (likely the L2 streamer fetching lines the other thread owns). Two threads, C++ loop,
 // columns vs rows split: 128x512x13 24 vs 11 us, 128x64x256 22 vs 16 us, 2048x64x256
-// 0.23 vs 0.17 ms, 2048x128x256 0.47 vs 0.38 ms: 0.4-1.3 ns per C element, charged as
+// 0.23 vs 0.17 ms, 2048x128x256 0.47 vs 0.38 ms: 0.4-1.5 ns per C element, charged as
 // 2 model units (~0.7 ns each). Columns where A is read in place: 2048x512x3456 21 vs
-// 22.8 ms.
+// 22.8 ms. (The A term still assumes one repack per 1024 columns; with NC capped at 512
+// for fp32 K >= 512 it undercounts by about 2x. The model was measured as it is.)
 void choose_grid(const GemmArgs& g, const PackedKernel& pk, bool bf16, int nthr, int& mt,
                  int& nt) {
   const int64_t pm = ceil_div(g.M, pk.mr), pn = ceil_div(g.N, pk.nr);

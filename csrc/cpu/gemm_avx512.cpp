@@ -22,13 +22,14 @@ namespace {
 
 constexpr int kMR = 14, kNR = 32;
 
-// Runs kloop(acc) and stores the 14 x 16*NV tile. The K loop is instantiated once per
-// epilogue flag combination, so the accumulators go from the loop to the stores in
-// registers: one shared loop followed by a runtime-dispatched store made GCC copy every
-// accumulator to the stack twice: ~450 cycles a tile, measured on Ice Lake as the
-// per-call intercept of the 12x32 kernel (16% of a KC = 192 tile). Edge tiles store with
-// masks, not through a scalar epilogue (dlrm set, one run each: the 2048x512x13 layer
-// 0.93x MKL with masks, 0.51-0.55x without).
+// Runs kloop(acc) and stores the R x 16*NV tile (R = 14, or 4 or 8 for a short last
+// row panel). The K loop is instantiated once per epilogue flag combination, so the
+// accumulators go from the loop to the stores in registers: one shared loop followed
+// by a runtime-dispatched store made GCC copy every accumulator to the stack twice:
+// ~450 cycles a tile, measured on Ice Lake as the per-call intercept of the 12x32
+// kernel (16% of a KC = 192 tile). Edge tiles store with masks, not through a scalar
+// epilogue (dlrm set, one run each: the 2048x512x13 layer 0.93x MKL with masks,
+// 0.51-0.55x without).
 // No C prefetch here: GCC 12 had silently dropped the one this kernel called (a function
 // of prefetches only), and forced inline it changed nothing (2048^3, 2048x1024x1024,
 // 2048x512x415: within the noise); the driver prefetches C for the short tiles.
@@ -44,7 +45,7 @@ inline void run_tile(const TileEpi& e, KLoop&& kloop) {
   });
 }
 
-// fp32 14 x 16*NV tile. Packed A ([k][14]), or with Direct, A read in place: 14 rows
+// fp32 R x 16*NV tile. Packed A ([k][14]), or with Direct, A read in place: 14 rows
 // lda apart, unit stride along K (the driver passes only full 14-row tiles then).
 // Direct addresses rows as base + {0, 1, 2} * lda from five base pointers, so the K
 // loop needs 8 general registers, not 14 row pointers.
