@@ -2,10 +2,8 @@
 // layer only validates, dispatches on dtype and calls, and links no libtorch.
 #pragma once
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "common/check.h"
 #include "common/tensor.h"
@@ -20,11 +18,6 @@ struct TensorArg {
   DType dtype;
 
   int64_t dim() const { return ndim; }
-  int64_t numel() const {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; ++i) n *= sizes[i];
-    return n;
-  }
 };
 
 namespace detail {
