@@ -32,12 +32,6 @@ def arg(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     return (t.data_ptr(), t.shape, t.stride(), code)
 
 
-def arg_t(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
-    """arg(t.t()) of a 2-D tensor without building the view."""
-    ptr, (r, c), (sr, sc), code = arg(t)
-    return (ptr, (c, r), (sc, sr), code)
-
-
 # Below this size torch's allocator (glibc) keeps freed memory in its heap anyway.
 POOL_MIN_BYTES = 1 << 20
 

@@ -22,8 +22,8 @@ from pydeepbench.ops.gemm import (
     TOLERANCES,
     Gemm,
     cpu_gemm,
+    cuda_gemm,
     native_available,
-    native_gemm,
 )
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -141,8 +141,11 @@ def linear_ootb(x, weight, bias, activation):
 def linear_native(x, weight, bias, activation):
     """Our GEMM (C++ or CUDA) with bias + ReLU applied in the epilogue, in registers."""
     if not x.is_cuda:
-        return cpu_gemm(x, _native.arg_t(weight), weight.shape[0], bias, activation == "relu")
-    return native_gemm(x, weight.t(), bias, activation == "relu")
+        # weight.t() as the kernel's argument, without building the view.
+        (n, k), (sn, sk) = weight.shape, weight.stride()
+        w_t = (weight.data_ptr(), (k, n), (sk, sn), _native.DTYPE_CODES[weight.dtype])
+        return cpu_gemm(x, w_t, n, bias, activation == "relu")
+    return cuda_gemm(x, weight.t(), bias, activation == "relu")
 
 
 @register_impl(
