@@ -40,13 +40,13 @@ def empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized CPU tensor for a native op's output or table: from the host pool
     (2 MiB-aligned, huge-page advised, reused after free; see csrc/cpu/host_pool.h) when
     it is at least POOL_MIN_BYTES, else torch.empty."""
-    numel = math.prod(shape)
-    if numel * dtype.itemsize < POOL_MIN_BYTES:
-        # Sizes as separate ints: torch's argument parser takes them ~0.4 us faster than
-        # a tuple, and this is on every small layer's call.
+    nbytes = math.prod(shape) * dtype.itemsize
+    # Sizes as separate ints: torch's argument parser takes them ~0.4 us faster than a
+    # tuple, and this is on every small layer's call.
+    if nbytes < POOL_MIN_BYTES:
         return torch.empty(*shape, dtype=dtype)
-    block = cpu().HostBlock(numel * dtype.itemsize)
-    return torch.frombuffer(block, dtype=dtype, count=numel).view(shape)
+    # The block's buffer is exactly nbytes long, so frombuffer needs no count.
+    return torch.frombuffer(cpu().HostBlock(nbytes), dtype=dtype).view(*shape)
 
 
 def release_pool_cache() -> None:

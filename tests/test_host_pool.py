@@ -54,6 +54,20 @@ def test_a_view_keeps_the_block_and_a_freed_block_is_reused(pool):
     assert pool.host_pool_stats()["hits"] == after["hits"] + 1
 
 
+def test_the_block_freed_last_is_reused_first(pool):
+    # LIFO among equal sizes: repeated calls keep reusing the (cache-warm) block freed
+    # last instead of cycling through every cached one.
+    pool.host_pool_set_limit(64 * MB)
+    a, b, c = (_native.empty((MB,), torch.float32) for _ in range(3))
+    last = c.data_ptr()
+    del a, b, c  # freed in this order
+    gc.collect()
+    for _ in range(3):
+        u = _native.empty((MB,), torch.float32)
+        assert u.data_ptr() == last
+        del u
+
+
 def test_live_blocks_never_overlap():
     ts = [_native.empty((MB + i,), torch.float32) for i in range(6)]
     spans = sorted((t.data_ptr(), t.data_ptr() + t.numel() * 4) for t in ts)

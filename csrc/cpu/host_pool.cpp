@@ -97,7 +97,10 @@ void host_release(void* p, size_t cap) {
     munmap(p, cap);
     return;
   }
-  P.free_blocks.emplace(cap, p);
+  // Ahead of equal-sized blocks, so the next acquire of this size (lower_bound) takes
+  // the block freed last, the one most likely still in cache: a sweep's repeated calls
+  // then reuse one output block instead of cycling through every cached one.
+  P.free_blocks.emplace_hint(P.free_blocks.lower_bound(cap), cap, p);
   P.stats.cached_bytes += cap;
   P.trim(P.stats.limit_bytes);
 }
