@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pydeepbench import _native
+from pydeepbench._native import DTYPE_CODES
 from pydeepbench.ops import _triton
 from pydeepbench.ops._spec import OpSpec
 from pydeepbench.ops.gemm import (
@@ -143,7 +143,7 @@ def linear_native(x, weight, bias, activation):
     if not x.is_cuda:
         # weight.t() as the kernel's argument, without building the view.
         (n, k), (sn, sk) = weight.shape, weight.stride()
-        w_t = (weight.data_ptr(), (k, n), (sk, sn), _native.DTYPE_CODES[weight.dtype])
+        w_t = (weight.data_ptr(), (k, n), (sk, sn), DTYPE_CODES[weight.dtype])
         return cpu_gemm(x, w_t, n, bias, activation == "relu")
     return cuda_gemm(x, weight.t(), bias, activation == "relu")
 
