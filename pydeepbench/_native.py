@@ -1,4 +1,5 @@
-"""The one place that imports the compiled modules and converts tensors for them.
+"""The one place that imports the compiled modules and converts tensors for them (the
+gemm/linear CPU path builds the same tuples inline: see ops/gemm.py's cpu_gemm).
 
 Kernels in `_C` (CPU) and `_C_cuda` take each tensor as (data_ptr, sizes, strides,
 dtype_code); the extension never links libtorch. Only pydeepbench.ops and the roofline

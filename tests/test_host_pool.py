@@ -58,14 +58,16 @@ def test_the_block_freed_last_is_reused_first(pool):
     # LIFO among equal sizes: repeated calls keep reusing the (cache-warm) block freed
     # last instead of cycling through every cached one.
     pool.host_pool_set_limit(64 * MB)
+    gc.collect()  # now, so that no cycle frees a block between the deletes and the checks
     a, b, c = (_native.empty((MB,), torch.float32) for _ in range(3))
     last = c.data_ptr()
-    del a, b, c  # freed in this order
-    gc.collect()
+    del a, b, c  # freed in this order (reference counting)
+    hits = pool.host_pool_stats()["hits"]
     for _ in range(3):
         u = _native.empty((MB,), torch.float32)
         assert u.data_ptr() == last
         del u
+    assert pool.host_pool_stats()["hits"] == hits + 3
 
 
 def test_live_blocks_never_overlap():

@@ -61,6 +61,16 @@ def test_batched_and_non_contiguous_input(impl):
     torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_non_contiguous_weight(impl):
+    # A transposed and a column-strided weight: native passes W.t() to the kernel as
+    # swapped sizes and strides, without building the view.
+    x = torch.randn(5, 20)
+    for w in (torch.randn(20, 6).t(), torch.randn(6, 40)[:, ::2]):
+        y = ops.linear(x, w, None, None, impl=impl)
+        torch.testing.assert_close(y.double(), x.double() @ w.double().t(), atol=1e-4, rtol=1e-4)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     M=st.integers(1, 70),

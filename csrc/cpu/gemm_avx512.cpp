@@ -10,6 +10,8 @@
 #define PDB_GEMM_INTERNAL
 #include <immintrin.h>
 
+#include <type_traits>
+
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which -Wmaybe-uninitialized
 // reports once the epilogues are force-inlined into the K loop's instantiations.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -127,23 +129,27 @@ inline __m512 maskz16(__mmask16 m, const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// The first n (< 8) elements at p as floats, the rest zero; reads nothing past p + n.
-inline __m256 load8_first(const float* p, int n) {
-  return _mm256_maskz_loadu_ps(__mmask8((1u << n) - 1), p);
-}
-inline __m256 load8_first(const uint16_t* p, int n) {
-  const __m128i h = _mm_maskz_loadu_epi16(__mmask8((1u << n) - 1), p);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+// In::load8 of only the first n (< 8) elements, the rest zero; reads nothing past p + n.
+template <typename In>
+inline __m256 load8_first(const typename In::T* p, int n) {
+  const __mmask8 m = __mmask8((1u << n) - 1);
+  if constexpr (std::is_same_v<In, F32In>) {
+    return _mm256_maskz_loadu_ps(m, p);
+  } else {
+    static_assert(std::is_same_v<In, Bf16In>, "load8_first: unknown input type");
+    const __m128i h = _mm_maskz_loadu_epi16(m, p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
 }
 
 // `width` (<= 32) sources contiguous along K, `valid` of them real (the rest zero), to
-// p[kk * pitch + j] for kk < k, j < width: 8x8 transposes. In
-// chunks of 64 K, column groups inside: each chunk's panel rows (8 KB at width 32) stay
-// in L1 until all their column groups are written. Column groups outer over all of K
-// wrote every 128-byte row of a 47 KB panel in four pieces, evicted in between. Two
-// threads, C++ loop, median GFLOP/s, three runs: 128x512x367 b_t (packing was 10% of
-// the samples) 278-284 -> 294-307, 128x256x512 263-264 -> 265-284, 128x64x256 233-253 ->
-// 246-256; chunks of 32, 128 or 256 were within these ranges.
+// p[kk * pitch + j] for kk < k, j < width, by 8x8 transposes. In chunks of 64 K with
+// the column groups inside: each chunk's panel rows (8 KB at width 32) stay in L1 until
+// all their column groups are written. Column groups outer over all of K wrote every
+// 128-byte row of a 47 KB panel in four pieces, evicted in between. Two threads, C++
+// loop, median GFLOP/s, three runs: 128x512x367 b_t (packing was 10% of the samples)
+// 278-284 -> 294-307, 128x256x512 263-264 -> 265-284, 128x64x256 233-253 -> 246-256;
+// chunks of 32, 128 or 256 were within these ranges.
 template <typename In>
 void pack_cols_k_contig(const typename In::T* src, int64_t s_mn, int valid, int width,
                         int64_t k, float* p, int64_t pitch) {
@@ -173,7 +179,8 @@ void pack_cols_k_contig(const typename In::T* src, int64_t s_mn, int valid, int 
       const int cw = width - c0 < 8 ? width - c0 : 8;
       __m256 v[8];
       for (int j = 0; j < 8; ++j)
-        v[j] = c0 + j < valid ? load8_first(src + (c0 + j) * s_mn + k8, kt) : _mm256_setzero_ps();
+        v[j] = c0 + j < valid ? load8_first<In>(src + (c0 + j) * s_mn + k8, kt)
+                              : _mm256_setzero_ps();
       transpose8(v);
       for (int t = 0; t < kt; ++t)
         _mm256_mask_storeu_ps(p + (k8 + t) * pitch + c0, __mmask8((1u << cw) - 1), v[t]);

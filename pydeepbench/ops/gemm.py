@@ -125,6 +125,7 @@ def cpu_gemm(a: torch.Tensor, b_arg: tuple, n: int, bias: torch.Tensor | None, r
         bias = _fp32_bias(bias)
     sizes, dt = a.shape, a.dtype
     m, code = sizes[0], DTYPE_CODES[dt]
+    # _native.empty's choice, inline; dt is fp32 or bf16 (the callers checked it).
     if m * n * dt.itemsize < POOL_MIN_BYTES:
         out = a.new_empty(m, n)  # 0.25 us less than torch.empty(m, n, dtype=dt)
     else:
