@@ -156,7 +156,8 @@ if __name__ == "__main__":
     [
         (1, 512, 256, True, "small_m_dot"),  # x @ W.t() with tiny M: stream W's rows
         (1, 512, 256, False, "small_m_rowb"),  # tiny M, row-major B: stream B's rows
-        (2048, 1, 256, True, "small_n_dot"),  # N = 1: stream A's rows
+        (2048, 4, 256, True, "small_n_dot"),  # small N: stream A's rows
+        (2048, 1, 256, True, "gemv"),  # N = 1 (AVX-512; the small-N dot form on AVX2)
         (256, 256, 256, False, "packed"),  # the packed, register-tiled main path
         (7, 7, 0, False, "zero_k"),
     ],
@@ -172,6 +173,8 @@ def test_each_code_path_is_taken_and_correct(M, N, K, b_t, path):
     taken = _native.cpu().gemm_path(*args)
     if _native.cpu().isa() == "generic":
         assert taken.startswith("generic") or taken == "zero_k"
+    elif path == "gemv" and _native.cpu().isa() == "avx2":
+        assert "small_n_dot" in taken
     else:
         assert path in taken
     _native.cpu().gemm(*args)

@@ -95,6 +95,8 @@ bool small_m_rowb_avx2(const GemmArgs& g, bool bf16, int64_t n0, int64_t n1);
 // (sbk == 1), computes C[:, r0:r1]. Otherwise small N, A rows streamed (sak == 1),
 // computes C[r0:r1, :]. Returns false if a scratch buffer could not be allocated.
 bool small_dot_avx2(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t r1);
+// fp32 C[r0:r1, 0] for N = 1 with A and B contiguous along K (sak == sbk == 1), AVX-512.
+void gemv_f32(const GemmArgs& g, int64_t r0, int64_t r1);
 
 // Thread-local, 64-byte aligned scratch per slot, grown on demand and reused across
 // calls (with 256 bytes of slack past `bytes`). nullptr if allocation failed.
