@@ -18,7 +18,7 @@ import math
 import torch
 
 from pydeepbench import _native
-from pydeepbench._native import DTYPE_CODES, POOL_MIN_BYTES
+from pydeepbench._native import DTYPE_CODES
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
 from pydeepbench.ops._spec import OpSpec
@@ -123,13 +123,9 @@ def cpu_gemm(a: torch.Tensor, b_arg: tuple, n: int, bias: torch.Tensor | None, r
     CPython was slower still: torch's getters are the cost, not the bytecode.)"""
     if bias is not None:
         bias = _fp32_bias(bias)
-    sizes, dt = a.shape, a.dtype
-    m, code = sizes[0], DTYPE_CODES[dt]
-    # _native.empty's choice, inline; dt is fp32 or bf16 (the callers checked it).
-    if m * n * dt.itemsize < POOL_MIN_BYTES:
-        out = a.new_empty(m, n)  # 0.25 us less than torch.empty(m, n, dtype=dt)
-    else:
-        out = _native.empty((m, n), dt)
+    sizes = a.shape
+    m, code = sizes[0], DTYPE_CODES[a.dtype]  # fp32 or bf16: the callers checked it
+    out = _native.empty_matrix(a, m, n)
     _native.cpu().gemm(
         (a.data_ptr(), sizes, a.stride(), code),
         b_arg,
