@@ -118,7 +118,7 @@ def _fp32_bias(bias: torch.Tensor | None) -> torch.Tensor | None:
 def cpu_gemm(a: torch.Tensor, b_arg: tuple, n: int, bias: torch.Tensor | None, relu: bool):
     """relu?(a @ b + bias) on the C++ kernel, b given as its native argument (so that
     linear can pass W.t() without building the view). Written flat: at DLRM's smallest
-    layers (128x16x64, ~2 us in the kernel) this Python is a third of the call, and each
+    layers (128x16x64, ~2.5 us in the kernel) this Python is half of the call, and each
     helper call costs ~0.1 us. (Passing the tensors for the binding to read through
     CPython was slower still: torch's getters are the cost, not the bytecode.)"""
     if bias is not None:
