@@ -192,6 +192,26 @@ def test_forward_big_parallel_matches():
     check_forward(pr, "max")
 
 
+def streaming_batch(T, D):
+    """A batch whose (B, T*D) fp32 output is twice what the AVX2 forward streams past
+    (streaming stores above the threads' L2: csrc/cpu/embedding_bag_avx2.cpp)."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
+    l2 = min(C.cpu_info()["l2_bytes"], 2 << 20)
+    return -(-2 * threads * l2 // (T * D * 4))
+
+
+@pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("D", [16, 144])  # 144: a 128-column block and a 16-column one
+def test_forward_streaming_output(wdtype, mode, D):
+    g = torch.Generator().manual_seed(D)
+    T = 3
+    B = streaming_batch(T, D)
+    lens = torch.randint(0, 3, (T * B,), generator=g).tolist()  # one-hot, empty, pairs
+    pr = make_problem([100, 7, 3000], B, D, lens, wdtype=wdtype, seed=2, psw=mode == "sum")
+    check_forward(pr, mode)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_forward_random_ragged(data):
