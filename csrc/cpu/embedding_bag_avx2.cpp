@@ -124,10 +124,9 @@ void bag_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0, 
       acc[v] = load8<WT>(row + 8 * v);
       pos[v] = _mm256_setzero_si256();
     }
-    if (r) {
-      acc[NV] = load_tail<WT>(row + 8 * NV, r, tm);
-      pos[NV] = _mm256_setzero_si256();
-    }
+    // The tail slot is set even without a tail: GCC cannot tell it is then never read.
+    acc[NV] = r ? load_tail<WT>(row + 8 * NV, r, tm) : _mm256_setzero_ps();
+    pos[NV] = _mm256_setzero_si256();
     for (int64_t p = p0 + 1; p < p1; ++p) {
       if (prefetch && p + s.pf < s.pend)
         prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
