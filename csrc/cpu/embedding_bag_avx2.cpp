@@ -87,11 +87,12 @@ inline void store_block(float* o, const __m256 (&acc)[NV + 1], int r, __m256i tm
 // Streaming output stores when the output is too big to stay in the threads' L2 for the
 // next layer anyway, and every bag's D floats fill whole 64-byte lines. A plain store
 // first reads its line for ownership: dlrm-mlperf one-hot (26 tables, batch 2048, 27 MB
-// of output), C++ loop, median of 60 calls, plain vs streaming: 2.3 vs 1.6 ms with the
-// caches warm, 3.5-3.7 vs 2.3-2.5 ms after 256 MB of other traffic; batch 512 (7 MB)
-// 0.82 vs 0.64 ms after 64 MB. (The output prefetch below is then skipped: it would read
-// the lines the stores bypass.) DLRM dlrm-mlperf end to end, whose interaction reads this
-// output next: train 16.8k vs 16.0k ex/s, infer 59.7k vs 60.6k (one run each, the noise).
+// of output), C++ loop, median of 60 calls, plain vs streaming: 2.3-2.4 vs 1.6-1.8 ms
+// with the caches warm, 3.5-3.8 vs 2.3-2.5 ms after 256 MB of other traffic; batch 512
+// (7 MB) 0.82 vs 0.64 ms after 64 MB. (The output prefetch below is then skipped: it
+// would read the lines the stores bypass.) DLRM dlrm-mlperf end to end, whose
+// interaction reads this output next: train 16.8k vs 16.0k ex/s, infer 59.7k vs 60.6k
+// (one run each, the noise).
 bool stream_output(const EmbFwdArgs& a) {
   const int64_t l2 = imin(cpu_features().l2_bytes, int64_t{2} << 20);  // sysconf may say more
   const int64_t bytes = a.L.B * a.out_stride * static_cast<int64_t>(sizeof(float));
