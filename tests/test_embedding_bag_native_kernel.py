@@ -196,8 +196,7 @@ def streaming_batch(T, D):
     """A batch whose (B, T*D) fp32 output is twice what the AVX2 forward streams past
     (streaming stores above the threads' L2: csrc/cpu/embedding_bag_avx2.cpp)."""
     threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
-    l2 = min(C.cpu_info()["l2_bytes"], 2 << 20)
-    return -(-2 * threads * l2 // (T * D * 4))
+    return -(-2 * threads * C.cpu_info()["l2_clamped"] // (T * D * 4))
 
 
 @pytest.mark.parametrize("wdtype", [torch.float32, torch.bfloat16])

@@ -22,7 +22,10 @@ struct CpuFeatures {
   // (XCR0 tile config + data) and the Linux permission for tile data (arch_prctl).
   bool amx_bf16 = false;
   std::string brand;
-  int64_t l1d_bytes = 32 << 10, l2_bytes = 512 << 10, l3_bytes = 8 << 20;
+  int64_t l1d_bytes = 32 << 10, l2_bytes = 512 << 10, l3_bytes = 8 << 20;  // as sysconf says
+  // The same clamped to sane per-core sizes, for the kernels' blocking and size choices:
+  // in a VM sysconf can report a whole host's or socket's cache (a 480 MiB L3 here).
+  int64_t l1d_clamped = 32 << 10, l2_clamped = 512 << 10, l3_clamped = 8 << 20;
 };
 
 const CpuFeatures& cpu_features();

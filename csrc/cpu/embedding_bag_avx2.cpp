@@ -95,10 +95,10 @@ inline void store_block(float* o, const __m256 (&acc)[NV + 1], int r, __m256i tm
 // interaction reads this output next: train 16.8k vs 16.0k ex/s, infer 59.7k vs 60.6k
 // (one run each, the noise).
 bool stream_output(const EmbFwdArgs& a) {
-  const int64_t l2 = imin(cpu_features().l2_bytes, int64_t{2} << 20);  // sysconf may say more
   const int64_t bytes = a.L.B * a.out_stride * static_cast<int64_t>(sizeof(float));
   return a.L.D % 16 == 0 && a.out_stride % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(a.out) % 64 == 0 && bytes > omp_get_max_threads() * l2;
+         reinterpret_cast<uintptr_t>(a.out) % 64 == 0 &&
+         bytes > omp_get_max_threads() * cpu_features().l2_clamped;
 }
 
 struct Seg {

@@ -157,10 +157,7 @@ int64_t clampi(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : (v > hi
 Blocking blocking_for(const PackedKernel& pk, int64_t K, int64_t m_thread, int64_t n_thread,
                       int nthr) {
   const CpuFeatures& f = cpu_features();
-  // sysconf can report a whole host's (or socket's) L3: clamp to sane per-core sizes.
-  const int64_t l1 = clampi(f.l1d_bytes, 16 << 10, 64 << 10);
-  const int64_t l2 = clampi(f.l2_bytes, 128 << 10, 2 << 20);
-  const int64_t l3 = clampi(f.l3_bytes, 2 << 20, 32 << 20);
+  const int64_t l1 = f.l1d_clamped, l2 = f.l2_clamped, l3 = f.l3_clamped;
   const int64_t eb = pk.elem_bytes;
   Blocking b;
   // Row panels outer when a K block of B fits in half of L2 (see run_packed).

@@ -31,6 +31,7 @@ PYBIND11_MODULE(_C, m) {
     d["l1d_bytes"] = f.l1d_bytes;
     d["l2_bytes"] = f.l2_bytes;
     d["l3_bytes"] = f.l3_bytes;
+    d["l2_clamped"] = f.l2_clamped;  // what the kernels size by (cpu_features.h)
     return d;
   });
   m.attr("compiler") = PDB_COMPILER;
