@@ -195,7 +195,7 @@ def test_forward_big_parallel_matches():
 def streaming_batch(T, D):
     """A batch whose (B, T*D) fp32 output is twice what the AVX2 forward streams past
     (streaming stores above the threads' L2: csrc/cpu/embedding_bag_avx2.cpp)."""
-    threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count()))
+    threads = torch.get_num_threads()  # the kernels share torch's OpenMP thread count
     return -(-2 * threads * C.cpu_info()["l2_clamped"] // (T * D * 4))
 
 

@@ -3,6 +3,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -72,10 +73,9 @@ CpuFeatures detect() {
   if ((v = sysconf(_SC_LEVEL1_DCACHE_SIZE)) > 0) f.l1d_bytes = v;
   if ((v = sysconf(_SC_LEVEL2_CACHE_SIZE)) > 0) f.l2_bytes = v;
   if ((v = sysconf(_SC_LEVEL3_CACHE_SIZE)) > 0) f.l3_bytes = v;
-  auto clamp = [](int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); };
-  f.l1d_clamped = clamp(f.l1d_bytes, 16 << 10, 64 << 10);
-  f.l2_clamped = clamp(f.l2_bytes, 128 << 10, 2 << 20);
-  f.l3_clamped = clamp(f.l3_bytes, 2 << 20, 32 << 20);
+  f.l1d_clamped = std::clamp<int64_t>(f.l1d_bytes, 16 << 10, 64 << 10);
+  f.l2_clamped = std::clamp<int64_t>(f.l2_bytes, 128 << 10, 2 << 20);
+  f.l3_clamped = std::clamp<int64_t>(f.l3_bytes, 2 << 20, 32 << 20);
   return f;
 }
 
