@@ -2,10 +2,15 @@
 
 CPU probes (csrc/cpu/roofline*.cpp): independent FMA chains per dtype at the widest ISA
 the CPU supports (bf16: vdpbf16ps, or AMX tdpbf16ps tile chains where the GEMM uses AMX),
-and STREAM copy/triad over arrays of 4x the last-level cache, results
-validated, bandwidth from the minimum time (BabelStream's convention: copy moves 2 words
-per element, triad 3; write-allocate traffic is not counted). Peaks are cached per machine
-in ~/.cache/pydeepbench; `python -m pydeepbench roofline --refresh` re-measures.
+STREAM copy/triad over arrays of 4x the last-level cache, and a random-row gather
+(uniform random 512-byte rows of a table of 8x the last-level cache, at least 2 GiB,
+summed; what an embedding lookup does, prefetching as our kernels do). Results are
+validated, bandwidth comes from the minimum time (BabelStream's convention: copy moves 2
+words per element, triad 3; write-allocate traffic is not counted; the gather counts the
+rows read). STREAM is the memory roof; the gather rate is a second, lower roof for ops
+that read random rows (`OpSpec.gathers`), reported beside it as pct_peak_gather. Peaks
+are cached per machine in ~/.cache/pydeepbench; `python -m pydeepbench roofline
+--refresh` re-measures.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 
 from pydeepbench import _native, harness, system
 
-SCHEMA = "pydeepbench.roofline/1"
+SCHEMA = "pydeepbench.roofline/2"  # /2: gather_bandwidth
 
 # Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
 # NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 product brief,
@@ -67,6 +72,8 @@ class Peaks:
     bandwidth: float  # bytes/s
     bandwidth_source: str
     detail: dict
+    gather_bandwidth: float | None = None  # bytes/s of random rows read; None: not measured
+    gather_source: str = "not measured"
 
     def peak_flops(self, dtype: torch.dtype) -> tuple[float | None, str]:
         """Peak FLOP/s for dtype and where it comes from. On a CPU without a native bf16
@@ -88,6 +95,8 @@ class Peaks:
             "flops_source": self.flops_source,
             "bandwidth": self.bandwidth,
             "bandwidth_source": self.bandwidth_source,
+            "gather_bandwidth": self.gather_bandwidth,
+            "gather_source": self.gather_source,
             "detail": self.detail,
         }
 
@@ -102,6 +111,8 @@ class Peaks:
             d["bandwidth"],
             d["bandwidth_source"],
             d["detail"],
+            d["gather_bandwidth"],
+            d["gather_source"],
         )
 
 
@@ -133,6 +144,24 @@ def measure_cpu(max_time_s: float = 2.0) -> Peaks:
             "samples": m.stats.n,
         }
 
+    bw, detail["stream"] = _stream_probe(C, max_time_s)
+    gather, detail["gather"] = _gather_probe(C, max_time_s)
+    _native.release_pool_cache()  # the probe's table: give its memory back now
+    best = max(bw, key=bw.get)
+    return Peaks(
+        "cpu",
+        flops,
+        source,
+        bw[best],
+        f"measured: STREAM {best}, min time",
+        detail,
+        gather,
+        f"measured: random {GATHER_ROW_FLOATS * 4}-byte rows, min time",
+    )
+
+
+def _stream_probe(C, max_time_s: float) -> tuple[dict[str, float], dict]:
+    """STREAM copy and triad bandwidth, bytes/s, over arrays of 4x the LLC."""
     n = max(4 * harness.llc_bytes("cpu") // 4, 1 << 24)
     b = torch.arange(n, dtype=torch.float32).remainder_(1000.0)
     c = torch.full((n,), 2.0)
@@ -151,9 +180,48 @@ def measure_cpu(max_time_s: float = 2.0) -> Peaks:
     if not torch.allclose(a, b + 3.0 * c):
         raise RuntimeError("STREAM triad probe produced a wrong result")
     bw["triad"] = 3 * n * 4 / m.stats.min
-    detail["stream"] = {"elements": n, "bytes_per_s": bw}
-    best = max(bw, key=bw.get)
-    return Peaks("cpu", flops, source, bw[best], f"measured: STREAM {best}, min time", detail)
+    return bw, {"elements": n, "bytes_per_s": bw}
+
+
+GATHER_ROW_FLOATS = 128  # DLRM's dim-128 fp32 rows
+GATHER_LOOKUPS = 1 << 22  # 2 GiB of rows per call
+GATHER_PERIOD = 4099  # the table repeats a prime number of distinct rows
+
+
+def _gather_probe(C, max_time_s: float) -> tuple[float, dict]:
+    """Random-row gather rate, bytes of rows read per second. The table (8x the LLC, at
+    least 2 GiB, at most a quarter of free memory, in the host pool's huge pages as the
+    native embedding tables are) repeats GATHER_PERIOD distinct rows of small integers,
+    so the checksum is exact and a row read from the wrong place shows."""
+    row_bytes = GATHER_ROW_FLOATS * 4
+    want = max(8 * harness.llc_bytes("cpu"), 2 << 30)
+    periods = max(min(want, system.available_memory_bytes() // 4) // row_bytes // GATHER_PERIOD, 1)
+    rows = periods * GATHER_PERIOD
+    r = torch.arange(GATHER_PERIOD)[:, None]
+    pattern = (r * torch.arange(1, GATHER_ROW_FLOATS + 1) + r).remainder_(13).float()
+    table = _native.empty((rows, GATHER_ROW_FLOATS), torch.float32)
+    table.view(periods, GATHER_PERIOD, GATHER_ROW_FLOATS).copy_(pattern.expand(periods, -1, -1))
+    idx = torch.randint(rows, (GATHER_LOOKUPS,), generator=torch.Generator().manual_seed(0))
+    want_sum = pattern.sum(1, dtype=torch.float64)[idx % GATHER_PERIOD].sum().item()
+    got = {}
+
+    def run():
+        got["sum"] = C.gather_probe(_native.arg(table), _native.arg(idx))
+
+    m = harness.measure(run, _probe_config(max_time_s))
+    if got["sum"] != want_sum:
+        raise RuntimeError("gather probe produced a wrong result")
+    nbytes = GATHER_LOOKUPS * row_bytes
+    detail = {
+        "table_bytes": rows * row_bytes,
+        "llc_bytes": harness.llc_bytes("cpu"),
+        "row_bytes": row_bytes,
+        "lookups": GATHER_LOOKUPS,
+        "prefetch_ahead": C.GATHER_AHEAD,
+        "median_bytes_per_s": nbytes / m.stats.median,
+        "samples": m.stats.n,
+    }
+    return nbytes / m.stats.min, detail
 
 
 def measure_cuda(max_time_s: float = 2.0) -> Peaks:
@@ -217,8 +285,16 @@ def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -
     return p
 
 
-def place(flops: float, nbytes: float, seconds: float, dtype: torch.dtype, pk: Peaks) -> dict:
-    """Where one measurement sits under the roofline."""
+def place(
+    flops: float,
+    nbytes: float,
+    seconds: float,
+    dtype: torch.dtype,
+    pk: Peaks,
+    gathers: bool = False,
+) -> dict:
+    """Where one measurement sits under the roofline. `gathers`: the op reads random rows,
+    so its bytes are also placed against the gather roof (pct_peak_gather)."""
     achieved = flops / seconds if seconds > 0 else 0.0
     bw = nbytes / seconds if seconds > 0 else 0.0
     peak, peak_src = pk.peak_flops(dtype)
@@ -232,6 +308,9 @@ def place(flops: float, nbytes: float, seconds: float, dtype: torch.dtype, pk: P
         "peak_bw": pk.bandwidth,
         "pct_peak_flops": 100 * achieved / peak if peak else None,
         "pct_peak_bw": 100 * bw / pk.bandwidth if pk.bandwidth else None,
+        "pct_peak_gather": (
+            100 * bw / pk.gather_bandwidth if gathers and pk.gather_bandwidth else None
+        ),
     }
     if peak and pk.bandwidth:
         attainable = min(peak, ai * pk.bandwidth)

@@ -70,6 +70,12 @@ def test_measured_peaks_are_plausible_and_cached(tmp_path, monkeypatch):
     pk = roofline.peaks("cpu", max_time_s=0.2)
     assert 1e9 < pk.flops["float32"] < 1e14
     assert 1e9 < pk.bandwidth < 1e13
+    # Random rows: slower than streaming on every machine we know, but not by 100x.
+    assert pk.bandwidth / 100 < pk.gather_bandwidth < 2 * pk.bandwidth
+    g = pk.detail["gather"]
+    # A table far beyond the last-level cache, so most rows come from memory.
+    assert 4 * g["llc_bytes"] < g["table_bytes"] <= max(8 * g["llc_bytes"], 2 << 30)
+    assert g["row_bytes"] == 512
     assert len(list(tmp_path.glob("roofline-cpu-*.json"))) == 1
     again = roofline.peaks("cpu")
     assert again.as_dict() == pk.as_dict()  # served from the cache
@@ -82,3 +88,60 @@ def test_stream_kernels_validate_arguments():
         C.stream_copy(_native.arg(a), _native.arg(b))
     with pytest.raises(ValueError, match="contiguous"):
         C.stream_copy(_native.arg(torch.zeros(20)[::2]), _native.arg(torch.ones(10)))
+
+
+def test_place_puts_gathering_ops_against_the_gather_roof():
+    pk = peaks(gather_bandwidth=5e9, gather_source="test")
+    row = roofline.place(
+        flops=0.0, nbytes=1e9, seconds=0.4, dtype=torch.float32, pk=pk, gathers=True
+    )
+    assert row["pct_peak_bw"] == pytest.approx(12.5) and row["pct_peak_gather"] == pytest.approx(50)
+    # Not for ops that stream (gathers=False), nor where no gather roof was measured.
+    assert roofline.place(1e9, 1e9, 0.4, torch.float32, pk)["pct_peak_gather"] is None
+    assert (
+        roofline.place(1e9, 1e9, 0.4, torch.float32, peaks(), gathers=True)["pct_peak_gather"]
+        is None
+    )
+
+
+def test_peaks_round_trip_and_old_cache_schema_is_refused():
+    pk = peaks(gather_bandwidth=5e9, gather_source="test")
+    assert Peaks.from_dict(pk.as_dict()) == pk
+    old = {**pk.as_dict(), "schema": "pydeepbench.roofline/1"}
+    with pytest.raises(ValueError, match="roofline/1"):
+        Peaks.from_dict(old)
+
+
+def gather(table, idx):
+    return _native.cpu().gather_probe(_native.arg(table), _native.arg(idx))
+
+
+def test_gather_probe_sums_the_rows_it_is_given_exactly():
+    g = torch.Generator().manual_seed(3)
+    # 4 x GATHER_CHUNK + 5 lookups: several chunks per thread and a short last one.
+    for row_len in (1, 16, 128, 200, _native.cpu().GATHER_AHEAD):
+        table = torch.randint(0, 13, (777, row_len), generator=g).float()
+        idx = torch.randint(0, 777, (4 * 4096 + 5,), generator=g)
+        assert gather(table, idx) == table.double()[idx].sum().item()
+    table = torch.randint(0, 13, (5, 8), generator=g).float()
+    assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]].sum().item()
+
+
+def test_gather_probe_rejects_bad_input_before_reading():
+    table = torch.ones(10, 16)
+    with pytest.raises(ValueError, match=r"index 10 at position 2 is outside \[0, 10\)"):
+        gather(table, torch.tensor([0, 9, 10, 1]))
+    with pytest.raises(ValueError, match="index -1"):
+        gather(table, torch.tensor([-1]))
+    with pytest.raises(ValueError, match="contiguous"):
+        gather(torch.ones(10, 32)[:, ::2], torch.tensor([0]))
+    with pytest.raises(ValueError, match="contiguous"):
+        gather(table, torch.zeros(4, dtype=torch.int64)[::2])
+    with pytest.raises(ValueError, match="row length 1025"):
+        gather(torch.ones(2, 1025), torch.tensor([0]))
+    with pytest.raises(ValueError, match="non-empty"):
+        gather(table, torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError):
+        gather(table, torch.tensor([0], dtype=torch.int32))
+    with pytest.raises(ValueError):
+        gather(table.half(), torch.tensor([0]))

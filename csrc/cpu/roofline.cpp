@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/check.h"
@@ -81,6 +82,45 @@ void stream_copy(float* dst, const float* src, int64_t n) {
 void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) a[i] = b[i] + scalar * c[i];
+}
+
+double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,
+                    int64_t n) {
+  PDB_CHECK(rows > 0 && n > 0, "gather_probe: the table and the indices must be non-empty");
+  PDB_CHECK(row_len > 0 && row_len <= kGatherMaxRow, "gather_probe: row length ", row_len,
+            " is outside [1, ", kGatherMaxRow, "]");
+  const int64_t nchunks = (n + kGatherChunk - 1) / kGatherChunk;
+  double total = 0;
+  int64_t bad = -1;  // a lookup whose index is out of range (any one of them)
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t i0 = c * kGatherChunk, i1 = std::min(n, i0 + kGatherChunk);
+    float acc[kGatherMaxRow] = {};
+    bool ok = true;
+    for (int64_t i = i0; i < i1 && ok; ++i) {
+      const int64_t ahead = i + kGatherAhead;
+      if (ahead < n && idx[ahead] >= 0 && idx[ahead] < rows) {
+        const char* p = reinterpret_cast<const char*>(table + idx[ahead] * row_len);
+        for (int64_t o = 0; o < row_len * 4; o += 64) __builtin_prefetch(p + o, 0, 2);
+      }
+      const int64_t r = idx[i];
+      if (r < 0 || r >= rows) {
+        ok = false;
+#pragma omp atomic write
+        bad = i;
+        break;
+      }
+      const float* row = table + r * row_len;
+#pragma omp simd
+      for (int64_t d = 0; d < row_len; ++d) acc[d] += row[d];
+    }
+    double s = 0;
+    for (int64_t d = 0; d < row_len; ++d) s += acc[d];
+    total += s;
+  }
+  PDB_CHECK(bad < 0, "gather_probe: index ", idx[bad < 0 ? 0 : bad], " at position ", bad,
+            " is outside [0, ", rows, ")");
+  return total;
 }
 
 }  // namespace pdb::cpu

@@ -1,5 +1,5 @@
-// Native probes for the roofline: peak FMA throughput per dtype and STREAM-style
-// memory bandwidth. They do the work; the Python harness owns the clock.
+// Native probes for the roofline: peak FMA throughput per dtype, STREAM-style memory
+// bandwidth and the random-row gather rate that bounds embedding lookups. They do the work; the Python harness owns the clock.
 #pragma once
 #include <cstdint>
 
@@ -20,6 +20,18 @@ const char* fma_probe_kind(const char* dtype);
 // STREAM kernels over n floats, OpenMP static schedule (first touch by the caller's init).
 void stream_copy(float* dst, const float* src, int64_t n);
 void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n);
+
+// Random-row gather: for each idx[i] (n lookups, any order), sums row idx[i] of the
+// row-major table (rows x row_len floats, row_len <= kGatherMaxRow) into per-thread lane
+// accumulators, prefetching rows kGatherAhead lookups ahead into L2 as the embedding
+// kernels do. Returns the sum of every gathered element: exact for tables of small
+// integers, since lanes are flushed to double every kGatherChunk lookups. An index
+// outside [0, rows) raises before its row is read.
+constexpr int64_t kGatherMaxRow = 1024;
+constexpr int64_t kGatherAhead = 32;
+constexpr int64_t kGatherChunk = 4096;
+double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,
+                    int64_t n);
 
 // Per-ISA FMA loops (each in its own translation unit with its own target flags).
 double fma_chains_avx2(int64_t iters, double* flops);

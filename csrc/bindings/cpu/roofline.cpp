@@ -48,6 +48,24 @@ void bind_roofline(py::module_& m) {
     py::gil_scoped_release nogil;
     cpu::stream_triad(pa, pb, pc, scalar, a.sizes[0]);
   });
+  m.attr("GATHER_AHEAD") = cpu::kGatherAhead;
+  m.def(
+      "gather_probe",
+      [](py::tuple table_, py::tuple idx_) {
+        const TensorArg t = tensor_arg(table_, "table"), ix = tensor_arg(idx_, "idx");
+        check_dtype(t, DType::f32, "table");
+        check_rank(t, 2, "table");
+        PDB_CHECK(t.strides[1] == 1 && (t.sizes[0] <= 1 || t.strides[0] == t.sizes[1]),
+                  "gather_probe: table must be contiguous");
+        check_dtype(ix, DType::i64, "idx");
+        check_rank(ix, 1, "idx");
+        PDB_CHECK(ix.sizes[0] <= 1 || ix.strides[0] == 1, "gather_probe: idx must be contiguous");
+        py::gil_scoped_release nogil;
+        return cpu::gather_probe(static_cast<const float*>(t.data), t.sizes[0], t.sizes[1],
+                                 static_cast<const int64_t*>(ix.data), ix.sizes[0]);
+      },
+      py::arg("table"), py::arg("idx"),
+      "Sum of table[idx] (all elements): the random-row gather probe");
 }
 
 }  // namespace pdb
