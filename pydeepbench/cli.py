@@ -125,6 +125,15 @@ def cmd_roofline(args, con) -> int:
     stream = pk.detail.get("stream", {}).get("bytes_per_s", {})
     for k, v in stream.items():
         con.print(f"    STREAM {k:6s} {v / 1e9:8.1f} GB/s")
+    if pk.gather_bandwidth:
+        g = pk.detail["gather"]
+        con.print(
+            escape(
+                f"  gather    {pk.gather_bandwidth / 1e9:10.1f} GB/s      [{pk.gather_source}; "
+                f"{g['table_bytes'] / 2**30:.1f} GiB table, median "
+                f"{g['median_bytes_per_s'] / 1e9:.1f} GB/s]"
+            )
+        )
     return 0
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SCHEMA = "pydeepbench.results/1"
+SCHEMA = "pydeepbench.results/2"
+# /2 added pct_peak_gather to op rows; /1 files read the same otherwise.
+READABLE_SCHEMAS = ("pydeepbench.results/1", SCHEMA)
 
 # Every result row carries these keys (None when they do not apply, e.g. skipped rows).
 ROW_FIELDS = (
@@ -42,6 +44,7 @@ ROW_FIELDS = (
     "peak_bw",
     "pct_peak_flops",
     "pct_peak_bw",
+    "pct_peak_gather",
     "attainable_flops",
     "bound",
     "pct_attainable",
@@ -136,8 +139,8 @@ def _json_default(o):
 
 def load_results(path: str | os.PathLike) -> dict:
     doc = json.loads(Path(path).read_text())
-    if doc.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: schema {doc.get('schema')!r} is not {SCHEMA!r}")
+    if doc.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(f"{path}: schema {doc.get('schema')!r} is not one of {READABLE_SCHEMAS}")
     return doc
 
 
@@ -166,7 +169,15 @@ _FLAT = {
     "n": ("time_s", "n"),
     **{
         k: (k,)
-        for k in ("tflops", "gbps", "pct_peak_flops", "pct_peak_bw", "bound", "speedup_vs_ootb")
+        for k in (
+            "tflops",
+            "gbps",
+            "pct_peak_flops",
+            "pct_peak_bw",
+            "pct_peak_gather",
+            "bound",
+            "speedup_vs_ootb",
+        )
     },
     "check_ok": ("check", "ok"),
     "max_abs_err": ("check", "max_abs_err"),
@@ -210,6 +221,7 @@ def _cells(r: dict) -> list[str]:
         _fmt(r.get("gbps"), ".1f"),
         _fmt(r.get("pct_peak_flops"), ".0f", "%"),
         _fmt(r.get("pct_peak_bw"), ".0f", "%"),
+        _fmt(r.get("pct_peak_gather"), ".0f", "%"),
         r.get("bound") or "-",
         _fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
         check,
@@ -226,6 +238,7 @@ HEADERS = [
     "GB/s",
     "%peak F",
     "%peak BW",
+    "%gather",
     "bound",
     "vs ootb",
     "check",
@@ -234,7 +247,7 @@ HEADERS = [
 
 
 # Fixed widths so the tables printed case by case line up as one table.
-WIDTHS = [28, 6, 8, 13, 9, 7, 7, 8, 7, 7, 14, 30]
+WIDTHS = [28, 6, 8, 13, 9, 7, 7, 8, 7, 7, 7, 14, 30]
 
 
 def table(rows: list[dict], header: bool = True) -> Table:

@@ -153,13 +153,15 @@ def _timed_row(row, m, flops, nbytes, dtype, peaks, cfg, interleaved: bool) -> d
     if cfg.device.startswith("cuda"):  # clocks, power, throttle reasons after timing
         row["telemetry"] = system.gpu_telemetry(torch.cuda.current_device())
     if peaks is not None:
-        row.update(roofline.place(flops, nbytes, st.median, dtype, peaks))
+        gathers = registry.get_op(cfg.op).gathers
+        row.update(roofline.place(flops, nbytes, st.median, dtype, peaks, gathers))
     else:
         row.update(
             tflops=flops / st.median / 1e12,
             gbps=nbytes / st.median / 1e9,
             pct_peak_flops=None,
             pct_peak_bw=None,
+            pct_peak_gather=None,
         )
     return row
 

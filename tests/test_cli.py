@@ -94,8 +94,32 @@ def test_single_shape_with_roofline(tmp_path):
         assert r["pct_peak_flops"] > 0 and r["pct_peak_bw"] > 0
         assert r["bound"] in ("compute", "memory")
         assert r["attainable_flops"] <= r["peak_flops"]
+        assert r["pct_peak_gather"] is None  # gemm streams; only gathering ops get it
     native = next(r for r in doc["results"] if r["impl"] == "native")
     assert native["speedup_vs_ootb"] > 0
+
+
+def test_embedding_rows_are_placed_against_the_gather_roof(tmp_path, capsys):
+    j, c = tmp_path / "r.json", tmp_path / "r.csv"
+    shape = "tables=1,rows=5000,dim=64,batch=256,pooling=4"
+    argv = ["embedding_bags", "--shape", shape, "--impl", "ootb,native", *FAST]
+    assert run([*argv, "--json", str(j), "--csv", str(c)]) == 0
+    doc = report.load_results(j)
+    gather = doc["peaks"]["gather_bandwidth"]
+    for r in doc["results"]:
+        assert r["pct_peak_gather"] == pytest.approx(100 * r["gbps"] * 1e9 / gather)
+    with c.open() as f:
+        assert all(float(row["pct_peak_gather"]) > 0 for row in csv.DictReader(f))
+    assert "%gather" in capsys.readouterr().out
+
+
+def test_results_of_the_previous_schema_still_load(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema": "pydeepbench.results/1", "results": []}))
+    assert report.load_results(old)["results"] == []
+    old.write_text(json.dumps({"schema": "pydeepbench.results/0", "results": []}))
+    with pytest.raises(ValueError, match="results/0"):
+        report.load_results(old)
 
 
 def test_list_shows_impls_and_reasons(capsys):

@@ -94,7 +94,10 @@ def test_report_cli_refuses_mixed_machines_and_bad_files(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other/9"}))
     assert cli.main(["report", str(bad)]) == 2
-    assert "is not 'pydeepbench.results/1'" in capsys.readouterr().out
+    assert (
+        "is not one of ('pydeepbench.results/1', 'pydeepbench.results/2')"
+        in capsys.readouterr().out
+    )
 
 
 def test_report_of_a_fresh_model_run(tmp_path):

@@ -37,6 +37,9 @@ class OpSpec:
     # for str.
     fields: dict[str, tuple[type, object, object]] = {}
     tolerances: dict[torch.dtype, Tolerance] = {}
+    # Reads random rows (embedding lookups): rows are also placed against the measured
+    # gather roof, not only STREAM's (roofline.place).
+    gathers: bool = False
 
     def variants(self, inputs: dict) -> list[dict]:
         """Input sets the timed loop cycles through (ops whose data must change per step,

@@ -57,6 +57,7 @@ def poolings(s: dict) -> list[int]:
 
 @register_op("embedding_bags")
 class EmbeddingBags(OpSpec):
+    gathers = True
     fields = {
         "tables": (int, None, 1),
         "rows": (list, None, 1),
