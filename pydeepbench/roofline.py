@@ -4,7 +4,8 @@ CPU probes (csrc/cpu/roofline*.cpp): independent FMA chains per dtype at the wid
 the CPU supports (bf16: vdpbf16ps, or AMX tdpbf16ps tile chains where the GEMM uses AMX),
 STREAM copy/triad over arrays of 4x the last-level cache, and a random-row gather
 (uniform random 512-byte rows of a table of 8x the last-level cache, at least 2 GiB,
-summed; what an embedding lookup does, prefetching as our kernels do). Results are
+prefetched as our embedding kernels do; one load per 64-byte line, so it is bound by
+memory, not by adds). Results are
 validated, bandwidth comes from the minimum time (BabelStream's convention: copy moves 2
 words per element, triad 3; write-allocate traffic is not counted; the gather counts the
 rows read). STREAM is the memory roof; the gather rate is a second, lower roof for ops
@@ -188,6 +189,13 @@ GATHER_LOOKUPS = 1 << 22  # 2 GiB of rows per call
 GATHER_PERIOD = 4099  # the table repeats a prime number of distinct rows
 
 
+def gather_columns(row_len: int, stride: int) -> list[int]:
+    """The elements of each row the gather probe loads: one per 64-byte line (`stride`
+    floats), which brings every line of the row in (csrc/cpu/roofline.h)."""
+    cols = list(range(0, row_len, stride))
+    return cols + [row_len - 1] if (row_len - 1) % stride else cols
+
+
 def _gather_probe(C, max_time_s: float) -> tuple[float, dict]:
     """Random-row gather rate, bytes of rows read per second. The table (8x the LLC, at
     least 2 GiB, at most a quarter of free memory, in the host pool's huge pages as the
@@ -202,7 +210,8 @@ def _gather_probe(C, max_time_s: float) -> tuple[float, dict]:
     table = _native.empty((rows, GATHER_ROW_FLOATS), torch.float32)
     table.view(periods, GATHER_PERIOD, GATHER_ROW_FLOATS).copy_(pattern.expand(periods, -1, -1))
     idx = torch.randint(rows, (GATHER_LOOKUPS,), generator=torch.Generator().manual_seed(0))
-    want_sum = pattern.sum(1, dtype=torch.float64)[idx % GATHER_PERIOD].sum().item()
+    cols = gather_columns(GATHER_ROW_FLOATS, C.GATHER_STRIDE)
+    want_sum = pattern[:, cols].sum(1, dtype=torch.float64)[idx % GATHER_PERIOD].sum().item()
     got = {}
 
     def run():

@@ -122,9 +122,26 @@ def test_gather_probe_sums_the_rows_it_is_given_exactly():
     for row_len in (1, 16, 128, 200, _native.cpu().GATHER_AHEAD):
         table = torch.randint(0, 13, (777, row_len), generator=g).float()
         idx = torch.randint(0, 777, (4 * 4096 + 5,), generator=g)
-        assert gather(table, idx) == table.double()[idx].sum().item()
+        cols = roofline.gather_columns(row_len, 16)
+        assert gather(table, idx) == table.double()[idx][:, cols].sum().item()
     table = torch.randint(0, 13, (5, 8), generator=g).float()
-    assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]].sum().item()
+    assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]][:, [0, 7]].sum()
+
+
+def test_gather_probe_loads_one_element_in_every_line_of_the_row():
+    assert _native.cpu().GATHER_STRIDE == 16  # floats per 64-byte line
+    assert roofline.gather_columns(1, 16) == [0]
+    assert roofline.gather_columns(17, 16) == [0, 16]
+    assert roofline.gather_columns(128, 16) == [0, 16, 32, 48, 64, 80, 96, 112, 127]
+    for n in range(1, 300):
+        cols = roofline.gather_columns(n, 16)
+        # Gaps of at most a line, from the first element to the last: whatever the row's
+        # alignment, no line it overlaps is skipped.
+        assert (
+            cols[0] == 0
+            and cols[-1] == n - 1
+            and all(b - a <= 16 for a, b in zip(cols[:-1], cols[1:], strict=True))
+        )
 
 
 def test_gather_probe_rejects_bad_input_before_reading():

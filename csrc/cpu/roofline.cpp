@@ -95,7 +95,7 @@ double gather_probe(const float* table, int64_t rows, int64_t row_len, const int
 #pragma omp parallel for schedule(static) reduction(+ : total)
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t i0 = c * kGatherChunk, i1 = std::min(n, i0 + kGatherChunk);
-    float acc[kGatherMaxRow] = {};
+    float acc[kGatherMaxRow / kGatherStride + 1] = {};  // one per sampled offset
     bool ok = true;
     for (int64_t i = i0; i < i1 && ok; ++i) {
       const int64_t ahead = i + kGatherAhead;
@@ -111,11 +111,12 @@ double gather_probe(const float* table, int64_t rows, int64_t row_len, const int
         break;
       }
       const float* row = table + r * row_len;
-#pragma omp simd
-      for (int64_t d = 0; d < row_len; ++d) acc[d] += row[d];
+      int64_t j = 0;
+      for (int64_t d = 0; d < row_len; d += kGatherStride) acc[j++] += row[d];
+      if ((row_len - 1) % kGatherStride) acc[j] += row[row_len - 1];  // the last line
     }
     double s = 0;
-    for (int64_t d = 0; d < row_len; ++d) s += acc[d];
+    for (float v : acc) s += v;
     total += s;
   }
   PDB_CHECK(bad < 0, "gather_probe: index ", idx[bad < 0 ? 0 : bad], " at position ", bad,

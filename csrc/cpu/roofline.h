@@ -21,15 +21,19 @@ const char* fma_probe_kind(const char* dtype);
 void stream_copy(float* dst, const float* src, int64_t n);
 void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n);
 
-// Random-row gather: for each idx[i] (n lookups, any order), sums row idx[i] of the
-// row-major table (rows x row_len floats, row_len <= kGatherMaxRow) into per-thread lane
-// accumulators, prefetching rows kGatherAhead lookups ahead into L2 as the embedding
-// kernels do. Returns the sum of every gathered element: exact for tables of small
-// integers, since lanes are flushed to double every kGatherChunk lookups. An index
+// Random-row gather: for each idx[i] (n lookups, any order), reads row idx[i] of the
+// row-major table (rows x row_len floats, row_len <= kGatherMaxRow), prefetching rows
+// kGatherAhead lookups ahead into L2 as the embedding kernels do. It loads one float per
+// 64-byte line, the least work that still brings every line of the row from memory (a
+// roof, not a kernel: summing whole rows made it compute bound, ~37 GB/s from L2 with
+// baseline code): the elements at offsets 0, kGatherStride, 2 * kGatherStride, ... and
+// row_len - 1. Returns their sum over all lookups, exact for tables of small integers
+// since the per-offset float sums go to double every kGatherChunk lookups. An index
 // outside [0, rows) raises before its row is read.
 constexpr int64_t kGatherMaxRow = 1024;
 constexpr int64_t kGatherAhead = 32;
 constexpr int64_t kGatherChunk = 4096;
+constexpr int64_t kGatherStride = 16;  // floats per 64-byte line
 double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,
                     int64_t n);
 

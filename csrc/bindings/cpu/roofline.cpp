@@ -49,6 +49,7 @@ void bind_roofline(py::module_& m) {
     cpu::stream_triad(pa, pb, pc, scalar, a.sizes[0]);
   });
   m.attr("GATHER_AHEAD") = cpu::kGatherAhead;
+  m.attr("GATHER_STRIDE") = cpu::kGatherStride;
   m.def(
       "gather_probe",
       [](py::tuple table_, py::tuple idx_) {
@@ -65,7 +66,7 @@ void bind_roofline(py::module_& m) {
                                  static_cast<const int64_t*>(ix.data), ix.sizes[0]);
       },
       py::arg("table"), py::arg("idx"),
-      "Sum of table[idx] (all elements): the random-row gather probe");
+      "Sum of table[idx][:, roofline.gather_columns(row_len)]: the random-row gather probe");
 }
 
 }  // namespace pdb
