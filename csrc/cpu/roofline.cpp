@@ -96,16 +96,14 @@ double gather_probe(const float* table, int64_t rows, int64_t row_len, const int
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t i0 = c * kGatherChunk, i1 = std::min(n, i0 + kGatherChunk);
     float acc[kGatherMaxRow / kGatherStride + 1] = {};  // one per sampled offset
-    bool ok = true;
-    for (int64_t i = i0; i < i1 && ok; ++i) {
+    for (int64_t i = i0; i < i1; ++i) {
       const int64_t ahead = i + kGatherAhead;
       if (ahead < n && idx[ahead] >= 0 && idx[ahead] < rows) {
         const char* p = reinterpret_cast<const char*>(table + idx[ahead] * row_len);
         for (int64_t o = 0; o < row_len * 4; o += 64) __builtin_prefetch(p + o, 0, 2);
       }
       const int64_t r = idx[i];
-      if (r < 0 || r >= rows) {
-        ok = false;
+      if (r < 0 || r >= rows) {  // this chunk stops here; the others run on
 #pragma omp atomic write
         bad = i;
         break;

@@ -1,5 +1,6 @@
 // Native probes for the roofline: peak FMA throughput per dtype, STREAM-style memory
-// bandwidth and the random-row gather rate that bounds embedding lookups. They do the work; the Python harness owns the clock.
+// bandwidth and the random-row gather rate that bounds embedding lookups. They do the
+// work; the Python harness owns the clock.
 #pragma once
 #include <cstdint>
 
