@@ -67,6 +67,18 @@ def test_training_op_reads_its_forward_ops_sets():
     assert s.op == "embedding_bags" and s.cases[0].shape["pooling"][20] == 100
 
 
+def test_parse_shape_takes_lists_in_brackets():
+    c = shapes.parse_shape(
+        "tables=2, rows=[5000, 300],dim=8,batch=4,pooling=[4,1]", "embedding_bags"
+    )
+    assert c.shape["rows"] == [5000, 300] and c.shape["pooling"] == [4, 1]
+    assert c.shape["tables"] == 2 and c.shape["dim"] == 8
+    with pytest.raises(ValueError, match="must be a list of ints"):
+        shapes.parse_shape("tables=2,rows=[5000,x],dim=8,batch=4,pooling=[4,1]", "embedding_bags")
+    with pytest.raises(ValueError, match="unbalanced brackets"):
+        shapes.parse_shape("tables=2,rows=[5000,300,dim=8", "embedding_bags")
+
+
 def test_parse_shape():
     c = shapes.parse_shape("M=3, N=4, K=5, b_t=true", "gemm")
     assert c.shape == {"M": 3, "N": 4, "K": 5, "a_t": False, "b_t": True}

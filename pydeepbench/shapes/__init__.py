@@ -7,6 +7,7 @@ hard-codes a benchmark shape; pytest ids and CLI sweeps both come from these fil
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,14 +97,24 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
 
 
 def parse_shape(text: str, op: str) -> Case:
-    """`M=128,N=512,K=13,b_t=1` -> a one-case set for the CLI's --shape."""
+    """`M=128,N=512,K=13,b_t=1` -> a one-case set for the CLI's --shape. A list value is
+    written in brackets: `tables=2,rows=[5000,300],pooling=[4,1]`."""
     from pydeepbench import registry
 
     raw: dict = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    if text.count("[") != text.count("]"):
+        raise ValueError(f"--shape: unbalanced brackets in {text!r}")
+    # Commas inside brackets belong to a list value, not between fields.
+    for part in filter(None, (p.strip() for p in re.split(r",(?![^\[]*\])", text))):
         if "=" not in part:
             raise ValueError(f"--shape: expected KEY=VALUE, got {part!r}")
         k, v = (s.strip() for s in part.split("=", 1))
+        if v.startswith("[") and v.endswith("]"):
+            try:
+                raw[k] = [int(x) for x in v[1:-1].split(",")]
+            except ValueError:
+                raise ValueError(f"--shape: {k}={v} must be a list of ints") from None
+            continue
         low = v.lower()
         if low in ("true", "false"):
             raw[k] = low == "true"
