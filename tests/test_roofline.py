@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pydeepbench import _native, roofline
 from pydeepbench.roofline import Peaks
@@ -126,6 +128,21 @@ def test_gather_probe_sums_the_rows_it_is_given_exactly():
         assert gather(table, idx) == table.double()[idx][:, cols].sum().item()
     table = torch.randint(0, 13, (5, 8), generator=g).float()
     assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]][:, [0, 7]].sum()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 300),
+    row_len=st.integers(1, 1024),
+    n=st.integers(1, 3 * 4096),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_gather_probe_matches_torch_on_random_tables(rows, row_len, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randint(0, 13, (rows, row_len), generator=g).float()
+    idx = torch.randint(0, rows, (n,), generator=g)
+    cols = roofline.gather_columns(row_len, 16)
+    assert gather(table, idx) == table.double()[idx][:, cols].sum().item()
 
 
 def test_gather_probe_loads_one_element_in_every_line_of_the_row():
