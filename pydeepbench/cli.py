@@ -84,8 +84,16 @@ def _add_model_parsers(sub) -> None:
     m.add_argument(
         "--json", help="results JSON (default: results/model-<model>-<config>-<time>.json)"
     )
-    r = sub.add_parser("report", help="Proxy Workloads table from results JSON (one machine)")
-    r.add_argument("results", nargs="+", help="results JSON files")
+    r = sub.add_parser(
+        "report", help="Proxy Workloads table from results JSON (one machine), or two compared"
+    )
+    r.add_argument("results", nargs="+", help="results JSON files (side A with --against)")
+    r.add_argument(
+        "--against",
+        nargs="+",
+        metavar="RESULTS",
+        help="results JSON files of a second system (side B): the lines both have, with B/A",
+    )
     r.add_argument("--markdown", help="also write the table as Markdown here")
     r.add_argument("--csv", help="also write the table as CSV here")
 

@@ -11,6 +11,11 @@ Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
   micro benchmark's timing mode (hot/cold), Config is set:case, Batch Size is M or batch.
 Only rows with status ok are tabulated; the others are counted in a note. Files from
 different machines (system.machine_id) are refused: their scores do not compare.
+
+`report A.json... --against B.json...` compares two sets of files (two systems, or one
+system before and after a change), each set from one machine: the lines both sides
+have (same model or micro op, impl, mode, config, batch size and units) with both
+scores and B/A (every score is higher-is-better), and the geomean of B/A per model.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pydeepbench import report, system
 from pydeepbench.workload import latency_marker
 
 COLUMNS = ("Model", "Implementation", "Mode", "Config", "Batch Size", "Score", "Units")
+KEY = tuple(c for c in COLUMNS if c != "Score")  # what matches a line across two systems
+COMPARE_COLUMNS = (*KEY, "A", "B", "B/A")
 MICRO_OPS = {
     "linear": ("MLP/Linear", "tflops", "TF/s", "M"),
     "embedding_bags": ("EmbeddingBag", "gbps", "GB/s", "batch"),
@@ -68,6 +75,7 @@ def entry(r: dict) -> dict | None:
             "Batch Size": r["batch_size"],
             "Score": f"{r['score']:.1f}{latency_marker(r)}",
             "Units": r["units"],
+            "value": r["score"],
         }
     if r.get("op") in MICRO_OPS:
         name, key, units, batch_key = MICRO_OPS[r["op"]]
@@ -81,6 +89,7 @@ def entry(r: dict) -> dict | None:
             "Batch Size": (r.get("shape") or {}).get(batch_key, "-"),
             "Score": f"{r[key]:.3g}",
             "Units": units,
+            "value": r[key],
         }
     return None
 
@@ -103,25 +112,72 @@ def notes(rows: list[dict]) -> list[str]:
     return out
 
 
-def text_table(es: list[dict]) -> Table:
+def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]:
+    """Lines on both sides (matched on KEY) with A's and B's scores and B/A, and notes:
+    the geomean of B/A per model, lines only one side has, and repeated lines."""
+    notes_out = []
+    sides = []
+    for name, rows in (("A", base), ("B", other)):
+        by_key: dict[tuple, dict] = {}
+        for e in entries(rows):
+            by_key.setdefault(tuple(e[c] for c in KEY), e)  # the first of repeated lines
+        repeats = len(entries(rows)) - len(by_key)
+        if repeats:
+            notes_out.append(f"{repeats} repeated line(s) on side {name}: the first is compared")
+        sides.append(by_key)
+    a, b = sides
+    lines, ratios = [], {}
+    for k, ea in a.items():
+        if k not in b:
+            continue
+        ratio = b[k]["value"] / ea["value"] if ea["value"] else None
+        lines.append(
+            {
+                **{c: ea[c] for c in KEY},
+                "A": ea["Score"],
+                "B": b[k]["Score"],
+                "B/A": ratio_text(ratio),
+            }
+        )
+        if ratio:
+            group = ea["Model"] + (f" {ea['Implementation']}" if ea["Model"] == "Micro" else "")
+            ratios.setdefault(group, []).append(ratio)
+    for group, rs in sorted(ratios.items()):
+        g = ratio_text(report.geomean(rs))
+        notes_out.append(f"{group}: geomean B/A {g} over {len(rs)} line(s)")
+    for name, mine, theirs in (("A", a, b), ("B", b, a)):
+        n = len(set(mine) - set(theirs))
+        if n:
+            notes_out.append(f"{n} line(s) only on side {name} are not compared")
+    return lines, notes_out
+
+
+def ratio_text(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
+def text_table(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> Table:
     t = Table(box=None, pad_edge=False, header_style="bold")
-    for c in COLUMNS:
-        t.add_column(c, justify="right" if c in ("Batch Size", "Score") else "left")
+    right = ("Batch Size", "Score", "A", "B", "B/A")
+    for c in columns:
+        t.add_column(c, justify="right" if c in right else "left")
     for e in es:
-        t.add_row(*(escape(str(e[c])) for c in COLUMNS))  # "[native]" is not rich markup
+        t.add_row(*(escape(str(e[c])) for c in columns))  # "[native]" is not rich markup
     return t
 
 
-def markdown(es: list[dict]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for e in es:
-        lines.append("| " + " | ".join(str(e[c]).replace("|", "\\|") for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(str(e[c]).replace("|", "\\|") for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str | os.PathLike, es: list[dict]) -> None:
+def write_csv(path: str | os.PathLike, es: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(es)
 
@@ -164,16 +220,26 @@ def detail_table(rows: list[dict]) -> Table:
 
 
 def cli_report(args, con) -> int:
-    """`python -m pydeepbench report RESULTS.json... [--markdown PATH] [--csv PATH]`."""
+    """`python -m pydeepbench report RESULTS.json... [--against RESULTS.json...]
+    [--markdown PATH] [--csv PATH]`."""
     machine, rows = load(args.results)
-    es = entries(rows)
-    con.print(escape(f"Proxy Workloads results on {machine}"))
-    con.print(text_table(es))
-    for line in notes(rows):
+    if args.against:
+        other_machine, other = load(args.against)
+        es, extra = compare(rows, other)
+        columns = COMPARE_COLUMNS
+        con.print(escape(f"A: {machine} ({', '.join(map(str, args.results))})"))
+        con.print(escape(f"B: {other_machine} ({', '.join(map(str, args.against))})"))
+        lines = extra + [f"A: {n}" for n in notes(rows)] + [f"B: {n}" for n in notes(other)]
+    else:
+        es, columns = entries(rows), COLUMNS
+        con.print(escape(f"Proxy Workloads results on {machine}"))
+        lines = notes(rows)
+    con.print(text_table(es, columns))
+    for line in lines:
         con.print(escape(line))
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown(es))
+            f.write(markdown(es, columns))
     if args.csv:
-        write_csv(args.csv, es)
+        write_csv(args.csv, es, columns)
     return 0

@@ -22,7 +22,7 @@ def test_table_from_model_and_micro_files():
     assert machine.startswith("Test CPU 9000|2 cpus|24 GiB")
     es = proxy.entries(rows)
     by = {(e["Model"], e["Implementation"], e["Mode"]): e for e in es}
-    assert list(es[0]) == list(proxy.COLUMNS)
+    assert list(es[0]) == [*proxy.COLUMNS, "value"]  # value: the score as a number
     # Model rows: score in ex/s, '*' only on the inference row that missed its target.
     assert by[("DLRM", "ootb", "train")]["Score"] == "400.0"
     assert by[("DLRM", "ootb", "infer")]["Score"] == "20000.0"
@@ -137,3 +137,55 @@ def test_entry_names_kernels_that_stood_in():
     assert proxy.entry(r)["Implementation"] == "optimized (dense ootb)"
     r["fallback"] = "torch index_add_"
     assert proxy.entry(r)["Implementation"] == "optimized (fallback emb, dense ootb)"
+
+
+def faster_copy(tmp_path, src, factor, name):
+    """`src` as if measured on a machine `factor` times faster (scores up, times down)."""
+    doc = json.loads(src.read_text())
+    doc["system"]["cpu"]["model"] = "Faster CPU"
+    for r in doc["results"]:
+        for k in ("score", "tflops", "gbps"):
+            if r.get(k) is not None:
+                r[k] *= factor
+    out = tmp_path / name
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_compare_two_systems_matches_lines_and_gives_b_over_a(tmp_path, capsys):
+    fast_models = faster_copy(tmp_path, MODELS, 2.0, "m.json")
+    fast_micro = faster_copy(tmp_path, MICRO, 4.0, "u.json")
+    md, cs = tmp_path / "c.md", tmp_path / "c.csv"
+    argv = ["report", str(MODELS), str(MICRO), "--against", str(fast_models), str(fast_micro)]
+    assert cli.main([*argv, "--markdown", str(md), "--csv", str(cs)]) == 0
+    out = capsys.readouterr().out
+    assert "A: Test CPU 9000" in out and "B: Faster CPU" in out
+    assert "DLRM: geomean B/A 2.00x over 4 line(s)" in out
+    assert "Micro EmbeddingBag [native]: geomean B/A 4.00x over 1 line(s)" in out
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| " + " | ".join(proxy.COMPARE_COLUMNS) + " |" and len(lines) == 2 + 6
+    assert (
+        "| DLRM | ootb | train | dlrm-mlperf cap 500000 | 2048 | ex/s | 400.0 | 800.0 | 2.00x |"
+        in lines
+    )
+    with open(cs) as f:
+        rows = list(csv.DictReader(f))
+    assert {r["B/A"] for r in rows if r["Model"] == "Micro"} == {"4.00x"}
+
+
+def test_compare_keeps_only_lines_both_sides_have():
+    a = json.loads(MODELS.read_text())["results"]
+    b = json.loads(OTHER.read_text())["results"]
+    lines, notes = proxy.compare(a, b)
+    assert [(x["Implementation"], x["Mode"], x["B/A"]) for x in lines] == [
+        ("ootb", "infer", "0.005x")
+    ]
+    assert "3 line(s) only on side A are not compared" in notes
+    # Repeated lines (e.g. perf_bars --repeat) compare the first and say so.
+    lines, notes = proxy.compare(a + a, b)
+    assert len(lines) == 1 and "4 repeated line(s) on side A: the first is compared" in notes
+
+
+def test_compare_refuses_a_side_that_mixes_machines(capsys):
+    assert cli.main(["report", str(MODELS), "--against", str(MODELS), str(OTHER)]) == 2
+    assert "different machines" in capsys.readouterr().out
