@@ -118,10 +118,11 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
     notes_out = []
     sides = []
     for name, rows in (("A", base), ("B", other)):
+        es = entries(rows)
         by_key: dict[tuple, dict] = {}
-        for e in entries(rows):
+        for e in es:
             by_key.setdefault(tuple(e[c] for c in KEY), e)  # the first of repeated lines
-        repeats = len(entries(rows)) - len(by_key)
+        repeats = len(es) - len(by_key)
         if repeats:
             notes_out.append(f"{repeats} repeated line(s) on side {name}: the first is compared")
         sides.append(by_key)
