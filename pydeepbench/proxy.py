@@ -15,7 +15,8 @@ different machines (system.machine_id) are refused: their scores do not compare.
 `report A.json... --against B.json...` compares two sets of files (two systems, or one
 system before and after a change), each set from one machine: the lines both sides
 have (same model or micro op, impl, mode, config, batch size and units) with both
-scores and B/A (every score is higher-is-better), and the geomean of B/A per model.
+scores and B/A (every score is higher-is-better), and the geomean of B/A per model and
+per micro op and impl.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def notes(rows: list[dict]) -> list[str]:
 
 def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]:
     """Lines on both sides (matched on KEY) with A's and B's scores and B/A, and notes:
-    the geomean of B/A per model, lines only one side has, and repeated lines."""
+    the geomean of B/A per model (per micro op and impl), lines only one side has, and
+    repeated lines."""
     notes_out = []
     sides = []
     for name, rows in (("A", base), ("B", other)):
