@@ -1,6 +1,6 @@
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pydeepbench import _native, roofline
@@ -118,19 +118,11 @@ def gather(table, idx):
     return _native.cpu().gather_probe(_native.arg(table), _native.arg(idx))
 
 
-def test_gather_probe_sums_the_rows_it_is_given_exactly():
-    g = torch.Generator().manual_seed(3)
-    # 4 x GATHER_CHUNK + 5 lookups: several chunks per thread and a short last one.
-    for row_len in (1, 16, 128, 200, _native.cpu().GATHER_AHEAD):
-        table = torch.randint(0, 13, (777, row_len), generator=g).float()
-        idx = torch.randint(0, 777, (4 * 4096 + 5,), generator=g)
-        cols = roofline.gather_columns(row_len, 16)
-        assert gather(table, idx) == table.double()[idx][:, cols].sum().item()
-    table = torch.randint(0, 13, (5, 8), generator=g).float()
-    assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]][:, [0, 7]].sum()
-
-
 @settings(max_examples=40, deadline=None)
+# The probe's own row length, and 4 x GATHER_CHUNK + 5 lookups: several chunks per
+# thread and a short last one.
+@example(rows=777, row_len=128, n=4 * 4096 + 5, seed=3)
+@example(rows=777, row_len=1, n=4 * 4096 + 5, seed=4)
 @given(
     rows=st.integers(1, 300),
     row_len=st.integers(1, 1024),
@@ -150,6 +142,8 @@ def test_gather_probe_loads_one_element_in_every_line_of_the_row():
     assert roofline.gather_columns(1, 16) == [0]
     assert roofline.gather_columns(17, 16) == [0, 16]
     assert roofline.gather_columns(128, 16) == [0, 16, 32, 48, 64, 80, 96, 112, 127]
+    table = torch.randint(0, 13, (5, 8)).float()  # a row within one line: its first and last
+    assert gather(table, torch.tensor([4, 4, 0])) == table.double()[[4, 4, 0]][:, [0, 7]].sum()
     for n in range(1, 300):
         cols = roofline.gather_columns(n, 16)
         # Gaps of at most a line, from the first element to the last: whatever the row's
