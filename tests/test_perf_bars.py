@@ -34,3 +34,38 @@ def test_repeat_reports_the_median_of_its_runs(tmp_path, monkeypatch):
     assert b["pass"] == (b["value"] >= b["target"])
     assert {r["impl"] for r in doc["results"]} == {"ootb", "native"}
     assert len(doc["results"]) == 6  # 2 impls x 3 runs, every row kept
+
+
+def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
+    tmp_path, monkeypatch
+):
+    pb = load()
+    bar = next(b for b in pb.BARS if b.name == "emb-mlperf")
+    small = pb.Bar(
+        **{**bar.__dict__, "name": "tiny-emb", "cases": "shape:tables=2,rows=1000,dim=16,batch=64,pooling=4"}
+    )
+    monkeypatch.setattr(pb, "BARS", [small])
+    # Two measurements around the sweep: STREAM falls, the gather rate doubles.
+    rates = iter([(50e9, 10e9), (40e9, 20e9)])
+
+    def fake(pk, max_time_s=2.0):
+        bw, g = next(rates)
+        return pb.dataclasses.replace(
+            pk, bandwidth=bw, gather_bandwidth=g, detail={**pk.detail, "gather": {"fake": g}}
+        )
+
+    monkeypatch.setattr(pb.roofline, "remeasure_memory", fake)
+    out = tmp_path / "bars.json"
+    pb.main(["--max-time", "0.02", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    (b,) = doc["bars"]
+    assert b["memory_roofs"] == [
+        {"stream_before": 50e9, "stream_after": 40e9, "gather_before": 10e9, "gather_after": 20e9}
+    ]
+    rows = doc["results"]
+    assert {r["impl"] for r in rows} == {"ootb", "native"}
+    for r in rows:
+        gbps = r["gbps"]
+        assert r["peak_bw"] == 50e9
+        assert r["pct_peak_bw"] == pytest.approx(100 * gbps / 50)
+        assert r["pct_peak_gather"] == pytest.approx(100 * gbps / 20)
