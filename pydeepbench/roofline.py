@@ -26,7 +26,7 @@ import torch
 
 from pydeepbench import _native, harness, system
 
-SCHEMA = "pydeepbench.roofline/2"  # /2: gather_bandwidth
+SCHEMA = "pydeepbench.roofline/3"  # /2: gather_bandwidth; /3: the gather probe unrolled (2x faster)
 
 # Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
 # NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 product brief,
@@ -196,7 +196,6 @@ def _stream_probe(C, max_time_s: float) -> tuple[dict[str, float], dict]:
     return bw, {"elements": n, "bytes_per_s": bw}
 
 
-GATHER_ROW_FLOATS = 128  # DLRM's dim-128 fp32 rows
 GATHER_LOOKUPS = 1 << 22  # 2 GiB of rows per call
 GATHER_PERIOD = 4099  # the table repeats a prime number of distinct rows
 
@@ -213,16 +212,17 @@ def _gather_probe(C, max_time_s: float) -> tuple[float, str, dict]:
     least 2 GiB, at most a quarter of free memory, in the host pool's huge pages as the
     native embedding tables are) repeats GATHER_PERIOD distinct rows of small integers,
     so the checksum is exact and a row read from the wrong place shows."""
-    row_bytes, llc = GATHER_ROW_FLOATS * 4, harness.llc_bytes("cpu")
+    row_len = C.GATHER_ROW_FLOATS  # DLRM's dim-128 fp32 rows, the length the loop is built for
+    row_bytes, llc = row_len * 4, harness.llc_bytes("cpu")
     want = max(8 * llc, 2 << 30)
     periods = max(min(want, system.available_memory_bytes() // 4) // row_bytes // GATHER_PERIOD, 1)
     rows = periods * GATHER_PERIOD
     r = torch.arange(GATHER_PERIOD)[:, None]
-    pattern = (r * torch.arange(1, GATHER_ROW_FLOATS + 1) + r).remainder_(13).float()
-    table = _native.empty((rows, GATHER_ROW_FLOATS), torch.float32)
-    table.view(periods, GATHER_PERIOD, GATHER_ROW_FLOATS).copy_(pattern.expand(periods, -1, -1))
+    pattern = (r * torch.arange(1, row_len + 1) + r).remainder_(13).float()
+    table = _native.empty((rows, row_len), torch.float32)
+    table.view(periods, GATHER_PERIOD, row_len).copy_(pattern.expand(periods, -1, -1))
     idx = torch.randint(rows, (GATHER_LOOKUPS,), generator=torch.Generator().manual_seed(0))
-    cols = gather_columns(GATHER_ROW_FLOATS, C.GATHER_STRIDE)
+    cols = gather_columns(row_len, C.GATHER_STRIDE)
     want_sum = pattern[:, cols].sum(1, dtype=torch.float64)[idx % GATHER_PERIOD].sum().item()
     got = {}
     ptable, pidx = _native.arg(table), _native.arg(idx)  # once, outside the clock

@@ -161,6 +161,10 @@ def test_gather_probe_rejects_bad_input_before_reading():
         gather(table, torch.tensor([0, 9, 10, 1]))
     with pytest.raises(ValueError, match="index -1"):
         gather(table, torch.tensor([-1]))
+    bad = torch.zeros(3 * 4096, dtype=torch.int64)
+    bad[[5000, 9000]] = torch.tensor([-3, 12])  # the first bad position is the one named
+    with pytest.raises(ValueError, match=r"index -3 at position 5000 "):
+        gather(table, bad)
     with pytest.raises(ValueError, match="contiguous"):
         gather(torch.ones(10, 32)[:, ::2], torch.tensor([0]))
     with pytest.raises(ValueError, match="contiguous"):

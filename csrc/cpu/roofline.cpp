@@ -84,32 +84,33 @@ void stream_triad(float* a, const float* b, const float* c, float scalar, int64_
   for (int64_t i = 0; i < n; ++i) a[i] = b[i] + scalar * c[i];
 }
 
-double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,
-                    int64_t n) {
-  PDB_CHECK(rows > 0 && n > 0, "gather_probe: the table and the indices must be non-empty");
-  PDB_CHECK(row_len > 0 && row_len <= kGatherMaxRow, "gather_probe: row length ", row_len,
-            " is outside [1, ", kGatherMaxRow, "]");
+namespace {
+
+// The probe's loop. kRowLen > 0 is the row length fixed at compile time, so the
+// prefetch and load loops unroll and the sums stay in registers: with a runtime length
+// the loop's own instructions (about twice as many per lookup) fill the out-of-order
+// window and fewer rows are in flight. Zen 4 VM, 2 GiB huge-page table, 2M lookups of
+// 512-byte rows, two threads, best of 3, six rounds interleaved: runtime length 11-15
+// GB/s, fixed 24-27, fixed and the index check moved out of the loop 27-29.5; the
+// native embedding kernel pooling 32 rows per bag read 15-21 GB/s beside the old probe.
+template <int64_t kRowLen>
+double gather_rows(const float* table, int64_t row_len_rt, const int64_t* idx, int64_t n) {
+  const int64_t row_len = kRowLen ? kRowLen : row_len_rt;
   const int64_t nchunks = (n + kGatherChunk - 1) / kGatherChunk;
   double total = 0;
-  int64_t bad = -1;  // a lookup whose index is out of range (any one of them)
 #pragma omp parallel for schedule(static) reduction(+ : total)
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t i0 = c * kGatherChunk, i1 = std::min(n, i0 + kGatherChunk);
     float acc[kGatherMaxRow / kGatherStride + 1] = {};  // one per sampled offset
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t ahead = i + kGatherAhead;
-      if (ahead < n && idx[ahead] >= 0 && idx[ahead] < rows) {
-        const char* p = reinterpret_cast<const char*>(table + idx[ahead] * row_len);
+      if (i + kGatherAhead < n) {
+        const char* p = reinterpret_cast<const char*>(table + idx[i + kGatherAhead] * row_len);
+#pragma GCC unroll 64
         for (int64_t o = 0; o < row_len * 4; o += 64) __builtin_prefetch(p + o, 0, 2);
       }
-      const int64_t r = idx[i];
-      if (r < 0 || r >= rows) {  // this chunk stops here; the others run on
-#pragma omp atomic write
-        bad = i;
-        break;
-      }
-      const float* row = table + r * row_len;
+      const float* row = table + idx[i] * row_len;
       int64_t j = 0;
+#pragma GCC unroll 64
       for (int64_t d = 0; d < row_len; d += kGatherStride) acc[j++] += row[d];
       if ((row_len - 1) % kGatherStride) acc[j] += row[row_len - 1];  // the last line
     }
@@ -117,9 +118,26 @@ double gather_probe(const float* table, int64_t rows, int64_t row_len, const int
     for (float v : acc) s += v;
     total += s;
   }
-  PDB_CHECK(bad < 0, "gather_probe: index ", idx[bad < 0 ? 0 : bad], " at position ", bad,
-            " is outside [0, ", rows, ")");
   return total;
+}
+
+}  // namespace
+
+double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,
+                    int64_t n) {
+  PDB_CHECK(rows > 0 && n > 0, "gather_probe: the table and the indices must be non-empty");
+  PDB_CHECK(row_len > 0 && row_len <= kGatherMaxRow, "gather_probe: row length ", row_len,
+            " is outside [1, ", kGatherMaxRow, "]");
+  // Every index is checked before any row is read: one sequential pass over 8 bytes per
+  // 512-byte row, under 1% of the probe's time, and no branch in the gather loop.
+  int64_t bad = n;  // the first position whose index is out of range
+#pragma omp parallel for schedule(static) reduction(min : bad)
+  for (int64_t i = 0; i < n; ++i)
+    if ((idx[i] < 0) | (idx[i] >= rows)) bad = std::min(bad, i);
+  PDB_CHECK(bad == n, "gather_probe: index ", idx[bad == n ? 0 : bad], " at position ", bad,
+            " is outside [0, ", rows, ")");
+  return row_len == kGatherRowFloats ? gather_rows<kGatherRowFloats>(table, row_len, idx, n)
+                                     : gather_rows<0>(table, row_len, idx, n);
 }
 
 }  // namespace pdb::cpu

@@ -23,15 +23,17 @@ void stream_copy(float* dst, const float* src, int64_t n);
 void stream_triad(float* a, const float* b, const float* c, float scalar, int64_t n);
 
 // Random-row gather: for each idx[i] (n lookups, any order), reads row idx[i] of the
-// row-major table (rows x row_len floats, row_len <= kGatherMaxRow), prefetching rows
+// row-major table (rows x row_len floats, row_len <= kGatherMaxRow; kGatherRowFloats,
+// the roofline's DLRM dim-128 rows, has a loop unrolled for it), prefetching rows
 // kGatherAhead lookups ahead into L2 as the embedding kernels do. It loads one float per
 // 64-byte line, the least work that still brings every line of the row from memory (a
 // roof, not a kernel: summing whole rows made it compute bound, ~37 GB/s from L2 with
 // baseline code): the elements at offsets 0, kGatherStride, 2 * kGatherStride, ... and
 // row_len - 1. Returns their sum over all lookups, exact for tables of small integers
 // since the per-offset float sums go to double every kGatherChunk lookups. An index
-// outside [0, rows) raises before its row is read.
+// outside [0, rows) raises before any row is read.
 constexpr int64_t kGatherMaxRow = 1024;
+constexpr int64_t kGatherRowFloats = 128;
 constexpr int64_t kGatherAhead = 32;
 constexpr int64_t kGatherChunk = 4096;
 constexpr int64_t kGatherStride = 16;  // floats per 64-byte line

@@ -50,6 +50,7 @@ void bind_roofline(py::module_& m) {
   });
   m.attr("GATHER_AHEAD") = cpu::kGatherAhead;
   m.attr("GATHER_STRIDE") = cpu::kGatherStride;
+  m.attr("GATHER_ROW_FLOATS") = cpu::kGatherRowFloats;
   m.def(
       "gather_probe",
       [](py::tuple table_, py::tuple idx_) {
