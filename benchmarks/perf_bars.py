@@ -216,7 +216,11 @@ def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict],
         roof = higher_memory_roof(before, after)
         for r in rows:
             if r["status"] == "ok":
-                r.update(roofline.place(r["flops"], r["bytes"], r["time_s"]["median"], bar.dtype, roof, True))
+                r.update(
+                    roofline.place(
+                        r["flops"], r["bytes"], r["time_s"]["median"], bar.dtype, roof, True
+                    )
+                )
         roofs = {
             "stream_before": before.bandwidth,
             "stream_after": after.bandwidth,
@@ -258,7 +262,9 @@ def gather_note(rows: list[dict], roofs: list[dict]) -> str:
     span = f"{lo:.0f}%" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f}%"
 
     def moved(kind: str) -> str:
-        return ", ".join(f"{m[kind + '_before'] / 1e9:.1f}->{m[kind + '_after'] / 1e9:.1f}" for m in roofs)
+        return ", ".join(
+            f"{m[kind + '_before'] / 1e9:.1f}->{m[kind + '_after'] / 1e9:.1f}" for m in roofs
+        )
 
     return (
         f"  [native at {span} of the gather roof; measured around the run(s), GB/s: "

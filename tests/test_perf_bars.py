@@ -42,7 +42,11 @@ def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
     pb = load()
     bar = next(b for b in pb.BARS if b.name == "emb-mlperf")
     small = pb.Bar(
-        **{**bar.__dict__, "name": "tiny-emb", "cases": "shape:tables=2,rows=1000,dim=16,batch=64,pooling=4"}
+        **{
+            **bar.__dict__,
+            "name": "tiny-emb",
+            "cases": "shape:tables=2,rows=1000,dim=16,batch=64,pooling=4",
+        }
     )
     monkeypatch.setattr(pb, "BARS", [small])
     # Two measurements around the sweep: STREAM falls, the gather rate doubles.
