@@ -165,8 +165,9 @@ def test_forward_f32_shapes(D, T, mode):
 @pytest.mark.parametrize("wdtype", WDTYPES)
 @pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
-# fp32 sum/mean pools up to 128 columns per pass, else 64: widths on both sides of each
-@pytest.mark.parametrize("D", [3, 16, 33, 72, 100, 128, 129, 256])
+# Column blocks: AVX2 fp32 sum/mean 128 columns, else 64; AVX-512 256, else 128. Widths on
+# both sides of each, and tails of every vector width (15: an AVX-512 tail alone).
+@pytest.mark.parametrize("D", [3, 15, 16, 33, 72, 100, 128, 129, 256, 257])
 def test_forward_dtypes(wdtype, idx_dtype, mode, D):
     g = torch.Generator().manual_seed(D)
     pr = make_problem([30, 1, 9], 8, D, lens_for(3, 8, "multi", g), idx_dtype, wdtype, seed=1)
@@ -193,8 +194,8 @@ def test_forward_big_parallel_matches():
 
 
 def streaming_batch(T, D):
-    """A batch whose (B, T*D) fp32 output is twice what the AVX2 forward streams past
-    (streaming stores above the threads' L2: csrc/cpu/embedding_bag_avx2.cpp)."""
+    """A batch whose (B, T*D) fp32 output is twice what the SIMD forwards stream past
+    (streaming stores above the threads' L2: csrc/cpu/embedding_bag_simd.h)."""
     threads = torch.get_num_threads()  # the kernels share torch's OpenMP thread count
     return -(-2 * threads * C.cpu_info()["l2_clamped"] // (T * D * 4))
 
@@ -502,15 +503,16 @@ def test_bad_offsets_and_options():
         )
 
 
-# ---- the portable path -------------------------------------------------------------------
+# ---- the paths a narrower ISA takes ----------------------------------------------------
 
 
-def sweep_generic():
-    """Forward, backward and steps on a small grid; run under PYDEEPBENCH_ISA=generic."""
-    assert C.isa() == "generic", C.isa()
+def sweep_isa(isa):
+    """Forward (and for generic, backward and steps) on a small grid; run in a process
+    whose PYDEEPBENCH_ISA caps the kernels at `isa` (the default process runs the best)."""
+    assert C.isa() == isa, C.isa()
     g = torch.Generator().manual_seed(0)
     for wdtype in WDTYPES:
-        for D in (1, 8, 33, 128):
+        for D in (1, 8, 15, 33, 128, 129, 257):
             for mode in ("sum", "mean", "max"):
                 pr = make_problem(
                     [20, 3, 7],
@@ -523,26 +525,32 @@ def sweep_generic():
                     pad=1,
                 )
                 check_forward(pr, mode)
-    test_backward_dense("sum", torch.int64, 33)
-    test_backward_dense("max", torch.int32, 16)
-    test_sparse_steps(torch.float32, "mean", torch.int64, 33, "adagrad")
-    test_sparse_steps(torch.bfloat16, "sum", torch.int32, 3, "sgd")
-    print("generic ok")
+    test_forward_streaming_output(torch.float32, "max", 144)
+    test_forward_streaming_output(torch.bfloat16, "sum", 16)
+    if isa == "generic":  # other ISAs' backward and steps are the default process's
+        test_backward_dense("sum", torch.int64, 33)
+        test_backward_dense("max", torch.int32, 16)
+        test_sparse_steps(torch.float32, "mean", torch.int64, 33, "adagrad")
+        test_sparse_steps(torch.bfloat16, "sum", torch.int32, 3, "sgd")
+    print(isa, "ok")
 
 
-def test_generic_path_in_subprocess(tmp_path):
-    env = dict(os.environ, PYDEEPBENCH_ISA="generic")
+@pytest.mark.parametrize("isa", ["generic", "avx2"])
+def test_narrower_isa_in_subprocess(tmp_path, isa):
+    if isa == "avx2" and C.isa() == "generic":
+        pytest.skip("this CPU has no AVX2+FMA: the generic path is the default one")
+    env = dict(os.environ, PYDEEPBENCH_ISA=isa)
     code = (
         f"import importlib.util, sys; s = importlib.util.spec_from_file_location('t', "
         f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
-        f"s.loader.exec_module(m); m.sweep_generic()"
+        f"s.loader.exec_module(m); m.sweep_isa({isa!r})"
     )
     r = subprocess.run(
         [sys.executable, "-c", code],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         cwd=tmp_path,
     )
-    assert r.returncode == 0 and "generic ok" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and f"{isa} ok" in r.stdout, r.stdout + r.stderr

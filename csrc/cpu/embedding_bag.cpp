@@ -300,6 +300,7 @@ void validate_argmax(const BagsLayout& L, const int64_t* argmax, int64_t am_stri
 }
 
 void embedding_bags_forward(const EmbFwdArgs& a) {
+  if (active_isa() >= Isa::avx512) return detail::forward_avx512(a);
   if (active_isa() >= Isa::avx2) return detail::forward_avx2(a);
   if (a.L.idx64) forward_generic<int64_t>(a);
   else forward_generic<int32_t>(a);
