@@ -5,6 +5,8 @@ table for the forward, autograd for the backward, and the update formulas applie
 the autograd gradient for the fused SGD / row-wise Adagrad steps.
 """
 
+import ctypes
+import mmap
 import os
 import subprocess
 import sys
@@ -503,6 +505,93 @@ def test_bad_offsets_and_options():
         )
 
 
+# ---- no access past the end of any buffer ------------------------------------------------
+
+_GUARDED = []  # the mappings stay alive (and unmapped never) for the whole process
+
+
+def guarded(shape, dtype):
+    """A contiguous tensor whose last byte is the last before an inaccessible page: a
+    kernel that reads or writes one element past it (a full vector load of a tail, say)
+    segfaults instead of passing unseen."""
+    page = mmap.PAGESIZE
+    n = max(1, torch.Size(shape).numel()) * torch.empty(0, dtype=dtype).element_size()
+    data = -(-n // page) * page
+    m = mmap.mmap(-1, data + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + data, page, 0) == 0, os.strerror(ctypes.get_errno())  # PROT_NONE
+    _GUARDED.append(m)
+    t = torch.frombuffer(m, dtype=torch.uint8, count=n, offset=data - n).view(dtype)
+    return t[: torch.Size(shape).numel()].view(shape)
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs libc mprotect")
+def test_guard_page_faults(tmp_path):
+    """The guard works: one byte read past a guarded tensor kills the process."""
+    code = (
+        f"import ctypes, importlib.util; s = importlib.util.spec_from_file_location('t', "
+        f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
+        f"s.loader.exec_module(m); import torch; t = m.guarded((5, 3), torch.float32); "
+        f"print(ctypes.string_at(t.data_ptr() + t.numel() * 4 - 1, 1), flush=True); "
+        f"ctypes.string_at(t.data_ptr() + t.numel() * 4, 1); print('read past the end')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert r.returncode == -11 and "read past" not in r.stdout, (r.returncode, r.stdout, r.stderr)
+    assert r.stdout.startswith("b'"), r.stdout + r.stderr  # the last byte itself was readable
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs libc mprotect")
+@pytest.mark.parametrize("wdtype", WDTYPES)
+@pytest.mark.parametrize("D", [1, 3, 15, 17, 33, 129])
+def test_no_access_past_buffers(wdtype, D):
+    """Weight, output and argmax each end at a guard page, and every bag reads its
+    table's last row, so each tail load and store touches the buffers' last bytes."""
+    g = torch.Generator().manual_seed(D)
+    rows, B = [9, 4], 3
+    T = len(rows)
+    pr = make_problem(rows, B, D, lens_for(T, B, "ragged", g), torch.int32, wdtype, psw=True)
+    w = guarded(pr["weight"].shape, wdtype)
+    w.copy_(pr["weight"])
+    pr["weight"] = w
+    lens = pr["offsets"][1:] - pr["offsets"][:-1]
+    for g_ in range(T * B):  # each non-empty bag's first lookup: its table's last row
+        if lens[g_] > 0:
+            pr["indices"][pr["offsets"][g_]] = rows[g_ // B] - 1
+    for mode in ("sum", "mean", "max"):
+        pr_m = dict(pr, psw=pr["psw"] if mode == "sum" else None)
+        out = guarded((B, T * D), torch.float32)
+        am = guarded((B, T * D), torch.int64) if mode == "max" else None
+        C.embedding_bags_forward(
+            arg(w),
+            arg(pr["toff"]),
+            arg(pr["indices"]),
+            arg(pr["offsets"]),
+            arg(out),
+            MODES[mode],
+            None if pr_m["psw"] is None else arg(pr_m["psw"]),
+            None if am is None else arg(am),
+        )
+        ref = ref_forward(pr_m, mode, w.double())
+        torch.testing.assert_close(out.double(), ref, **tol(pr_m))
+        if mode == "sum":
+            gw = guarded((sum(rows), D), torch.float32).zero_()
+            C.embedding_bags_backward_dense(
+                arg(out),  # any (B, T*D) gradient
+                arg(pr["toff"]),
+                arg(pr["indices"]),
+                arg(pr["offsets"]),
+                arg(gw),
+                MODES[mode],
+                arg(pr["psw"]),
+                None,
+            )
+            torch.testing.assert_close(gw.double(), ref_grad(pr_m, mode, out), rtol=1e-5, atol=1e-5)
+
+
 # ---- the paths a narrower ISA takes ----------------------------------------------------
 
 
@@ -527,6 +616,9 @@ def sweep_isa(isa):
                 check_forward(pr, mode)
     test_forward_streaming_output(torch.float32, "max", 144)
     test_forward_streaming_output(torch.bfloat16, "sum", 16)
+    for wdtype in WDTYPES:
+        for D in (3, 15, 33):
+            test_no_access_past_buffers(wdtype, D)
     if isa == "generic":  # other ISAs' backward and steps are the default process's
         test_backward_dense("sum", torch.int64, 33)
         test_backward_dense("max", torch.int32, 16)
