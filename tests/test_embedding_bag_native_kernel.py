@@ -5,19 +5,19 @@ table for the forward, autograd for the backward, and the update formulas applie
 the autograd gradient for the fused SGD / row-wise Adagrad steps.
 """
 
-import ctypes
-import mmap
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from guard_pages import guarded, guards_work
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pydeepbench._native import arg
 
+TESTS = os.path.dirname(os.path.abspath(__file__))  # guard_pages, for the subprocesses
 C = pytest.importorskip("pydeepbench._C")
 if not hasattr(C, "embedding_bags_forward"):
     pytest.skip("this build has no native embedding bags", allow_module_level=True)
@@ -507,33 +507,13 @@ def test_bad_offsets_and_options():
 
 # ---- no access past the end of any buffer ------------------------------------------------
 
-_GUARDED = []  # the mappings stay alive (and unmapped never) for the whole process
 
-
-def guarded(shape, dtype):
-    """A contiguous tensor whose last byte is the last before an inaccessible page: a
-    kernel that reads or writes one element past it (a full vector load of a tail, say)
-    segfaults instead of passing unseen."""
-    page = mmap.PAGESIZE
-    n = max(1, torch.Size(shape).numel()) * torch.empty(0, dtype=dtype).element_size()
-    data = -(-n // page) * page
-    m = mmap.mmap(-1, data + page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    assert libc.mprotect(base + data, page, 0) == 0, os.strerror(ctypes.get_errno())  # PROT_NONE
-    _GUARDED.append(m)
-    t = torch.frombuffer(m, dtype=torch.uint8, count=n, offset=data - n).view(dtype)
-    return t[: torch.Size(shape).numel()].view(shape)
-
-
-@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs libc mprotect")
+@pytest.mark.skipif(not guards_work(), reason="needs mmap and libc mprotect")
 def test_guard_page_faults(tmp_path):
     """The guard works: one byte read past a guarded tensor kills the process."""
     code = (
-        f"import ctypes, importlib.util; s = importlib.util.spec_from_file_location('t', "
-        f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
-        f"s.loader.exec_module(m); import torch; t = m.guarded((5, 3), torch.float32); "
+        f"import ctypes, sys; sys.path.insert(0, {TESTS!r}); "
+        f"import torch; from guard_pages import guarded; t = guarded((5, 3), torch.float32); "
         f"print(ctypes.string_at(t.data_ptr() + t.numel() * 4 - 1, 1), flush=True); "
         f"ctypes.string_at(t.data_ptr() + t.numel() * 4, 1); print('read past the end')"
     )
@@ -544,7 +524,7 @@ def test_guard_page_faults(tmp_path):
     assert r.stdout.startswith("b'"), r.stdout + r.stderr  # the last byte itself was readable
 
 
-@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mprotect"), reason="needs libc mprotect")
+@pytest.mark.skipif(not guards_work(), reason="needs mmap and libc mprotect")
 @pytest.mark.parametrize("wdtype", WDTYPES)
 @pytest.mark.parametrize("D", [1, 3, 15, 17, 33, 129])
 def test_no_access_past_buffers(wdtype, D):
@@ -633,7 +613,8 @@ def test_narrower_isa_in_subprocess(tmp_path, isa):
         pytest.skip("this CPU has no AVX2+FMA: the generic path is the default one")
     env = dict(os.environ, PYDEEPBENCH_ISA=isa)
     code = (
-        f"import importlib.util, sys; s = importlib.util.spec_from_file_location('t', "
+        f"import importlib.util, sys; sys.path.insert(0, {TESTS!r}); "
+        f"s = importlib.util.spec_from_file_location('t', "
         f"{os.path.abspath(__file__)!r}); m = importlib.util.module_from_spec(s); "
         f"s.loader.exec_module(m); m.sweep_isa({isa!r})"
     )

@@ -15,6 +15,7 @@ import sys
 
 import pytest
 import torch
+from guard_pages import guarded, guards_work
 
 CODES = {torch.float32: 0, torch.bfloat16: 1}
 SIZES = [0, 1, 2, 7, 16, 31, 127, 257]
@@ -50,11 +51,28 @@ def tolerance(K, ref, dtype):
     return 2e-3 * (K + 1) ** 0.5 + ref.abs() / 128
 
 
-def check_case(M, N, K, la, lb, dtype, use_bias, relu, gen, ldc_pad=3):
+def at_guard(t):
+    """t copied into memory that ends at a guard page, in its own layout (row or col)."""
+    if t.dim() == 2 and t.stride(0) == 1 and t.shape[1] > 1:  # a transposed view
+        return at_guard(t.t().contiguous()).t()
+    g = guarded(t.shape, t.dtype)
+    g.copy_(t)
+    return g
+
+
+def check_case(M, N, K, la, lb, dtype, use_bias, relu, gen, ldc_pad=3, guard=False):
+    """guard: A, B, bias and C each end at an inaccessible page (C unpadded), so an
+    edge tile that reads or writes past its operand crashes the run."""
     a = make_operand(M, K, la, dtype, gen)
     b = make_operand(K, N, lb, dtype, gen)
     bias = torch.randn(N, generator=gen) if use_bias else None
+    if guard:
+        a, b = at_guard(a), at_guard(b)
+        bias = None if bias is None else at_guard(bias)
+        ldc_pad = 0
     out_full = torch.full((M, N + ldc_pad), 12345.0, dtype=dtype)
+    if guard:
+        out_full = at_guard(out_full)
     out = out_full[:, :N]
     native_gemm(a, b, out, bias, relu)
     ref = a.double() @ b.double()
@@ -106,6 +124,13 @@ def run_all(quick=False):
             for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
                 check_case(M, N, K, la, lb, dtype, True, True, gen)
                 n += 1
+    # every path's edges against guard pages: small-M/N paths, GEMV, packed edge tiles
+    if guards_work():
+        for M, N, K in itertools.product([1, 7, 31, 257], [1, 5, 17, 257], [1, 13, 257]):
+            for dtype in (torch.float32, torch.bfloat16):
+                for la, lb in (("row", "row"), ("row", "col"), ("col", "row")):
+                    check_case(M, N, K, la, lb, dtype, N % 2 == 1, True, gen, guard=True)
+                    n += 1
     return n
 
 
