@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from guard_pages import guarded, guards_work
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,6 +98,24 @@ def test_binding_checks_the_output_shape():
     out = torch.empty(4, 8 + 5)  # F = 4 needs 6 pairs
     with pytest.raises(ValueError, match="out must be 4x14"):
         _native.cpu().dot_interaction(_native.arg(x), _native.arg(emb), _native.arg(out))
+
+
+@pytest.mark.skipif(not guards_work(), reason="needs mmap and libc mprotect")
+@pytest.mark.parametrize("bfd", SMOKE, ids=lambda t: "x".join(map(str, t)))
+def test_native_stays_inside_its_buffers(bfd):
+    """x, emb and out each end at an inaccessible page: a tail read or written whole
+    would crash here."""
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native interaction not built")
+    B, F, D = bfd
+    inputs = SPEC.make_inputs(shape(B, F, D), torch.float32, "cpu", 0)
+    x, emb = guarded(inputs["x"].shape, torch.float32), guarded(inputs["emb"].shape, torch.float32)
+    x.copy_(inputs["x"])
+    emb.copy_(inputs["emb"])
+    out = guarded((B, D + F * (F - 1) // 2), torch.float32)
+    _native.cpu().dot_interaction(_native.arg(x), _native.arg(emb), _native.arg(out))
+    r = compare(out, SPEC.reference(x=x, emb=emb), SPEC.tolerance(torch.float32))
+    assert r.ok, r.message
 
 
 def test_generic_path_in_subprocess(tmp_path):
