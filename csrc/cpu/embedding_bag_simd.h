@@ -1,10 +1,15 @@
-// The embedding-bag forward driver shared by the AVX2 and AVX-512 translation units:
-// work split over bags, software prefetch of upcoming rows, output prefetch or
-// streaming stores, column blocks. Each ISA supplies a kernel K that pools one bag's
-// column block in registers:
-//   K::kLanes                                 floats per vector
-//   K::max_nv<ST, MODE>()                     vectors per column block
-//   K::block<WT, IT, NV, MODE, PSW, NT>(...)  one bag, NV full vectors plus r < kLanes
+// The embedding-bag forward shared by the AVX2 and AVX-512 translation units: work
+// split over bags, software prefetch of upcoming rows, output prefetch or streaming
+// stores, column blocks, and the pooling of one bag's column block in registers. Each
+// ISA supplies only its vector operations, as a traits struct V:
+//   F, I, Mask          float and int32 vectors, the tail's mask
+//   kLanes              floats per vector
+//   max_nv<ST, MODE>()  vectors per column block
+//   tail(r)             the mask of the first r < kLanes lanes
+//   zero(), izero(), set1(f), iset1(i), add, fmadd, mul
+//   load<WT>(p), load_tail<WT>(p, r, m)   rows to fp32; masked-off lanes 0, never read
+//   take_if_greater(acc, pos, x, k)       lanes where x > acc take x and k
+//   store<NT>(o, x), store_tail(o, m, x), istore(int32_t[kLanes], I)
 // Like embedding_bag_impl.h (included first), this is compiled once per TU with that
 // TU's flags, inside its PDB_EMB_NS namespace.
 #ifndef PDB_EMB_NS
@@ -76,18 +81,108 @@ struct Seg {
   int pf;
 };
 
-// K::block for the column block's vector count nv in [0, NV], with NT a compile-time
-// choice (see the kernels' store_block).
-template <class K, class WT, class IT, int MODE, bool PSW, bool NT, int NV>
+// The pooled block to o. NT: streaming stores (o is aligned to the vector: see
+// stream_output). A compile-time choice: with a runtime one GCC kept the accumulators
+// on the stack, and streaming stores fed from stack reloads took 6.2 ms where plain
+// stores took 3.6 and register-fed streaming stores 2.4 (AVX2, dlrm-mlperf one-hot
+// after 256 MB of other traffic, C++ loop).
+template <class V, int NV, bool NT>
+inline void store_block(float* o, const typename V::F (&acc)[NV + 1], int r, typename V::Mask m) {
+#pragma GCC unroll 17
+  for (int v = 0; v < NV; ++v) V::template store<NT>(o + V::kLanes * v, acc[v]);
+  if (r) V::store_tail(o + V::kLanes * NV, m, acc[NV]);
+}
+
+// One bag, one column block of NV full vectors plus an r-element tail. The loops over
+// the NV accumulators are unrolled by pragma: left to GCC's heuristics, some callers got
+// the accumulators kept in memory, and streaming stores fed from stack reloads are slow
+// (store_block; AVX2, with the pragmas 10 of the 1496 streaming stores read the stack,
+// all in max or mean modes, against 40 before and 589 in a variant with one more caller).
+template <class V, class WT, class IT, int NV, int MODE, bool PSW, bool NT>
+void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0, int r, float* o,
+                int64_t* am, bool prefetch) {
+  using ST = typename Storage<WT>::type;
+  using F = typename V::F;
+  constexpr int L = V::kLanes;
+  const ST* tbl = static_cast<const ST*>(s.tbl) + c0;
+  // A full-width block has no tail: telling the compiler keeps the dead tail
+  // accumulator from spilling the others.
+  if constexpr (NV == V::template max_nv<ST, MODE>()) r = 0;
+  const typename V::Mask m = V::tail(r);
+  F acc[NV + 1];
+  if constexpr (MODE == kEmbMax) {
+    typename V::I pos[NV + 1];
+    const ST* row = tbl + static_cast<int64_t>(idx[p0]) * s.ws;
+#pragma GCC unroll 17
+    for (int v = 0; v < NV; ++v) {
+      acc[v] = V::template load<WT>(row + L * v);
+      pos[v] = V::izero();
+    }
+    // The tail slot is set even without a tail: GCC cannot tell it is then never read.
+    acc[NV] = r ? V::template load_tail<WT>(row + L * NV, r, m) : V::zero();
+    pos[NV] = V::izero();
+    for (int64_t p = p0 + 1; p < p1; ++p) {
+      if (prefetch && p + s.pf < s.pend)
+        prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
+                     s.row_bytes);
+      row = tbl + static_cast<int64_t>(idx[p]) * s.ws;
+      const typename V::I k = V::iset1(static_cast<int>(p - p0));
+      // strictly greater: the first max wins ties, like torch
+#pragma GCC unroll 17
+      for (int v = 0; v < NV; ++v)
+        V::take_if_greater(acc[v], pos[v], V::template load<WT>(row + L * v), k);
+      if (r) V::take_if_greater(acc[NV], pos[NV], V::template load_tail<WT>(row + L * NV, r, m), k);
+    }
+    store_block<V, NV, NT>(o + c0, acc, r, m);
+    if (am) {
+      alignas(64) int32_t pp[L];
+      for (int v = 0; v < NV + (r ? 1 : 0); ++v) {
+        V::istore(pp, pos[v]);
+        const int w = v < NV ? L : r;
+        for (int i = 0; i < w; ++i)
+          am[c0 + L * v + i] = s.toff + static_cast<int64_t>(idx[p0 + pp[i]]);
+      }
+    }
+  } else {
+#pragma GCC unroll 17
+    for (int v = 0; v <= NV; ++v) acc[v] = V::zero();
+    for (int64_t p = p0; p < p1; ++p) {
+      if (prefetch && p + s.pf < s.pend)
+        prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
+                     s.row_bytes);
+      const ST* row = tbl + static_cast<int64_t>(idx[p]) * s.ws;
+      if constexpr (PSW) {
+        const F w = V::set1(s.psw[p]);
+#pragma GCC unroll 17
+        for (int v = 0; v < NV; ++v)
+          acc[v] = V::fmadd(V::template load<WT>(row + L * v), w, acc[v]);
+        if (r) acc[NV] = V::fmadd(V::template load_tail<WT>(row + L * NV, r, m), w, acc[NV]);
+      } else {
+#pragma GCC unroll 17
+        for (int v = 0; v < NV; ++v) acc[v] = V::add(acc[v], V::template load<WT>(row + L * v));
+        if (r) acc[NV] = V::add(acc[NV], V::template load_tail<WT>(row + L * NV, r, m));
+      }
+    }
+    if constexpr (MODE == kEmbMean) {
+      const F inv = V::set1(1.0f / static_cast<float>(p1 - p0));
+#pragma GCC unroll 17
+      for (int v = 0; v <= NV; ++v) acc[v] = V::mul(acc[v], inv);
+    }
+    store_block<V, NV, NT>(o + c0, acc, r, m);
+  }
+}
+
+// pool_block for the column block's vector count nv in [0, NV].
+template <class V, class WT, class IT, int MODE, bool PSW, bool NT, int NV>
 inline void block_for(int nv, const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
                       int r, float* o, int64_t* am, bool prefetch) {
   if (nv == NV)
-    return K::template block<WT, IT, NV, MODE, PSW, NT>(s, idx, p0, p1, c0, r, o, am, prefetch);
+    return pool_block<V, WT, IT, NV, MODE, PSW, NT>(s, idx, p0, p1, c0, r, o, am, prefetch);
   if constexpr (NV > 0)
-    block_for<K, WT, IT, MODE, PSW, NT, NV - 1>(nv, s, idx, p0, p1, c0, r, o, am, prefetch);
+    block_for<V, WT, IT, MODE, PSW, NT, NV - 1>(nv, s, idx, p0, p1, c0, r, o, am, prefetch);
 }
 
-template <class K, class WT, class IT, int MODE, bool PSW>
+template <class V, class WT, class IT, int MODE, bool PSW>
 void forward_t(const EmbFwdArgs& a) {
   using ST = typename Storage<WT>::type;
   const BagsLayout& L = a.L;
@@ -98,8 +193,8 @@ void forward_t(const EmbFwdArgs& a) {
   // Column block: as wide as the kernel's accumulators allow (AVX2 fp32 sum/mean: 128
   // floats in 16 ymm, loads folded into the adds; one pass per bag instead of two
   // measured 1.06-1.14x on emb_A, one-hot and multi-hot tables).
-  constexpr int kMaxNV = K::template max_nv<ST, MODE>();
-  constexpr int64_t kBlock = int64_t{K::kLanes} * kMaxNV;
+  constexpr int kMaxNV = V::template max_nv<ST, MODE>();
+  constexpr int64_t kBlock = int64_t{V::kLanes} * kMaxNV;
   const bool stream = stream_output(a);
   for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
     Seg s;
@@ -123,42 +218,42 @@ void forward_t(const EmbFwdArgs& a) {
       // The first column block prefetches whole rows; later blocks find them cached.
       for (int64_t c0 = 0; c0 < D; c0 += kBlock) {
         const int64_t w = imin(D - c0, kBlock);
-        const int nv = static_cast<int>(w / K::kLanes), r = static_cast<int>(w % K::kLanes);
+        const int nv = static_cast<int>(w / V::kLanes), r = static_cast<int>(w % V::kLanes);
         const bool pfb = c0 == 0 && pf > 0;
         if (stream)
-          block_for<K, WT, IT, MODE, PSW, true, kMaxNV>(nv, s, idx, p0, p1, c0, r, o, am, pfb);
+          block_for<V, WT, IT, MODE, PSW, true, kMaxNV>(nv, s, idx, p0, p1, c0, r, o, am, pfb);
         else
-          block_for<K, WT, IT, MODE, PSW, false, kMaxNV>(nv, s, idx, p0, p1, c0, r, o, am, pfb);
+          block_for<V, WT, IT, MODE, PSW, false, kMaxNV>(nv, s, idx, p0, p1, c0, r, o, am, pfb);
       }
     }
     if (stream) _mm_sfence();  // order the streaming stores before the join
   });
 }
 
-template <class K, class WT, class IT>
+template <class V, class WT, class IT>
 void forward_mode(const EmbFwdArgs& a) {
   switch (a.mode) {
     case kEmbSum:
-      if (a.psw) return forward_t<K, WT, IT, kEmbSum, true>(a);
-      return forward_t<K, WT, IT, kEmbSum, false>(a);
-    case kEmbMean: return forward_t<K, WT, IT, kEmbMean, false>(a);
-    default: return forward_t<K, WT, IT, kEmbMax, false>(a);
+      if (a.psw) return forward_t<V, WT, IT, kEmbSum, true>(a);
+      return forward_t<V, WT, IT, kEmbSum, false>(a);
+    case kEmbMean: return forward_t<V, WT, IT, kEmbMean, false>(a);
+    default: return forward_t<V, WT, IT, kEmbMax, false>(a);
   }
 }
 
-template <class K, class IT>
+template <class V, class IT>
 void forward_idx(const EmbFwdArgs& a) {
   switch (a.wdtype) {
-    case DType::bf16: return forward_mode<K, Bf16, IT>(a);
-    case DType::f16: return forward_mode<K, F16, IT>(a);
-    default: return forward_mode<K, float, IT>(a);
+    case DType::bf16: return forward_mode<V, Bf16, IT>(a);
+    case DType::f16: return forward_mode<V, F16, IT>(a);
+    default: return forward_mode<V, float, IT>(a);
   }
 }
 
-template <class K>
+template <class V>
 void forward_simd(const EmbFwdArgs& a) {
-  if (a.L.idx64) forward_idx<K, int64_t>(a);
-  else forward_idx<K, int32_t>(a);
+  if (a.L.idx64) forward_idx<V, int64_t>(a);
+  else forward_idx<V, int32_t>(a);
 }
 
 }  // namespace
