@@ -528,8 +528,9 @@ def test_guard_page_faults(tmp_path):
 @pytest.mark.parametrize("wdtype", WDTYPES)
 @pytest.mark.parametrize("D", [1, 3, 15, 17, 33, 129])
 def test_no_access_past_buffers(wdtype, D):
-    """Weight, output and argmax each end at a guard page, and every bag reads its
-    table's last row, so each tail load and store touches the buffers' last bytes."""
+    """Weight, output, argmax and the weight gradient each end at a guard page, and
+    each non-empty bag looks up its table's last row: the last table's last row and
+    the last bag's output are the buffers' last bytes, read and written by tails."""
     g = torch.Generator().manual_seed(D)
     rows, B = [9, 4], 3
     T = len(rows)
