@@ -94,9 +94,12 @@ def ref_forward(pr, mode, weight=None):
     return torch.cat(outs, 1) if outs else torch.zeros(B, 0, dtype=torch.float64)
 
 
-def native_forward(pr, mode, want_argmax=False):
-    out = torch.full((pr["B"], pr["T"] * pr["D"]), float("nan"))
-    am = torch.full(out.shape, -7, dtype=torch.int64) if want_argmax else None
+def native_forward(pr, mode, want_argmax=False, out=None, am=None):
+    """out and am: the caller's buffers (else fresh ones, filled with junk)."""
+    if out is None:
+        out = torch.full((pr["B"], pr["T"] * pr["D"]), float("nan"))
+    if am is None and want_argmax:
+        am = torch.full(out.shape, -7, dtype=torch.int64)
     C.embedding_bags_forward(
         arg(pr["weight"]),
         arg(pr["toff"]),
@@ -108,6 +111,21 @@ def native_forward(pr, mode, want_argmax=False):
         None if am is None else arg(am),
     )
     return out, am
+
+
+def native_backward(pr, mode, grad_out, gw, am=None):
+    """Accumulates the dense weight gradient into gw."""
+    C.embedding_bags_backward_dense(
+        arg(grad_out),
+        arg(pr["toff"]),
+        arg(pr["indices"]),
+        arg(pr["offsets"]),
+        arg(gw),
+        MODES[mode],
+        None if pr["psw"] is None else arg(pr["psw"]),
+        None if am is None else arg(am),
+    )
+    return gw
 
 
 def tol(pr):
@@ -254,17 +272,7 @@ def test_backward_dense(mode, idx_dtype, D):
     )
     _, am = native_forward(pr, mode, want_argmax=(mode == "max"))
     grad_out = torch.randn(B, T * D, generator=g)
-    gw = torch.zeros(pr["weight"].shape[0], D)
-    C.embedding_bags_backward_dense(
-        arg(grad_out),
-        arg(pr["toff"]),
-        arg(pr["indices"]),
-        arg(pr["offsets"]),
-        arg(gw),
-        MODES[mode],
-        None if pr["psw"] is None else arg(pr["psw"]),
-        None if am is None else arg(am),
-    )
+    gw = native_backward(pr, mode, grad_out, torch.zeros(pr["weight"].shape[0], D), am)
     torch.testing.assert_close(gw.double(), ref_grad(pr, mode, grad_out), rtol=1e-5, atol=1e-5)
 
 
@@ -273,17 +281,7 @@ def test_backward_dense_accumulates_and_many_duplicates():
     T, B, D = 2, 3000, 24
     pr = make_problem([5, 40000], B, D, lens_for(T, B, "ragged", g), hot=50)
     grad_out = torch.randn(B, T * D, generator=g)
-    gw = torch.ones(40005, D)
-    C.embedding_bags_backward_dense(
-        arg(grad_out),
-        arg(pr["toff"]),
-        arg(pr["indices"]),
-        arg(pr["offsets"]),
-        arg(gw),
-        1,
-        None,
-        None,
-    )
+    gw = native_backward(pr, "mean", grad_out, torch.ones(40005, D))
     torch.testing.assert_close(
         gw.double(), 1 + ref_grad(pr, "mean", grad_out), rtol=1e-5, atol=1e-4
     )
@@ -546,30 +544,12 @@ def test_no_access_past_buffers(wdtype, D):
         pr_m = dict(pr, psw=pr["psw"] if mode == "sum" else None)
         out = guarded((B, T * D), torch.float32)
         am = guarded((B, T * D), torch.int64) if mode == "max" else None
-        C.embedding_bags_forward(
-            arg(w),
-            arg(pr["toff"]),
-            arg(pr["indices"]),
-            arg(pr["offsets"]),
-            arg(out),
-            MODES[mode],
-            None if pr_m["psw"] is None else arg(pr_m["psw"]),
-            None if am is None else arg(am),
-        )
+        native_forward(pr_m, mode, out=out, am=am)
         ref = ref_forward(pr_m, mode, w.double())
         torch.testing.assert_close(out.double(), ref, **tol(pr_m))
         if mode == "sum":
             gw = guarded((sum(rows), D), torch.float32).zero_()
-            C.embedding_bags_backward_dense(
-                arg(out),  # any (B, T*D) gradient
-                arg(pr["toff"]),
-                arg(pr["indices"]),
-                arg(pr["offsets"]),
-                arg(gw),
-                MODES[mode],
-                arg(pr["psw"]),
-                None,
-            )
+            native_backward(pr_m, mode, out, gw)  # out: any (B, T*D) gradient
             torch.testing.assert_close(gw.double(), ref_grad(pr_m, mode, out), rtol=1e-5, atol=1e-5)
 
 

@@ -22,12 +22,6 @@ struct Vec {
   using I = __m256i;
   using Mask = __m256i;
   static constexpr int kLanes = 8;
-  // fp32 sum/mean: 128 floats in 16 accumulators; bf16/fp16 and max (whose winning
-  // positions take as many registers again): 64.
-  template <class ST, int MODE>
-  static constexpr int max_nv() {
-    return sizeof(ST) == 4 && MODE != kEmbMax ? 16 : 8;
-  }
   static Mask tail(int r) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }

@@ -27,11 +27,6 @@ struct Vec {
   using I = __m512i;
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
-  // fp32 sum/mean: 256 floats in 16 of the 32 zmm registers; bf16/fp16 and max: 128.
-  template <class ST, int MODE>
-  static constexpr int max_nv() {
-    return sizeof(ST) == 4 && MODE != kEmbMax ? 16 : 8;
-  }
   static Mask tail(int r) { return static_cast<Mask>((1u << r) - 1u); }
   static F zero() { return _mm512_setzero_ps(); }
   static I izero() { return _mm512_setzero_si512(); }

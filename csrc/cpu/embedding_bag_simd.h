@@ -4,7 +4,6 @@
 // ISA supplies only its vector operations, as a traits struct V:
 //   F, I, Mask          float and int32 vectors, the tail's mask
 //   kLanes              floats per vector
-//   max_nv<ST, MODE>()  vectors per column block
 //   tail(r)             the mask of the first r < kLanes lanes
 //   zero(), izero(), set1(f), iset1(i), add, fmadd, mul
 //   load<WT>(p), load_tail<WT>(p, r, m)   rows to fp32; masked-off lanes 0, never read
@@ -31,8 +30,8 @@ namespace {
 // 65536, L = 30), Granite Rapids-class VM, one build each in a C++ driver, two runs:
 // T0 at 8 rows 54-55% of STREAM; T1 at 24 rows 69-75%, 32 rows 73-80%, 48 rows 77-79%.
 // Zen 4 (AVX-512 kernel, builds alternating in one process, median of 60 calls, fp32,
-// one run): 32 against none 1.21x (emb_A), 1.39x (dlrm-dcnv2), 1.58x (dlrm-mlperf one-hot); 16 and
-// 64 within 1.6% of 32 on all three.
+// one run): 32 against none 1.21x (emb_A), 1.39x (dlrm-dcnv2), 1.58x (dlrm-mlperf
+// one-hot); 16 and 64 within 1.6% of 32 on all three.
 constexpr int kPrefetchDistance = 32;
 // Bags ahead whose output lines are prefetched into L1. Each bag's output is D floats
 // one row of (B, T*D) apart from the previous one, a stride the hardware prefetchers do
@@ -81,6 +80,14 @@ struct Seg {
   int pf;
 };
 
+// Vectors per column block: 16 accumulators for fp32 sum/mean (AVX2 128 floats, AVX-512
+// 256, in 16 of its 32 registers); 8 for bf16/fp16 rows and for max (whose winning
+// positions take as many registers again).
+template <class ST, int MODE>
+constexpr int max_nv() {
+  return sizeof(ST) == 4 && MODE != kEmbMax ? 16 : 8;
+}
+
 // The pooled block to o. NT: streaming stores (o is aligned to the vector: see
 // stream_output). A compile-time choice: with a runtime one GCC kept the accumulators
 // on the stack, and streaming stores fed from stack reloads took 6.2 ms where plain
@@ -107,7 +114,7 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
   const ST* tbl = static_cast<const ST*>(s.tbl) + c0;
   // A full-width block has no tail: telling the compiler keeps the dead tail
   // accumulator from spilling the others.
-  if constexpr (NV == V::template max_nv<ST, MODE>()) r = 0;
+  if constexpr (NV == max_nv<ST, MODE>()) r = 0;
   const typename V::Mask m = V::tail(r);
   F acc[NV + 1];
   if constexpr (MODE == kEmbMax) {
@@ -193,7 +200,7 @@ void forward_t(const EmbFwdArgs& a) {
   // Column block: as wide as the kernel's accumulators allow (AVX2 fp32 sum/mean: 128
   // floats in 16 ymm, loads folded into the adds; one pass per bag instead of two
   // measured 1.06-1.14x on emb_A, one-hot and multi-hot tables).
-  constexpr int kMaxNV = V::template max_nv<ST, MODE>();
+  constexpr int kMaxNV = max_nv<ST, MODE>();
   constexpr int64_t kBlock = int64_t{V::kLanes} * kMaxNV;
   const bool stream = stream_output(a);
   for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
