@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("pydeepbench._C")
 PATH = Path(__file__).parents[1] / "benchmarks" / "perf_bars.py"
@@ -73,3 +74,43 @@ def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
         assert r["peak_bw"] == 50e9
         assert r["pct_peak_bw"] == pytest.approx(100 * gbps / 50)
         assert r["pct_peak_gather"] == pytest.approx(100 * gbps / 20)
+
+
+def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_run(
+    tmp_path, monkeypatch
+):
+    pb = load()
+    bar = next(b for b in pb.BARS if b.name == "gemm-2048-peak")
+    assert bar.flops_roof
+    small = pb.Bar(**{**bar.__dict__, "name": "tiny-peak", "cases": "shape:M=64,N=48,K=32"})
+    monkeypatch.setattr(pb, "BARS", [small])
+    # Two measurements around the sweep: the second is the higher.
+    rates = iter([100e9, 200e9])
+
+    def fake(pk, dtype, max_time_s=2.0):
+        return pb.dataclasses.replace(pk, flops={**pk.flops, "float32": next(rates)})
+
+    monkeypatch.setattr(pb.roofline, "remeasure_flops", fake)
+    out = tmp_path / "bars.json"
+    pb.main(["--max-time", "0.02", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    (b,) = doc["bars"]
+    (roofs,) = b["flops_roofs"]
+    assert (roofs["flops_before"], roofs["flops_after"]) == (100e9, 200e9)
+    assert roofs["flops_cached"] == doc["peaks"]["flops"]["float32"]
+    (r,) = doc["results"]
+    assert r["peak_flops"] == 200e9
+    assert r["pct_peak_flops"] == pytest.approx(100 * r["tflops"] * 1e12 / 200e9)
+    assert b["value"] == pytest.approx(r["pct_peak_flops"])
+
+
+def test_remeasure_flops_replaces_only_that_dtype():
+    from pydeepbench import roofline
+
+    pk = roofline.peaks("cpu")
+    new = roofline.remeasure_flops(pk, torch.float32, max_time_s=0.05)
+    assert new.flops["float32"] > 0 and new.flops_source["float32"].startswith("measured")
+    assert {k: v for k, v in new.flops.items() if k != "float32"} == {
+        k: v for k, v in pk.flops.items() if k != "float32"
+    }
+    assert new.bandwidth == pk.bandwidth
