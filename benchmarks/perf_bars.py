@@ -265,6 +265,22 @@ def higher_memory_roof(before: roofline.Peaks, after: roofline.Peaks) -> rooflin
     )
 
 
+DRIFT = 0.15  # a roof that moves more than this across one sweep marks the run unstable
+
+
+def drifted(roofs: dict) -> list[str]:
+    """The roofs of one run that moved by more than DRIFT between the measurements just
+    before and just after its sweep: the machine's speed changed while the bar ran (on
+    the shared Zen 4 VM the FMA probe once fell 235 -> 116 GFLOP/s within one 2048^3
+    sweep), so that run's value says little."""
+    out = []
+    for kind in ("flops", "stream", "gather"):
+        a, b = roofs.get(f"{kind}_before"), roofs.get(f"{kind}_after")
+        if a and b and abs(a - b) > DRIFT * max(a, b):
+            out.append(f"{kind} {a / 1e9:.1f}->{b / 1e9:.1f}")
+    return out
+
+
 def _gbps(v: float | None) -> str:
     return "not measured" if v is None else f"{v / 1e9:.1f} GB/s"
 
@@ -340,6 +356,9 @@ def main(argv=None) -> int:
         value = statistics.median(measured) if measured else None
         ok = value is not None and value >= bar.target
         shown = "-" if value is None else f"{value:.2f}{bar.unit}"
+        unstable = [
+            f"run {i + 1}: {', '.join(d)}" for i, r in enumerate(roofs) if (d := drifted(r))
+        ]
         spread = ""
         if len(measured) > 1:
             spread = f"  runs {', '.join(f'{v:.2f}' for v in measured)}"
@@ -348,6 +367,12 @@ def main(argv=None) -> int:
             f"{bar.unit})  {bar.what}{spread}{roof_note(bar_rows, roofs)}",
             flush=True,
         )
+        if unstable:
+            print(
+                f"      unstable: a roof moved more than {DRIFT:.0%} across the sweep "
+                f"({'; '.join(unstable)}); rerun with --repeat",
+                flush=True,
+            )
         results.append(
             {
                 "bar": bar.name,
@@ -358,6 +383,7 @@ def main(argv=None) -> int:
                 "pass": ok,
                 "what": bar.what,
                 **({"flops_roofs" if bar.flops_roof else "memory_roofs": roofs} if roofs else {}),
+                "unstable": unstable,
             }
         )
     if args.json:

@@ -67,6 +67,7 @@ def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
     assert b["memory_roofs"] == [
         {"stream_before": 50e9, "stream_after": 40e9, "gather_before": 10e9, "gather_after": 20e9}
     ]
+    assert b["unstable"] == ["run 1: stream 50.0->40.0, gather 10.0->20.0"]
     rows = doc["results"]
     assert {r["impl"] for r in rows} == {"ootb", "native"}
     for r in rows:
@@ -102,6 +103,7 @@ def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_r
     assert r["peak_flops"] == 200e9
     assert r["pct_peak_flops"] == pytest.approx(100 * r["tflops"] * 1e12 / 200e9)
     assert b["value"] == pytest.approx(r["pct_peak_flops"])
+    assert b["unstable"] == ["run 1: flops 100.0->200.0"]
 
 
 def test_remeasure_flops_replaces_only_that_dtype():
@@ -114,3 +116,12 @@ def test_remeasure_flops_replaces_only_that_dtype():
         k: v for k, v in pk.flops.items() if k != "float32"
     }
     assert new.bandwidth == pk.bandwidth
+
+
+def test_drifted_names_the_roofs_that_moved_past_the_threshold():
+    pb = load()
+    steady = {"flops_before": 230e9, "flops_after": 200e9, "flops_cached": 1.0}  # 13%
+    assert pb.drifted(steady) == []
+    assert pb.drifted({"flops_before": 235.4e9, "flops_after": 116.4e9}) == ["flops 235.4->116.4"]
+    mem = {"stream_before": 36.9e9, "stream_after": 57.6e9, "gather_before": 21.5e9}
+    assert pb.drifted({**mem, "gather_after": None}) == ["stream 36.9->57.6"]
