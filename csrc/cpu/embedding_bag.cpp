@@ -265,7 +265,9 @@ void sparse_step_t(const EmbSparseStepArgs& a) {
   int bits = 0;
   while (bits < 32 && (int64_t{1} << bits) < L.R_total) ++bits;
   const uint64_t* keys = radix_sort_hi(S.k0.data(), S.k1.data(), n, bits, S.hist);
-  if (active_isa() >= Isa::avx2)
+  if (active_isa() >= Isa::avx512)
+    detail::sparse_apply_avx512(a, keys, S.bag_of.data(), S.gbuf.data(), gstride);
+  else if (active_isa() >= Isa::avx2)
     detail::sparse_apply_avx2(a, keys, S.bag_of.data(), S.gbuf.data(), gstride);
   else
     generic::sparse_apply_dispatch<IT>(a, keys, S.bag_of.data(), S.gbuf.data(), gstride);

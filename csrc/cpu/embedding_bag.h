@@ -84,6 +84,8 @@ void forward_avx512(const EmbFwdArgs& a);
 void forward_avx2(const EmbFwdArgs& a);
 void backward_dense_avx2(const EmbBwdArgs& a);
 // keys: sorted (global_row << 32 | position), n of them; bag_of[position] = g.
+void sparse_apply_avx512(const EmbSparseStepArgs& a, const uint64_t* keys,
+                         const uint32_t* bag_of, float* gbuf, int64_t gbuf_stride);
 void sparse_apply_avx2(const EmbSparseStepArgs& a, const uint64_t* keys, const uint32_t* bag_of,
                        float* gbuf, int64_t gbuf_stride);
 }  // namespace detail

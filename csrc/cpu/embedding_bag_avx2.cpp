@@ -3,7 +3,8 @@
 // accumulators for fp32 sum/mean, else 64; rows 32 lookups ahead prefetched into L2;
 // streaming output stores), with bf16 rows widened by a 16-bit shift and fp16 by
 // vcvtph2ps. The dense backward and the sparse step (embedding_bag_impl.h) are compiled
-// here with these flags, and run on AVX-512 CPUs too.
+// here with these flags; the dense backward runs on AVX-512 CPUs too, the sparse step
+// has an AVX-512 build (embedding_bag_avx512.cpp).
 #define PDB_EMB_NS avx2
 #include "cpu/embedding_bag_impl.h"
 #include "cpu/embedding_bag_simd.h"
