@@ -234,7 +234,7 @@ def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict],
             "gather_after": after.gather_bandwidth,
         }
     else:
-        roof = max(before, after, key=lambda p: p.peak_flops(bar.dtype)[0])
+        roof = max(before, after, key=lambda p: p.peak_flops(bar.dtype)[0] or 0.0)
         roofs = {
             "flops_before": before.peak_flops(bar.dtype)[0],
             "flops_after": after.peak_flops(bar.dtype)[0],
@@ -297,7 +297,7 @@ def roof_note(rows: list[dict], roofs: list[dict]) -> str:
         )
         return (
             f"  [FMA peak measured around the run(s), GFLOP/s: {moved}; best native run "
-            f"{best * 1e14 / cached:.1f}% of the cached {cached / 1e9:.1f}]"
+            f"{100 * best * 1e12 / cached:.1f}% of the cached {cached / 1e9:.1f}]"
         )
     pcts = [
         r["pct_peak_gather"] for r in rows if r["impl"] == "native" and r.get("pct_peak_gather")

@@ -159,7 +159,10 @@ def remeasure_flops(pk: Peaks, dtype: torch.dtype, max_time_s: float = 2.0) -> P
     fp32 probe read 209-236 GFLOP/s within an hour on Zen 4 in 2026-12), so a compute
     bar measures its roof beside it, as the memory bars do (remeasure_memory)."""
     name = str(dtype).removeprefix("torch.")
-    f, src, det = _fma_probe(_native.cpu(), name, max_time_s)
+    C = _native.cpu()
+    if not C.fma_probe_supported(name):
+        return pk  # no probe for it on this ISA: the cached (or fp32) roof stands
+    f, src, det = _fma_probe(C, name, max_time_s)
     return dataclasses.replace(
         pk,
         flops={**pk.flops, name: f},
