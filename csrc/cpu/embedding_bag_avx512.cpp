@@ -6,9 +6,9 @@
 //
 // The sparse step's portable loops under these flags against the AVX2 build, calls
 // alternating in one process, median of 30 each, Zen 4: SGD 1.13-1.20x on dlrm-mlperf,
-// 1.03-1.14x on dlrm-dcnv2, 1.04x / 0.97x on emb_B (batch 2048 / 8192), 1.04x on
-// dlrm-kaggle; row-wise Adagrad 1.07-1.14x, 0.92-1.09x, 1.11x / 0.99x, 1.10x. The
-// weights come out bit-identical.
+// 1.03-1.14x on dlrm-dcnv2, 1.04x / 0.97x on emb_B (batch 2048 / 8192), 0.99-1.09x on
+// dlrm-kaggle (dim 16, uniform and Zipf); row-wise Adagrad 1.07-1.14x, 0.92-1.09x,
+// 1.11x / 0.99x, 1.07-1.26x. The weights come out bit-identical.
 //
 // fp32 sum, Zen 4 (2 cores), this forward against the AVX2 one from the same tree, calls
 // alternating in one process, median of 80 each, two runs: emb_A (4M rows x 128, batch
