@@ -156,7 +156,7 @@ def measure_cpu(max_time_s: float = 2.0) -> Peaks:
 
 def remeasure_flops(pk: Peaks, dtype: torch.dtype, max_time_s: float = 2.0) -> Peaks:
     """pk with the CPU FMA peak of `dtype` measured now. A shared VM's clock drifts (the
-    fp32 probe read 209-236 GFLOP/s within an hour on Zen 4 in 2026-12), so a compute
+    fp32 probe read 209-236 GFLOP/s within 20 minutes on Zen 4 in 2026-12), so a compute
     bar measures its roof beside it, as the memory bars do (remeasure_memory)."""
     name = str(dtype).removeprefix("torch.")
     C = _native.cpu()
