@@ -125,3 +125,46 @@ def test_drifted_names_the_roofs_that_moved_past_the_threshold():
     assert pb.drifted({"flops_before": 235.4e9, "flops_after": 116.4e9}) == ["flops 235.4->116.4"]
     mem = {"stream_before": 36.9e9, "stream_after": 57.6e9, "gather_before": 21.5e9}
     assert pb.drifted({**mem, "gather_after": None}) == ["stream 36.9->57.6"]
+
+
+def test_at_roofline_is_the_ratio_of_a_kernel_at_the_roofs():
+    pb = load()
+
+    def row(case, impl, t, flops, nbytes):
+        return {
+            "case": case,
+            "impl": impl,
+            "status": "ok",
+            "time_s": {"median": t},
+            "flops": flops,
+            "bytes": nbytes,
+            "peak_flops": 100e9,
+            "peak_bw": 10e9,
+        }
+
+    rows = [
+        # compute bound: at the roof 1e9 / 100e9 = 10 ms, ootb 20 ms -> 2x
+        row("a", "ootb", 20e-3, 1e9, 1e6),
+        row("a", "native", 25e-3, 1e9, 1e6),
+        # memory bound: 1e8 / 10e9 = 10 ms, ootb 80 ms -> 8x
+        row("b", "ootb", 80e-3, 1e6, 1e8),
+        row("b", "native", 40e-3, 1e6, 1e8),
+        row("c", "native", 1e-3, 1e6, 1e8),  # no ootb row: not a case of the ratio
+    ]
+    r = pb.Ratio("native", "ootb")
+    assert r(rows) == pytest.approx((20 / 25 * 80 / 40) ** 0.5)
+    assert r.at_roofline(rows) == pytest.approx((2 * 8) ** 0.5)
+
+
+def test_ratio_bars_report_their_value_at_the_roofline(tmp_path, monkeypatch):
+    pb = load()
+    bar = next(b for b in pb.BARS if b.name == "linear-dlrm-fused")
+    small = pb.Bar(**{**bar.__dict__, "name": "tiny-lin", "cases": "shape:M=64,N=48,K=32"})
+    monkeypatch.setattr(pb, "BARS", [small])
+    out = tmp_path / "bars.json"
+    pb.main(["--max-time", "0.02", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    (b,) = doc["bars"]
+    (ootb,) = [r for r in doc["results"] if r["impl"] == "ootb"]
+    roof_t = max(ootb["flops"] / ootb["peak_flops"], ootb["bytes"] / ootb["peak_bw"])
+    assert b["at_roofline"] == pytest.approx(ootb["time_s"]["median"] / roof_t)
