@@ -21,14 +21,20 @@ def load():
     return mod
 
 
+def run_tiny(pb, monkeypatch, tmp_path, bar_name, cases, *argv):
+    """Runs bar `bar_name` on one small case and returns the JSON document."""
+    bar = next(b for b in pb.BARS if b.name == bar_name)
+    monkeypatch.setattr(pb, "BARS", [pb.Bar(**{**bar.__dict__, "cases": cases})])
+    out = tmp_path / "bars.json"
+    pb.main(["--max-time", "0.02", *argv, "--json", str(out)])
+    return json.loads(out.read_text())
+
+
 def test_repeat_reports_the_median_of_its_runs(tmp_path, monkeypatch):
     pb = load()
-    bar = next(b for b in pb.BARS if b.name == "gemm-dlrm-fp32")
-    small = pb.Bar(**{**bar.__dict__, "name": "tiny", "cases": "shape:M=64,N=48,K=32"})
-    monkeypatch.setattr(pb, "BARS", [small])
-    out = tmp_path / "bars.json"
-    pb.main(["--max-time", "0.02", "--repeat", "3", "--json", str(out)])
-    doc = json.loads(out.read_text())
+    doc = run_tiny(
+        pb, monkeypatch, tmp_path, "gemm-dlrm-fp32", "shape:M=64,N=48,K=32", "--repeat", "3"
+    )
     (b,) = doc["bars"]
     assert len(b["runs"]) == 3 and all(v > 0 for v in b["runs"])
     assert b["value"] == statistics.median(b["runs"])
@@ -41,15 +47,6 @@ def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
     tmp_path, monkeypatch
 ):
     pb = load()
-    bar = next(b for b in pb.BARS if b.name == "emb-mlperf")
-    small = pb.Bar(
-        **{
-            **bar.__dict__,
-            "name": "tiny-emb",
-            "cases": "shape:tables=2,rows=1000,dim=16,batch=64,pooling=4",
-        }
-    )
-    monkeypatch.setattr(pb, "BARS", [small])
     # Two measurements around the sweep: STREAM falls, the gather rate doubles.
     rates = iter([(50e9, 10e9), (40e9, 20e9)])
 
@@ -60,9 +57,8 @@ def test_gather_bars_place_rows_against_the_higher_roof_measured_around_the_run(
         )
 
     monkeypatch.setattr(pb.roofline, "remeasure_memory", fake)
-    out = tmp_path / "bars.json"
-    pb.main(["--max-time", "0.02", "--json", str(out)])
-    doc = json.loads(out.read_text())
+    cases = "shape:tables=2,rows=1000,dim=16,batch=64,pooling=4"
+    doc = run_tiny(pb, monkeypatch, tmp_path, "emb-mlperf", cases)
     (b,) = doc["bars"]
     assert b["memory_roofs"] == [
         {"stream_before": 50e9, "stream_after": 40e9, "gather_before": 10e9, "gather_after": 20e9}
@@ -81,10 +77,7 @@ def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_r
     tmp_path, monkeypatch
 ):
     pb = load()
-    bar = next(b for b in pb.BARS if b.name == "gemm-2048-peak")
-    assert bar.flops_roof
-    small = pb.Bar(**{**bar.__dict__, "name": "tiny-peak", "cases": "shape:M=64,N=48,K=32"})
-    monkeypatch.setattr(pb, "BARS", [small])
+    assert next(b for b in pb.BARS if b.name == "gemm-2048-peak").flops_roof
     # Two measurements around the sweep: the second is the higher.
     rates = iter([100e9, 200e9])
 
@@ -92,9 +85,7 @@ def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_r
         return pb.dataclasses.replace(pk, flops={**pk.flops, "float32": next(rates)})
 
     monkeypatch.setattr(pb.roofline, "remeasure_flops", fake)
-    out = tmp_path / "bars.json"
-    pb.main(["--max-time", "0.02", "--json", str(out)])
-    doc = json.loads(out.read_text())
+    doc = run_tiny(pb, monkeypatch, tmp_path, "gemm-2048-peak", "shape:M=64,N=48,K=32")
     (b,) = doc["bars"]
     (roofs,) = b["flops_roofs"]
     assert (roofs["flops_before"], roofs["flops_after"]) == (100e9, 200e9)
@@ -158,12 +149,7 @@ def test_at_roofline_is_the_ratio_of_a_kernel_at_the_roofs():
 
 def test_ratio_bars_report_their_value_at_the_roofline(tmp_path, monkeypatch):
     pb = load()
-    bar = next(b for b in pb.BARS if b.name == "linear-dlrm-fused")
-    small = pb.Bar(**{**bar.__dict__, "name": "tiny-lin", "cases": "shape:M=64,N=48,K=32"})
-    monkeypatch.setattr(pb, "BARS", [small])
-    out = tmp_path / "bars.json"
-    pb.main(["--max-time", "0.02", "--json", str(out)])
-    doc = json.loads(out.read_text())
+    doc = run_tiny(pb, monkeypatch, tmp_path, "linear-dlrm-fused", "shape:M=64,N=48,K=32")
     (b,) = doc["bars"]
     (ootb,) = [r for r in doc["results"] if r["impl"] == "ootb"]
     roof_t = max(ootb["flops"] / ootb["peak_flops"], ootb["bytes"] / ootb["peak_bw"])
