@@ -66,20 +66,20 @@ class Ratio:
         )
 
     def at_roofline(self, rows: list[dict]) -> float | None:
-        """The ratio `num` would read if it ran at the roofline on every case: the geomean
-        of time(den) / max(flops / FMA peak, bytes / STREAM rate), with the roofs each row
-        was placed against. It says whether a bar asks more than the machine's measured
-        roofs give (linear-dlrm against MKL on a Xeon); data that stays in cache (small
-        embedding tables in a large L3) can still run past it."""
+        """The ratio `num` would read if it ran at the roofline on every case where it is
+        slower than that: the geomean of time(den) / min(time(num), max(flops / FMA peak,
+        bytes / STREAM rate)), with the roofs each row was placed against (STREAM also for
+        ops that gather rows, so this errs high). Where a case's data stays in cache, `num`
+        can already be past the roofline, and is counted as it is. Below the target, the
+        bar asks more than reaching the machine's measured roofs would give. None unless
+        every case has both peaks."""
         xs = []
         for c in self._cases(rows):
             r = c[self.num]
-            t = max(
-                r["flops"] / r["peak_flops"] if r.get("peak_flops") else 0.0,
-                r["bytes"] / r["peak_bw"] if r.get("peak_bw") else 0.0,
-            )
-            if t > 0:
-                xs.append(c[self.den]["time_s"]["median"] / t)
+            if not (r.get("peak_flops") and r.get("peak_bw")):
+                return None
+            roof = max(r["flops"] / r["peak_flops"], r["bytes"] / r["peak_bw"])
+            xs.append(c[self.den]["time_s"]["median"] / min(roof, r["time_s"]["median"]))
         return report.geomean(xs)
 
 

@@ -38,6 +38,7 @@ def test_repeat_reports_the_median_of_its_runs(tmp_path, monkeypatch):
     (b,) = doc["bars"]
     assert len(b["runs"]) == 3 and all(v > 0 for v in b["runs"])
     assert b["value"] == statistics.median(b["runs"])
+    assert b["at_roofline"] >= b["value"]  # the median of three runs' ratios at the roofline
     assert b["pass"] == (b["value"] >= b["target"])
     assert {r["impl"] for r in doc["results"]} == {"ootb", "native"}
     assert len(doc["results"]) == 6  # 2 impls x 3 runs, every row kept
@@ -95,6 +96,7 @@ def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_r
     assert r["pct_peak_flops"] == pytest.approx(100 * r["tflops"] * 1e12 / 200e9)
     assert b["value"] == pytest.approx(r["pct_peak_flops"])
     assert b["unstable"] == ["run 1: flops 100.0->200.0"]
+    assert b["at_roofline"] is None  # a % bar
 
 
 def test_remeasure_flops_replaces_only_that_dtype():
@@ -121,7 +123,7 @@ def test_drifted_names_the_roofs_that_moved_past_the_threshold():
 def test_at_roofline_is_the_ratio_of_a_kernel_at_the_roofs():
     pb = load()
 
-    def row(case, impl, t, flops, nbytes):
+    def row(case, impl, t, flops=0.0, nbytes=0.0, peak_flops=100e9, peak_bw=10e9):
         return {
             "case": case,
             "impl": impl,
@@ -129,28 +131,41 @@ def test_at_roofline_is_the_ratio_of_a_kernel_at_the_roofs():
             "time_s": {"median": t},
             "flops": flops,
             "bytes": nbytes,
-            "peak_flops": 100e9,
-            "peak_bw": 10e9,
+            "peak_flops": peak_flops,
+            "peak_bw": peak_bw,
         }
 
+    # Only the num row's work and roofs count (the baseline rows carry none here).
     rows = [
         # compute bound: at the roof 1e9 / 100e9 = 10 ms, ootb 20 ms -> 2x
-        row("a", "ootb", 20e-3, 1e9, 1e6),
+        row("a", "ootb", 20e-3),
         row("a", "native", 25e-3, 1e9, 1e6),
         # memory bound: 1e8 / 10e9 = 10 ms, ootb 80 ms -> 8x
-        row("b", "ootb", 80e-3, 1e6, 1e8),
+        row("b", "ootb", 80e-3),
         row("b", "native", 40e-3, 1e6, 1e8),
-        row("c", "native", 1e-3, 1e6, 1e8),  # no ootb row: not a case of the ratio
+        # already past its roof (10 ms) at 5 ms, data in cache: counted as measured, 4x
+        row("c", "ootb", 20e-3),
+        row("c", "native", 5e-3, 1e6, 1e8),
+        row("d", "native", 1e-3, 1e6, 1e8),  # no ootb row: not a case of the ratio
+        {**row("e", "ootb", 1.0), "status": "failed"},
+        row("e", "native", 1e-3, 1e6, 1e8),  # its baseline failed: not a case either
     ]
     r = pb.Ratio("native", "ootb")
-    assert r(rows) == pytest.approx((20 / 25 * 80 / 40) ** 0.5)
-    assert r.at_roofline(rows) == pytest.approx((2 * 8) ** 0.5)
+    assert r(rows) == pytest.approx((20 / 25 * 80 / 40 * 20 / 5) ** (1 / 3))
+    assert r.at_roofline(rows) == pytest.approx((2 * 8 * 4) ** (1 / 3))
+    # A case without a peak: no value rather than one over fewer cases.
+    assert (
+        r.at_roofline([*rows, row("f", "ootb", 1.0), row("f", "native", 1.0, 1, 1, None)]) is None
+    )
 
 
 def test_ratio_bars_report_their_value_at_the_roofline(tmp_path, monkeypatch):
     pb = load()
     doc = run_tiny(pb, monkeypatch, tmp_path, "linear-dlrm-fused", "shape:M=64,N=48,K=32")
     (b,) = doc["bars"]
-    (ootb,) = [r for r in doc["results"] if r["impl"] == "ootb"]
-    roof_t = max(ootb["flops"] / ootb["peak_flops"], ootb["bytes"] / ootb["peak_bw"])
-    assert b["at_roofline"] == pytest.approx(ootb["time_s"]["median"] / roof_t)
+    by = {r["impl"]: r for r in doc["results"]}
+    nat = by["native"]
+    roof_t = max(nat["flops"] / nat["peak_flops"], nat["bytes"] / nat["peak_bw"])
+    t = min(roof_t, nat["time_s"]["median"])
+    assert b["at_roofline"] == pytest.approx(by["ootb"]["time_s"]["median"] / t)
+    assert b["at_roofline"] >= b["value"]
