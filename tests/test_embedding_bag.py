@@ -31,6 +31,8 @@ def test_formulas():
         SPEC.bytes(s, torch.float32)
         == n * 16 * 4 + n * 8 + (3 * 8 + 1) * 8 + n * 4 + 8 * 3 * 16 * 4
     )
+    # per_sample_weights in the weight's dtype
+    assert SPEC.bytes(s, torch.bfloat16) == n * 16 * 2 + n * 8 + 25 * 8 + n * 2 + 8 * 48 * 4
     s32 = shape(index_dtype="int32")
     assert SPEC.bytes(s32, torch.bfloat16) == n * 16 * 2 + n * 4 + 25 * 4 + 8 * 48 * 4
 
@@ -75,8 +77,11 @@ def test_batched_impls_match_reference(impl, dtype, mode, itype):
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
-def test_weighted_sum(impl):
-    v = SPEC.variants(SPEC.make_inputs(shape(weighted=True), torch.float32, "cpu", 2))[0]
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
+def test_weighted_sum(impl, dtype):
+    # per_sample_weights in the weight's dtype, as torch takes them
+    v = SPEC.variants(SPEC.make_inputs(shape(weighted=True), dtype, "cpu", 2))[0]
+    assert v["per_sample_weights"].dtype == dtype
     out = ops.embedding_bags(
         v["weight"],
         v["table_offsets"],
@@ -85,7 +90,15 @@ def test_weighted_sum(impl):
         per_sample_weights=v["per_sample_weights"],
         impl=impl,
     )
-    assert compare(out, SPEC.reference(**v), SPEC.tolerance(torch.float32)).ok
+    r = compare(out, SPEC.reference(**v), SPEC.tolerance(dtype))
+    assert r.ok, r.message
+
+
+def test_per_sample_weights_of_another_dtype_are_refused():
+    w, idx, off = torch.randn(10, 4).bfloat16(), torch.tensor([1, 2]), torch.tensor([0, 1, 2])
+    psw = torch.rand(2, dtype=torch.float16)
+    with pytest.raises(ValueError, match="per_sample_weights must be torch.bfloat16"):
+        ops.embedding_bags(w, torch.tensor([0, 10]), idx, off, per_sample_weights=psw)
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
@@ -202,3 +215,48 @@ def test_public_sparse_steps_match_dense_math():
     want = w.clone()
     want[touched] -= 0.1 * dense[touched] / (want_mom[touched].sqrt().unsqueeze(1) + 1e-8)
     torch.testing.assert_close(ada, want)
+
+
+def test_sparse_steps_and_backward_take_a_large_non_contiguous_grad():
+    """grad_out as a transposed view: the ops pass a contiguous fp32 copy, which must
+    outlive the kernel call (8 MB here: freed inline, glibc unmaps it, a segfault)."""
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    T, B, D, R = 4, 4096, 128, 1000
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(T * R, D, generator=g)
+    to = torch.arange(T + 1) * R
+    idx, off = torch.randint(0, R, (T * B,), generator=g), torch.arange(T * B + 1)
+    psw = torch.rand(T * B, generator=g)
+    grad_t = torch.randn(T * D, B, generator=g).t()
+    grad = grad_t.contiguous()
+    for kw in ({}, {"per_sample_weights": psw}):
+        want = ops.embedding_bags_backward(grad, w.shape, to, idx, off, **kw)
+        got = ops.embedding_bags_backward(grad_t, w.shape, to, idx, off, **kw)
+        assert torch.equal(got, want)
+        a, b = w.clone(), w.clone()
+        ops.embedding_bags_sgd_step(a, to, idx, off, grad, 0.1, **kw)
+        ops.embedding_bags_sgd_step(b, to, idx, off, grad_t, 0.1, **kw)
+        assert torch.equal(a, b)
+        (a, ma), (b, mb) = (w.clone(), torch.zeros(T * R)), (w.clone(), torch.zeros(T * R))
+        ops.embedding_bags_adagrad_step(a, ma, to, idx, off, grad, 0.1, 1e-8, **kw)
+        ops.embedding_bags_adagrad_step(b, mb, to, idx, off, grad_t, 0.1, 1e-8, **kw)
+        assert torch.equal(a, b) and torch.equal(ma, mb)
+
+
+def test_bf16_tables_step_with_bf16_per_sample_weights():
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(30, 8, generator=g).bfloat16()
+    to, idx, off = (
+        torch.tensor([0, 10, 30]),
+        torch.tensor([1, 1, 9, 0, 19]),
+        torch.tensor([0, 2, 3, 4, 5]),
+    )
+    grad = torch.randn(2, 16, generator=g)
+    psw = torch.rand(5, generator=g).bfloat16()
+    a, b = w.clone(), w.clone()
+    ops.embedding_bags_sgd_step(a, to, idx, off, grad, 0.1, per_sample_weights=psw)
+    ops.embedding_bags_sgd_step(b, to, idx, off, grad, 0.1, per_sample_weights=psw.float())
+    assert torch.equal(a, b) and not torch.equal(a, w)

@@ -13,7 +13,8 @@ Counting (per call):
   FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean.
   Bytes = rows gathered (N*D*element size, duplicates counted: each lookup reads its row)
           + indices (N*index size) + offsets ((T*B+1)*index size)
-          + per_sample_weights (N*4) + output written (B*T*D*4).
+          + per_sample_weights (N*element size: the weight's dtype, as torch takes
+          them) + output written (B*T*D*4).
 Data: each timed call uses the next of `ROTATIONS` index batches drawn before timing from
 the case's distribution (uniform, or Zipf over a seeded permutation of rows, so hot rows are
 scattered), never the same indices on consecutive calls. Tables larger than the case's
@@ -110,7 +111,7 @@ class EmbeddingBags(OpSpec):
             n * D * dtype.itemsize
             + n * isz
             + (T * B + 1) * isz
-            + (n * 4 if s["weighted"] else 0)
+            + (n * dtype.itemsize if s["weighted"] else 0)
             + B * T * D * 4
         )
 
@@ -136,7 +137,8 @@ class EmbeddingBags(OpSpec):
             itype = INDEX_DTYPES[s["index_dtype"]]
             offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
             indices = torch.cat(idx)
-            psw = torch.rand(indices.numel(), generator=g) if s["weighted"] else None
+            # In the weight's dtype, as torch's EmbeddingBag takes them.
+            psw = torch.rand(indices.numel(), generator=g).to(dtype) if s["weighted"] else None
             batches.append(
                 {
                     "indices": indices.to(device=device, dtype=itype),
@@ -223,6 +225,11 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
             raise ValueError(
                 f"embedding_bags: per_sample_weights has shape "
                 f"{tuple(per_sample_weights.shape)}, indices {tuple(indices.shape)}"
+            )
+        if per_sample_weights.dtype not in (weight.dtype, torch.float32):
+            raise ValueError(
+                f"embedding_bags: per_sample_weights must be {weight.dtype} (the weight's "
+                f"dtype, as torch takes them) or float32, got {per_sample_weights.dtype}"
             )
     devices = {t.device for t in (weight, table_offsets, indices, offsets)}
     if len(devices) != 1:
@@ -433,11 +440,23 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
     return out
 
 
+def _fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """`t` as the C++ kernels read it: fp32 and contiguous (`t` itself when it already is;
+    per_sample_weights come in the weight's dtype, as torch takes them). Callers bind the
+    result to a name before the call: `_native.arg` keeps only the address, so a temporary
+    passed inline is freed, a large one unmapped, before the kernel reads it."""
+    return None if t is None else t.float().contiguous()
+
+
+def _opt_arg(t: torch.Tensor | None):
+    return None if t is None else _native.arg(t)
+
+
 def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
     T = table_offsets.numel() - 1
     B = (offsets.numel() - 1) // T
     out = _native.empty((B, T * weight.shape[1]), torch.float32)
-    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    psw = _fp32(per_sample_weights)
     am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_forward(
         _native.arg(weight),
@@ -446,7 +465,7 @@ def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_we
         _native.arg(offsets),
         _native.arg(out),
         MODE_CODES[mode],
-        psw,
+        _opt_arg(psw),
         am,
     )
     return out
@@ -533,16 +552,16 @@ def embedding_bags_backward(
     if mode == "max" and argmax is None:
         raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
-    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_backward_dense(
-        _native.arg(grad_out.float().contiguous()),
+        _native.arg(grad),
         _native.arg(table_offsets),
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad_weight),
         MODE_CODES[mode],
-        psw,
+        _opt_arg(psw),
         am,
     )
     return grad_weight
@@ -561,16 +580,16 @@ def embedding_bags_sgd_step(
 ) -> None:
     """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
     is read or written (no dense gradient). Deterministic with duplicates."""
-    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     _native.cpu().embedding_bags_sgd_step(
         _native.arg(weight),
         _native.arg(table_offsets),
         _native.arg(indices),
         _native.arg(offsets),
-        _native.arg(grad_out.float().contiguous()),
+        _native.arg(grad),
         lr,
         MODE_CODES[mode],
-        psw,
+        _opt_arg(psw),
     )
 
 
@@ -590,18 +609,18 @@ def embedding_bags_adagrad_step(
     """In place, row-wise Adagrad (as FBGEMM's table-batched embeddings): for each touched
     row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
     (sqrt(momentum[r]) + eps)."""
-    psw = None if per_sample_weights is None else _native.arg(per_sample_weights)
+    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     _native.cpu().embedding_bags_adagrad_step(
         _native.arg(weight),
         _native.arg(momentum),
         _native.arg(table_offsets),
         _native.arg(indices),
         _native.arg(offsets),
-        _native.arg(grad_out.float().contiguous()),
+        _native.arg(grad),
         lr,
         eps,
         MODE_CODES[mode],
-        psw,
+        _opt_arg(psw),
     )
 
 
