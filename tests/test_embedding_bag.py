@@ -260,3 +260,22 @@ def test_bf16_tables_step_with_bf16_per_sample_weights():
     ops.embedding_bags_sgd_step(a, to, idx, off, grad, 0.1, per_sample_weights=psw)
     ops.embedding_bags_sgd_step(b, to, idx, off, grad, 0.1, per_sample_weights=psw.float())
     assert torch.equal(a, b) and not torch.equal(a, w)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_strided_views_are_taken_as_torch_takes_them(impl):
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(30, 16, generator=g)[:, ::2]  # column stride 2
+    idx = torch.stack([torch.randint(0, 30, (12,), generator=g)] * 2, 1)[:, 0]  # stride 2
+    starts = torch.tensor([0, 3, 3, 7, 12, 12])[:-1]
+    off = torch.stack([starts, starts], 1)[:, 0]
+    want = F.embedding_bag(idx, w, off, mode="sum")
+    got = ops.embedding_bag(w, idx, off, mode="sum", impl=impl)
+    torch.testing.assert_close(got, want)
+    g_t = torch.randn(16, 5, generator=g).t()  # a transposed gradient too
+    if impl == "native":
+        to, full = torch.tensor([0, 30]), torch.cat([off, torch.tensor([12])])
+        dense = ops.embedding_bags_backward(g_t[:, :8], (30, 8), to, idx, full)
+        wr = w.clone().requires_grad_(True)
+        (F.embedding_bag(idx, wr, off, mode="sum") * g_t[:, :8]).sum().backward()
+        torch.testing.assert_close(dense, wr.grad)

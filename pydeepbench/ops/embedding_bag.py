@@ -452,6 +452,12 @@ def _opt_arg(t: torch.Tensor | None):
     return None if t is None else _native.arg(t)
 
 
+def _contiguous(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Index arrays as the C++ kernels read them: contiguous (torch takes strided views;
+    those are copied, and they are small next to the rows they select)."""
+    return tuple(t.contiguous() for t in ts)
+
+
 def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
     T = table_offsets.numel() - 1
     B = (offsets.numel() - 1) // T
@@ -527,6 +533,13 @@ def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sam
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
     if weight.device.type == "cuda":
         return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
+    if not (indices.is_contiguous() and offsets.is_contiguous() and table_offsets.is_contiguous()):
+        table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
+    # The kernels read rows with unit column stride, rows apart by at least a row.
+    if not weight.is_contiguous() and (
+        weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])
+    ):
+        weight = weight.contiguous()
     if weight.requires_grad and torch.is_grad_enabled():
         if weight.dtype != torch.float32:
             raise ValueError("embedding_bags: native gradients need float32 weights")
@@ -553,6 +566,7 @@ def embedding_bags_backward(
         raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
+    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_backward_dense(
         _native.arg(grad),
@@ -581,6 +595,7 @@ def embedding_bags_sgd_step(
     """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
     is read or written (no dense gradient). Deterministic with duplicates."""
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
+    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     _native.cpu().embedding_bags_sgd_step(
         _native.arg(weight),
         _native.arg(table_offsets),
@@ -610,6 +625,7 @@ def embedding_bags_adagrad_step(
     row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
     (sqrt(momentum[r]) + eps)."""
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
+    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     _native.cpu().embedding_bags_adagrad_step(
         _native.arg(weight),
         _native.arg(momentum),
