@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -59,6 +60,14 @@ def test_batched_and_non_contiguous_input(impl):
     y = ops.linear(x, w, b, "relu", impl=impl)
     ref = torch.relu(x.double() @ w.double().t() + b.double())
     torch.testing.assert_close(y.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("lead", [(5,), (0,), (2, 3)])
+def test_zero_in_features_gives_the_bias(impl, lead):
+    x, w, b = torch.randn(*lead, 0), torch.randn(3, 0), torch.randn(3)
+    out = ops.linear(x, w, b, activation="relu", impl=impl)
+    torch.testing.assert_close(out, F.relu(F.linear(x, w, b)))
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)

@@ -118,7 +118,8 @@ def linear(
     if why:
         raise ValueError(f"linear impl {impl!r} cannot run here: {why}")
     lead = x.shape[:-1]
-    y = chosen.fn(x.reshape(-1, x.shape[-1]), weight, bias, activation)
+    # The rows spelled out: reshape(-1, 0) is ambiguous when in_features is 0.
+    y = chosen.fn(x.reshape(math.prod(lead), x.shape[-1]), weight, bias, activation)
     return y.reshape(*lead, weight.shape[0])
 
 
