@@ -63,6 +63,13 @@ def test_strided_rows(impl):
     assert r.ok, r.message
 
 
+def test_native_takes_an_empty_batch_of_strided_views():
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native interaction kernel is not built")
+    x, emb = torch.randn(0, 16)[:, ::2], torch.randn(0, 48)[:, ::2]  # D = 8, F = 4
+    assert ops.dot_interaction(x, emb, impl="native").shape == (0, 8 + 6)
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     B=st.integers(1, 40),

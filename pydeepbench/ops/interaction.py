@@ -118,5 +118,7 @@ def interaction_native(x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
     B, D = x.shape
     F = 1 + emb.shape[1] // D
     out = _native.empty((B, D + pairs(F)), torch.float32)
+    if B == 0:  # nothing to read; an empty strided view stays strided through contiguous()
+        return out
     _native.cpu().dot_interaction(_native.arg(x), _native.arg(emb), _native.arg(out))
     return out
