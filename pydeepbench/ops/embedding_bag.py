@@ -452,10 +452,13 @@ def _opt_arg(t: torch.Tensor | None):
     return None if t is None else _native.arg(t)
 
 
-def _contiguous(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Index arrays as the C++ kernels read them: contiguous (torch takes strided views;
-    those are copied, and they are small next to the rows they select)."""
-    return tuple(t.contiguous() for t in ts)
+def _contiguous(table_offsets, indices, offsets):
+    """The index arrays as the C++ kernels read them: contiguous (torch takes strided views;
+    those are copied, and they are small next to the rows they select). The common case
+    returns them as they are, checked without a generator (0.6 us on a tiny call)."""
+    if table_offsets.is_contiguous() and indices.is_contiguous() and offsets.is_contiguous():
+        return table_offsets, indices, offsets
+    return table_offsets.contiguous(), indices.contiguous(), offsets.contiguous()
 
 
 def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
@@ -463,7 +466,6 @@ def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_we
     B = (offsets.numel() - 1) // T
     out = _native.empty((B, T * weight.shape[1]), torch.float32)
     psw = _fp32(per_sample_weights)
-    am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_forward(
         _native.arg(weight),
         _native.arg(table_offsets),
@@ -472,7 +474,7 @@ def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_we
         _native.arg(out),
         MODE_CODES[mode],
         _opt_arg(psw),
-        am,
+        _opt_arg(argmax),
     )
     return out
 
@@ -533,8 +535,7 @@ def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sam
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
     if weight.device.type == "cuda":
         return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
-    if not (indices.is_contiguous() and offsets.is_contiguous() and table_offsets.is_contiguous()):
-        table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
+    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     # The kernels read rows with unit column stride, rows apart by at least a row.
     if not weight.is_contiguous() and (
         weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])
@@ -567,7 +568,6 @@ def embedding_bags_backward(
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
-    am = None if argmax is None else _native.arg(argmax)
     _native.cpu().embedding_bags_backward_dense(
         _native.arg(grad),
         _native.arg(table_offsets),
@@ -576,7 +576,7 @@ def embedding_bags_backward(
         _native.arg(grad_weight),
         MODE_CODES[mode],
         _opt_arg(psw),
-        am,
+        _opt_arg(argmax),
     )
     return grad_weight
 
