@@ -135,7 +135,9 @@ def tol(pr):
 
 def check_forward(pr, mode):
     out, am = native_forward(pr, mode, want_argmax=(mode == "max"))
-    ref = ref_forward(pr, mode, pr["weight"].double())
+    # uint8 rows stand for their dequantized values (make_q8); other rows for themselves.
+    values = pr["values"] if "values" in pr else pr["weight"].double()
+    ref = ref_forward(pr, mode, values)
     torch.testing.assert_close(out.double(), ref, **tol(pr))
     if mode == "max":
         B, T, D = pr["B"], pr["T"], pr["D"]
@@ -144,8 +146,13 @@ def check_forward(pr, mode):
         empty = (lens == 0).repeat_interleave(D, dim=1)
         assert bool((am[empty] == -1).all())
         cols = torch.arange(T * D).remainder(D).expand(B, -1)
-        won = pr["weight"].double()[am.clamp(min=0), cols]
-        assert torch.equal(won[~empty], out.double()[~empty])  # the argmax row holds the max
+        won = values[am.clamp(min=0), cols]
+        # The argmax row holds the max: exactly, or for uint8 rows up to the fp32 rounding of
+        # scale * code + bias, whose terms are O(4) here (2 ulp(4) < 1e-6).
+        exact = "values" not in pr
+        torch.testing.assert_close(
+            won[~empty], out.double()[~empty], rtol=0, atol=0 if exact else 1e-6
+        )
         tables = torch.arange(T).repeat_interleave(D).expand(B, -1)
         lo, hi = pr["toff"][tables], pr["toff"][tables + 1]
         assert bool(((am >= lo) & (am < hi))[~empty].all())  # ... and belongs to bag's table
@@ -553,6 +560,65 @@ def test_no_access_past_buffers(wdtype, D):
             torch.testing.assert_close(gw.double(), ref_grad(pr_m, mode, out), rtol=1e-5, atol=1e-5)
 
 
+# ---- 8-bit rowwise-quantized rows ------------------------------------------------------
+
+
+def make_q8(pr, pad=0, guard=False):
+    """pr with its weight as uint8 rows (D codes, fp32 scale, fp32 bias; row stride
+    D + 8 + pad bytes, or a guarded buffer ending at the last row), and `values`, the
+    float64 rows they stand for (scale * code + bias)."""
+    w = pr["weight"].float()
+    R, D = w.shape
+    lo, hi = w.min(1).values, w.max(1).values
+    scale = ((hi - lo) / 255).clamp(min=1e-8)
+    codes = ((w - lo[:, None]) / scale[:, None]).round().clamp(0, 255).to(torch.uint8)
+    params = torch.stack([scale, lo], 1).contiguous().view(torch.uint8)  # (R, 8)
+    full = (
+        guarded((R, D + 8), torch.uint8)
+        if guard
+        else torch.empty(R, D + 8 + pad, dtype=torch.uint8)
+    )
+    full[:, :D] = codes
+    full[:, D : D + 8] = params
+    values = codes.double() * scale.double()[:, None] + lo.double()[:, None]
+    return dict(pr, weight=full[:, : D + 8], values=values)
+
+
+@pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 128, 129, 257])
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("idx_dtype", [torch.int32, torch.int64])
+def test_q8_forward(D, mode, idx_dtype):
+    g = torch.Generator().manual_seed(D)
+    pr = make_problem([20, 3, 7], 6, D, lens_for(3, 6, "ragged", g), idx_dtype, psw=mode == "sum")
+    check_forward(make_q8(pr, pad=5), mode)
+
+
+@pytest.mark.parametrize("D", [1, 15, 33])
+def test_q8_no_access_past_buffers(D):
+    """The last table's last row (its codes' tail, then its scale and bias) is the
+    weight buffer's last bytes, and every non-empty bag looks it up."""
+    g = torch.Generator().manual_seed(D)
+    rows, B = [9, 4], 3
+    pr = make_problem(rows, B, D, lens_for(2, B, "ragged", g), torch.int32, psw=True)
+    lens = pr["offsets"][1:] - pr["offsets"][:-1]
+    for g_ in range(2 * B):
+        if lens[g_] > 0:
+            pr["indices"][pr["offsets"][g_]] = rows[g_ // B] - 1
+    pr = make_q8(pr, guard=True)
+    for mode in ("sum", "mean", "max"):
+        out = guarded((B, 2 * D), torch.float32)
+        pr_m = dict(pr, psw=pr["psw"] if mode == "sum" else None)
+        native_forward(pr_m, mode, out=out)
+        torch.testing.assert_close(out.double(), ref_forward(pr_m, mode, pr["values"]), **tol(pr_m))
+
+
+def test_q8_rows_need_their_scale_and_bias():
+    pr = make_problem([4], 2, 8, [1, 2])
+    w = torch.zeros(4, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="needs D \\+ 8 columns"):
+        native_forward(dict(pr, weight=w), "sum")
+
+
 # ---- the paths a narrower ISA takes ----------------------------------------------------
 
 
@@ -575,6 +641,10 @@ def sweep_isa(isa):
                     pad=1,
                 )
                 check_forward(pr, mode)
+    for D in (1, 8, 15, 33, 129):
+        for mode in ("sum", "mean", "max"):
+            test_q8_forward(D, mode, torch.int64)
+    test_q8_no_access_past_buffers(15)
     test_forward_streaming_output(torch.float32, "max", 144)
     test_forward_streaming_output(torch.bfloat16, "sum", 16)
     for wdtype in WDTYPES:

@@ -54,7 +54,7 @@ inline TensorArg tensor_arg(const pybind11::tuple& t, const char* name) {
   const int nstrides = detail::read_ints(f[2], a.strides, name, "strides");
   const long code = PyLong_AsLong(f[3]);
   if (code == -1 && PyErr_Occurred()) throw pybind11::error_already_set();
-  PDB_CHECK(code >= 0 && code <= static_cast<int>(DType::i64), name, ": unknown dtype code ", code);
+  PDB_CHECK(code >= 0 && code <= static_cast<int>(DType::u8), name, ": unknown dtype code ", code);
   a.dtype = static_cast<DType>(code);
   PDB_CHECK(a.ndim == nstrides, name, ": sizes and strides differ in rank");
   int64_t numel = 1;

@@ -5,7 +5,8 @@
 
 namespace pdb {
 
-enum class DType : int { f32 = 0, bf16 = 1, f16 = 2, i32 = 3, i64 = 4 };
+// u8: only as 8-bit rowwise-quantized embedding rows (see cpu/embedding_bag.h).
+enum class DType : int { f32 = 0, bf16 = 1, f16 = 2, i32 = 3, i64 = 4, u8 = 5 };
 
 inline int dtype_size(DType t) {
   switch (t) {
@@ -14,6 +15,7 @@ inline int dtype_size(DType t) {
     case DType::f16: return 2;
     case DType::i32: return 4;
     case DType::i64: return 8;
+    case DType::u8: return 1;
   }
   return 0;
 }
@@ -25,6 +27,7 @@ inline const char* dtype_name(DType t) {
     case DType::f16: return "float16";
     case DType::i32: return "int32";
     case DType::i64: return "int64";
+    case DType::u8: return "uint8";
   }
   return "?";
 }

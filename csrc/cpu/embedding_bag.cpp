@@ -170,9 +170,51 @@ void forward_generic_t(const EmbFwdArgs& a) {
   });
 }
 
+// 8-bit rowwise-quantized rows (D codes, fp32 scale, fp32 bias; w_stride in bytes).
+template <class IT>
+void forward_generic_q8(const EmbFwdArgs& a) {
+  const BagsLayout& L = a.L;
+  const IT* idx = static_cast<const IT*>(L.indices);
+  const IT* off = static_cast<const IT*>(L.offsets);
+  const uint8_t* W = static_cast<const uint8_t*>(a.weight);
+  const int64_t D = L.D, B = L.B;
+  generic::for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
+    const int64_t toff = L.table_offsets[t];
+    const uint8_t* tbl = W + toff * a.w_stride;
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t b = g - t * B;
+      float* o = a.out + b * a.out_stride + t * D;
+      int64_t* am = a.argmax ? a.argmax + b * a.am_stride + t * D : nullptr;
+      const int64_t p0 = off[g], p1 = off[g + 1];
+      if (generic::write_if_empty(p0, p1, o, am, D)) continue;
+      for (int64_t p = p0; p < p1; ++p) {
+        const uint8_t* r = tbl + static_cast<int64_t>(idx[p]) * a.w_stride;
+        float scale, bias;
+        std::memcpy(&scale, r + D, 4);
+        std::memcpy(&bias, r + D + 4, 4);
+        const float s = a.psw ? a.psw[p] : 1.0f;
+        for (int64_t d = 0; d < D; ++d) {
+          const float v = scale * static_cast<float>(r[d]) + bias;
+          if (a.mode != kEmbMax) {
+            o[d] = (p == p0 ? 0.0f : o[d]) + s * v;
+          } else if (p == p0 || v > o[d]) {  // strictly greater: the first max wins ties
+            o[d] = v;
+            if (am) am[d] = toff + static_cast<int64_t>(idx[p]);
+          }
+        }
+      }
+      if (a.mode == kEmbMean) {
+        const float inv = 1.0f / static_cast<float>(p1 - p0);
+        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+      }
+    }
+  });
+}
+
 template <class IT>
 void forward_generic(const EmbFwdArgs& a) {
   switch (a.wdtype) {
+    case DType::u8: return forward_generic_q8<IT>(a);
     case DType::f32: return forward_generic_t<float, IT>(a);
     case DType::bf16: return forward_generic_t<Bf16, IT>(a);
     case DType::f16: return forward_generic_t<F16, IT>(a);

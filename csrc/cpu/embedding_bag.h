@@ -34,7 +34,11 @@ void validate_argmax(const BagsLayout& L, const int64_t* argmax, int64_t am_stri
 
 struct EmbFwdArgs {
   BagsLayout L;
-  const void* weight;  // f32 / bf16 / f16, row stride w_stride, unit column stride
+  // f32 / bf16 / f16 rows, row stride w_stride, unit column stride; or u8: 8-bit
+  // rowwise-quantized rows in FBGEMM's fused layout, D uint8 codes then the row's fp32
+  // scale and bias (value = scale * code + bias; a row is D + 8 bytes, w_stride bytes
+  // apart). The output is fp32 for every dtype.
+  const void* weight;
   DType wdtype;
   int64_t w_stride;
   float* out;  // (B, T*D), row stride out_stride

@@ -35,7 +35,9 @@ struct Vec {
   static F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   template <class WT>
   static F load(const typename Storage<WT>::type* p) {
-    if constexpr (sizeof(typename Storage<WT>::type) == 4) {
+    if constexpr (__is_same(WT, Q8)) {
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+    } else if constexpr (sizeof(typename Storage<WT>::type) == 4) {
       return _mm256_loadu_ps(p);
     } else if constexpr (__is_same(WT, Bf16)) {
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -44,13 +46,14 @@ struct Vec {
       return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     }
   }
-  // 16-bit rows have no masked load in AVX2: the r elements go through a zeroed copy.
+  // 8- and 16-bit rows have no masked load in AVX2: the r elements go through a zeroed
+  // copy.
   template <class WT>
   static F load_tail(const typename Storage<WT>::type* p, int r, Mask m) {
     if constexpr (sizeof(typename Storage<WT>::type) == 4) {
       return _mm256_maskload_ps(p, m);
     } else {
-      alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      alignas(16) typename Storage<WT>::type tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int i = 0; i < r; ++i) tmp[i] = p[i];
       return load<WT>(tmp);
     }

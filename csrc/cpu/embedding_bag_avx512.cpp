@@ -50,12 +50,16 @@ struct Vec {
   }
   template <class WT>
   static F load(const typename Storage<WT>::type* p) {
-    if constexpr (sizeof(typename Storage<WT>::type) == 4) return _mm512_loadu_ps(p);
+    if constexpr (__is_same(WT, Q8))
+      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    else if constexpr (sizeof(typename Storage<WT>::type) == 4) return _mm512_loadu_ps(p);
     else return widen<WT>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
   template <class WT>
   static F load_tail(const typename Storage<WT>::type* p, int, Mask m) {
-    if constexpr (sizeof(typename Storage<WT>::type) == 4) return _mm512_maskz_loadu_ps(m, p);
+    if constexpr (__is_same(WT, Q8))
+      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)));
+    else if constexpr (sizeof(typename Storage<WT>::type) == 4) return _mm512_maskz_loadu_ps(m, p);
     else return widen<WT>(_mm256_maskz_loadu_epi16(m, p));
   }
   static void take_if_greater(F& acc, I& pos, F x, I k) {

@@ -42,9 +42,19 @@ constexpr int kOutPrefetchBags = 8;
 
 struct Bf16 {};
 struct F16 {};
+// 8-bit rowwise-quantized rows in FBGEMM's fused layout: D uint8 codes, then the row's
+// fp32 scale and bias (value = scale * code + bias).
+struct Q8 {};
 template <class WT> struct Storage { using type = float; };
 template <> struct Storage<Bf16> { using type = uint16_t; };
 template <> struct Storage<F16> { using type = uint16_t; };
+template <> struct Storage<Q8> { using type = uint8_t; };
+
+// A Q8 row's scale and bias (unaligned: a row is D + 8 bytes).
+inline void q8_params(const uint8_t* row, int64_t D, float& scale, float& bias) {
+  __builtin_memcpy(&scale, row + D, 4);
+  __builtin_memcpy(&bias, row + D + 4, 4);
+}
 
 inline void prefetch_row(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -75,6 +85,7 @@ bool stream_output(const EmbFwdArgs& a) {
 struct Seg {
   const void* tbl;  // first row of the table, at column c0
   int64_t ws, row_bytes, toff;
+  int64_t D;  // Q8: the byte offset of a row's scale from its first code
   const float* psw;
   int64_t pend;  // end of this run's positions (prefetch bound)
   int pf;
@@ -111,7 +122,15 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
   using ST = typename Storage<WT>::type;
   using F = typename V::F;
   constexpr int L = V::kLanes;
+  constexpr bool kQ8 = __is_same(WT, Q8);
   const ST* tbl = static_cast<const ST*>(s.tbl) + c0;
+  // Q8 rows dequantize as scale * code + bias: a sum folds the scale into the row's
+  // multiplier and adds the bag's summed biases once at the end.
+  float scale = 1.0f, bias = 0.0f, bias_sum = 0.0f;
+  auto params = [&](int64_t p) __attribute__((always_inline)) {
+    if constexpr (kQ8)
+      q8_params(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p]) * s.ws, s.D, scale, bias);
+  };
   // A full-width block has no tail: telling the compiler keeps the dead tail
   // accumulator from spilling the others.
   if constexpr (NV == max_nv<ST, MODE>()) r = 0;
@@ -120,25 +139,33 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
   if constexpr (MODE == kEmbMax) {
     typename V::I pos[NV + 1];
     const ST* row = tbl + static_cast<int64_t>(idx[p0]) * s.ws;
+    params(p0);
+    // The row's values: Q8 codes dequantized, other rows as loaded.
+    auto value = [&](F x) __attribute__((always_inline)) {
+      if constexpr (kQ8) return V::fmadd(x, V::set1(scale), V::set1(bias));
+      else return x;
+    };
 #pragma GCC unroll 17
     for (int v = 0; v < NV; ++v) {
-      acc[v] = V::template load<WT>(row + L * v);
+      acc[v] = value(V::template load<WT>(row + L * v));
       pos[v] = V::izero();
     }
     // The tail slot is set even without a tail: GCC cannot tell it is then never read.
-    acc[NV] = r ? V::template load_tail<WT>(row + L * NV, r, m) : V::zero();
+    acc[NV] = r ? value(V::template load_tail<WT>(row + L * NV, r, m)) : V::zero();
     pos[NV] = V::izero();
     for (int64_t p = p0 + 1; p < p1; ++p) {
       if (prefetch && p + s.pf < s.pend)
         prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
                      s.row_bytes);
       row = tbl + static_cast<int64_t>(idx[p]) * s.ws;
+      params(p);
       const typename V::I k = V::iset1(static_cast<int>(p - p0));
       // strictly greater: the first max wins ties, like torch
 #pragma GCC unroll 17
       for (int v = 0; v < NV; ++v)
-        V::take_if_greater(acc[v], pos[v], V::template load<WT>(row + L * v), k);
-      if (r) V::take_if_greater(acc[NV], pos[NV], V::template load_tail<WT>(row + L * NV, r, m), k);
+        V::take_if_greater(acc[v], pos[v], value(V::template load<WT>(row + L * v)), k);
+      if (r)
+        V::take_if_greater(acc[NV], pos[NV], value(V::template load_tail<WT>(row + L * NV, r, m)), k);
     }
     store_block<V, NV, NT>(o + c0, acc, r, m);
     if (am) {
@@ -158,7 +185,16 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
         prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
                      s.row_bytes);
       const ST* row = tbl + static_cast<int64_t>(idx[p]) * s.ws;
-      if constexpr (PSW) {
+      if constexpr (kQ8) {
+        params(p);
+        const float sw = PSW ? s.psw[p] : 1.0f;
+        bias_sum += bias * sw;
+        const F w = V::set1(scale * sw);
+#pragma GCC unroll 17
+        for (int v = 0; v < NV; ++v)
+          acc[v] = V::fmadd(V::template load<WT>(row + L * v), w, acc[v]);
+        if (r) acc[NV] = V::fmadd(V::template load_tail<WT>(row + L * NV, r, m), w, acc[NV]);
+      } else if constexpr (PSW) {
         const F w = V::set1(s.psw[p]);
 #pragma GCC unroll 17
         for (int v = 0; v < NV; ++v)
@@ -169,6 +205,11 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
         for (int v = 0; v < NV; ++v) acc[v] = V::add(acc[v], V::template load<WT>(row + L * v));
         if (r) acc[NV] = V::add(acc[NV], V::template load_tail<WT>(row + L * NV, r, m));
       }
+    }
+    if constexpr (kQ8) {
+      const F bs = V::set1(bias_sum);
+#pragma GCC unroll 17
+      for (int v = 0; v <= NV; ++v) acc[v] = V::add(acc[v], bs);
     }
     if constexpr (MODE == kEmbMean) {
       const F inv = V::set1(1.0f / static_cast<float>(p1 - p0));
@@ -208,7 +249,8 @@ void forward_t(const EmbFwdArgs& a) {
     s.ws = a.w_stride;
     s.toff = L.table_offsets[t];
     s.tbl = static_cast<const ST*>(a.weight) + s.toff * a.w_stride;
-    s.row_bytes = D * static_cast<int64_t>(sizeof(ST));
+    s.row_bytes = D * static_cast<int64_t>(sizeof(ST)) + (__is_same(WT, Q8) ? 8 : 0);
+    s.D = D;
     s.psw = a.psw;
     s.pend = off[g1];
     s.pf = pf;
@@ -253,6 +295,7 @@ void forward_idx(const EmbFwdArgs& a) {
   switch (a.wdtype) {
     case DType::bf16: return forward_mode<V, Bf16, IT>(a);
     case DType::f16: return forward_mode<V, F16, IT>(a);
+    case DType::u8: return forward_mode<V, Q8, IT>(a);
     default: return forward_mode<V, float, IT>(a);
   }
 }

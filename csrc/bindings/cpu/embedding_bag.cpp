@@ -98,10 +98,17 @@ void bind_embedding_bag(py::module_& m) {
         check_mode(mode, !psw_.is_none());
         const TensorArg w = tensor_arg(weight_, "weight");
         check_rank(w, 2, "weight");
-        PDB_CHECK(w.dtype == DType::f32 || w.dtype == DType::bf16 || w.dtype == DType::f16,
-                  "weight must be float32, bfloat16 or float16, got ", dtype_name(w.dtype));
+        PDB_CHECK(w.dtype == DType::f32 || w.dtype == DType::bf16 || w.dtype == DType::f16 ||
+                      w.dtype == DType::u8,
+                  "weight must be float32, bfloat16, float16 or uint8 (8-bit rowwise), got ",
+                  dtype_name(w.dtype));
         check_rowmajor(w, "weight", w.sizes[0], w.sizes[1]);
-        const Bags s = parse_bags(toff_, idx_, off_, w.sizes[1], w.sizes[0]);
+        // uint8 rows: D codes, then the fp32 scale and bias (cpu/embedding_bag.h).
+        const bool q8 = w.dtype == DType::u8;
+        PDB_CHECK(!q8 || w.sizes[1] > 8, "a uint8 (8-bit rowwise) weight needs D + 8 columns ",
+                  "(D codes, then the fp32 scale and bias), got ", w.sizes[1]);
+        const int64_t D = q8 ? w.sizes[1] - 8 : w.sizes[1];
+        const Bags s = parse_bags(toff_, idx_, off_, D, w.sizes[0]);
         const cpu::BagsLayout& L = s.L;
         const TensorArg out = tensor_arg(out_, "out");
         check_dtype(out, DType::f32, "out");
