@@ -22,6 +22,7 @@ DTYPE_CODES = {
     torch.float16: 2,
     torch.int32: 3,
     torch.int64: 4,
+    torch.uint8: 5,  # 8-bit rowwise-quantized embedding rows only
 }
 
 

@@ -25,7 +25,11 @@ def _add_op_parser(sub, op: str) -> None:
     src.add_argument("--shapes", help="built-in shape set name or path to a .toml file")
     src.add_argument("--shape", help="one case, e.g. M=128,N=512,K=13,b_t=true")
     p.add_argument("--impl", default=None, help="comma list (default: all registered)")
-    p.add_argument("--dtype", default="fp32", help="comma list of fp32,bf16,fp16")
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        help="comma list of fp32,bf16,fp16,uint8 (uint8: 8-bit rowwise embedding rows)",
+    )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument(
         "--mode",

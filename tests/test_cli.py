@@ -113,6 +113,22 @@ def test_embedding_rows_are_placed_against_the_gather_roof(tmp_path, capsys):
     assert "%gather" in capsys.readouterr().out
 
 
+def test_uint8_rows_run_beside_fp32(tmp_path):
+    """--dtype uint8: 8-bit rowwise rows, checked and timed like the float ones; the bytes
+    count each row's codes with its scale and bias."""
+    j = tmp_path / "r.json"
+    shape = "tables=2,rows=300,dim=16,batch=32,pooling=3,weighted=true"
+    argv = ["embedding_bags", "--shape", shape, "--impl", "ootb,native", "--dtype", "fp32,uint8"]
+    assert run([*argv, *FAST, "--json", str(j)]) == 0
+    rows = {(r["impl"], r["dtype"]): r for r in report.load_results(j)["results"]}
+    assert set(rows) == {(i, d) for i in ("ootb", "native") for d in ("float32", "uint8")}
+    assert all(r["status"] == "ok" and r["check"]["ok"] for r in rows.values())
+    n = 32 * 3 * 2
+    assert (
+        rows["native", "uint8"]["bytes"] == rows["native", "float32"]["bytes"] - n * 16 * 4 + n * 24
+    )
+
+
 def test_results_of_the_previous_schema_still_load(tmp_path):
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"schema": "pydeepbench.results/1", "results": []}))

@@ -11,7 +11,8 @@ from pydeepbench.check import compare
 from pydeepbench.ops.embedding_bag import ROTATIONS
 
 SPEC = registry.get_op("embedding_bags")
-CPU_IMPLS = [n for n, i in registry.impls("embedding_bags").items() if i.why_not("cpu") is None]
+SPEC_IMPLS = registry.impls("embedding_bags")
+CPU_IMPLS = [n for n, i in SPEC_IMPLS.items() if i.why_not("cpu") is None]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -99,6 +100,91 @@ def test_per_sample_weights_of_another_dtype_are_refused():
     psw = torch.rand(2, dtype=torch.float16)
     with pytest.raises(ValueError, match="per_sample_weights must be torch.bfloat16"):
         ops.embedding_bags(w, torch.tensor([0, 10]), idx, off, per_sample_weights=psw)
+
+
+# ---- 8-bit rowwise-quantized rows (uint8) ----------------------------------------------
+
+
+def test_q8_formulas():
+    s = shape(weighted=True)
+    n = 8 * (2 + 1 + 5)
+    # each lookup reads its 16 codes and the row's fp32 scale and bias; weights are fp32
+    assert SPEC.bytes(s, torch.uint8) == n * (16 + 8) + n * 8 + 25 * 8 + n * 4 + 8 * 48 * 4
+    assert SPEC.footprint_bytes(s, torch.uint8) < SPEC.footprint_bytes(s, torch.float32)
+
+
+def test_quantize_rows_round_trip():
+    w = torch.randn(100, 33)
+    q = ops.quantize_rows(w)
+    assert q.dtype == torch.uint8 and q.shape == (100, 33 + 8)
+    step = (w.max(1).values - w.min(1).values) / 255  # one code
+    err = (ops.dequantize_rows(q) - w).abs().max(1).values
+    assert bool((err <= step * 0.5 + 1e-6).all())
+
+
+# (impl, mode, weighted): per_sample_weights need mode "sum".
+Q8_CASES = [
+    (i, m, w)
+    for i in CPU_IMPLS
+    if SPEC_IMPLS[i].why_not("cpu", torch.uint8) is None
+    for m in ("sum", "mean", "max")
+    for w in ((False, True) if m == "sum" else (False,))
+]
+
+
+@pytest.mark.parametrize(("impl", "mode", "weighted"), Q8_CASES)
+def test_q8_impls_match_reference(impl, mode, weighted):
+    s = shape(mode=mode, weighted=weighted, index_dtype="int32")
+    inputs = SPEC.make_inputs(s, torch.uint8, "cpu", 3)
+    if SPEC_IMPLS[impl].supports(s, torch.uint8, "cpu"):  # FBGEMM's op: sums only
+        v = SPEC.variants(inputs)[0]
+        with pytest.raises(ValueError, match="pools sums only"):
+            ops.embedding_bags(
+                v["weight"], v["table_offsets"], v["indices"], v["offsets"], mode=mode, impl=impl
+            )
+        return
+    inputs = SPEC.make_inputs(s, torch.uint8, "cpu", 3)
+    for v in SPEC.variants(inputs)[:2]:
+        assert v["weight"].dtype == torch.uint8 and v["weight"].shape[1] == 16 + 8
+        out = ops.embedding_bags(
+            v["weight"],
+            v["table_offsets"],
+            v["indices"],
+            v["offsets"],
+            mode=mode,
+            per_sample_weights=v["per_sample_weights"],
+            impl=impl,
+        )
+        assert out.dtype == torch.float32 and out.shape == (8, 3 * 16)
+        r = compare(out, SPEC.reference(**v), SPEC.tolerance(torch.uint8))
+        assert r.ok, r.message
+
+
+def test_q8_single_table_pools_to_fp32_like_fbgemm():
+    w = torch.randn(30, 12)
+    q = ops.quantize_rows(w)
+    idx, off = torch.randint(0, 30, (20,)), torch.tensor([0, 4, 4, 11])
+    psw = torch.rand(20)
+    want = torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+        q, idx, off, False, 0, False, psw, None, False
+    )
+    got = ops.embedding_bag(q, idx, off, per_sample_weights=psw)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_q8_bad_input():
+    q = ops.quantize_rows(torch.randn(10, 4))
+    idx, off, to = torch.tensor([1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 10])
+    with pytest.raises(ValueError, match="per_sample_weights for uint8 rows must be float32"):
+        ops.embedding_bags(q, to, idx, off, per_sample_weights=torch.rand(2).half())
+    with pytest.raises(ValueError, match="needs D \\+ 8 columns"):
+        ops.embedding_bags(q[:, :8], to, idx, off)
+    with pytest.raises(ValueError, match="out of range"):
+        ops.embedding_bags(q, to, idx + 9, off)
+    for impl in ("functional", "triton"):
+        with pytest.raises(ValueError, match="not uint8"):
+            ops.embedding_bags(q, to, idx, off, impl=impl)
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)

@@ -7,11 +7,13 @@ import torch
 
 from pydeepbench import registry
 from pydeepbench.ops.embedding_bag import (
+    dequantize_rows,
     embedding_bag,
     embedding_bags,
     embedding_bags_adagrad_step,
     embedding_bags_backward,
     embedding_bags_sgd_step,
+    quantize_rows,
 )
 from pydeepbench.ops.gemm import gemm
 from pydeepbench.ops.interaction import dot_interaction
@@ -25,6 +27,7 @@ def available(op: str, device: str = "cpu", dtype: torch.dtype | None = None) ->
 
 __all__ = [
     "available",
+    "dequantize_rows",
     "dot_interaction",
     "embedding_bag",
     "embedding_bags",
@@ -33,4 +36,5 @@ __all__ = [
     "embedding_bags_sgd_step",
     "gemm",
     "linear",
+    "quantize_rows",
 ]

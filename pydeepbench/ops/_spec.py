@@ -14,12 +14,14 @@ DTYPE_NAMES = {
     "bfloat16": torch.bfloat16,
     "fp16": torch.float16,
     "float16": torch.float16,
+    # 8-bit rowwise-quantized embedding rows (FBGEMM's fused layout; ops/embedding_bag.py).
+    "uint8": torch.uint8,
 }
 
 
 def parse_dtype(name: str) -> torch.dtype:
     if name not in DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16")
+        raise ValueError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16, uint8")
     return DTYPE_NAMES[name]
 
 

@@ -9,12 +9,21 @@ indices[offsets[t*B+b] : offsets[t*B+b+1]] (all of table 0's bags first). Output
 interaction concatenates. Modes sum/mean/max with torch semantics (empty bags give zeros);
 per_sample_weights with sum only. Accumulation is fp32 for every weight dtype.
 
+Weight dtypes: fp32, bf16, fp16, and uint8 for inference: 8-bit rowwise-quantized rows in
+FBGEMM's fused layout (what `torch.ops.quantized.embedding_bag_byte_prepack` makes and
+DLRM's quantized inference reads): each row is D uint8 codes followed by that row's fp32
+scale and fp32 bias, so the weight is (R_total, D + 8) and a row's values are
+scale * code + bias. `quantize_rows` and `dequantize_rows` convert. Such rows pool to fp32
+(also in the single-table `embedding_bag`, as FBGEMM's op returns), take fp32
+per_sample_weights, and have no gradient.
+
 Counting (per call):
   FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean.
-  Bytes = rows gathered (N*D*element size, duplicates counted: each lookup reads its row)
+  Bytes = rows gathered (N*D*element size, duplicates counted: each lookup reads its row;
+          N*(D+8) for uint8 rows, whose scale and bias are read too)
           + indices (N*index size) + offsets ((T*B+1)*index size)
           + per_sample_weights (N*element size: the weight's dtype, as torch takes
-          them) + output written (B*T*D*4).
+          them; 4 bytes for uint8 rows) + output written (B*T*D*4).
 Data: each timed call uses the next of `ROTATIONS` index batches drawn before timing from
 the case's distribution (uniform, or Zipf over a seeded permutation of rows, so hot rows are
 scattered), never the same indices on consecutive calls. Tables larger than the case's
@@ -44,7 +53,36 @@ TOLERANCES = {
     torch.float32: Tolerance(atol=1e-4, rtol=1e-4),
     torch.bfloat16: Tolerance(atol=2e-2, rtol=1.6e-2),
     torch.float16: Tolerance(atol=1e-2, rtol=2e-3),
+    # The reference pools the same dequantized rows: only the fp32 accumulation differs.
+    torch.uint8: Tolerance(atol=1e-4, rtol=1e-4),
 }
+Q8_EXTRA = 8  # bytes after a uint8 row's D codes: its fp32 scale and fp32 bias
+
+
+def quantize_rows(weight: torch.Tensor) -> torch.Tensor:
+    """fp32 (R, D) -> uint8 (R, D + 8) 8-bit rowwise rows (FBGEMM's fused layout: codes,
+    fp32 scale, fp32 bias), as DLRM's quantized inference prepares its tables."""
+    return torch.ops.quantized.embedding_bag_byte_prepack(weight.float().contiguous())
+
+
+def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 (R, D + 8) rowwise rows -> (R, D) values scale * code + bias, in `dtype`."""
+    D = rows.shape[1] - Q8_EXTRA
+    params = rows[:, D:].contiguous().view(torch.float32).to(dtype)  # (R, 2): scale, bias
+    return rows[:, :D].to(dtype) * params[:, :1] + params[:, 1:]
+
+
+def row_dim(weight: torch.Tensor) -> int:
+    """D of a table: its columns, less the scale and bias of uint8 rows."""
+    return weight.shape[1] - (Q8_EXTRA if weight.dtype == torch.uint8 else 0)
+
+
+def _row_bytes(D: int, dtype: torch.dtype) -> int:
+    return D + Q8_EXTRA if dtype == torch.uint8 else D * dtype.itemsize
+
+
+def _psw_bytes(dtype: torch.dtype) -> int:
+    return 4 if dtype == torch.uint8 else dtype.itemsize
 
 
 def capped_rows(s: dict) -> list[int]:
@@ -108,16 +146,16 @@ class EmbeddingBags(OpSpec):
         n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
         isz = INDEX_DTYPES[s["index_dtype"]].itemsize
         return float(
-            n * D * dtype.itemsize
+            n * _row_bytes(D, dtype)
             + n * isz
             + (T * B + 1) * isz
-            + (n * dtype.itemsize if s["weighted"] else 0)
+            + (n * _psw_bytes(dtype) if s["weighted"] else 0)
             + B * T * D * 4
         )
 
     def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
         n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
-        weights = sum(capped_rows(s)) * D * dtype.itemsize
+        weights = sum(capped_rows(s)) * _row_bytes(D, dtype)
         per_batch = n * (8 + 8 + 4) + (T * B + 1) * 8
         gathered = n * D * 8  # float64 rows gathered by the reference
         return weights + ROTATIONS * 2 * per_batch + gathered + 8 * B * T * D * 8
@@ -126,7 +164,9 @@ class EmbeddingBags(OpSpec):
         g = torch.Generator().manual_seed(seed)
         rows, pool = capped_rows(s), poolings(s)
         table_offsets = torch.tensor([0] + rows, dtype=torch.int64).cumsum(0)
-        weight = torch.randn(int(table_offsets[-1]), s["dim"], generator=g).to(dtype)
+        weight = torch.randn(int(table_offsets[-1]), s["dim"], generator=g)
+        weight = quantize_rows(weight) if dtype == torch.uint8 else weight.to(dtype)
+        psw_dtype = torch.float32 if dtype == torch.uint8 else dtype
         samplers = [_sampler(r, s["distribution"], s["alpha"], g) for r in rows]
         batches = []
         for _ in range(ROTATIONS):
@@ -138,7 +178,7 @@ class EmbeddingBags(OpSpec):
             offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
             indices = torch.cat(idx)
             # In the weight's dtype, as torch's EmbeddingBag takes them.
-            psw = torch.rand(indices.numel(), generator=g).to(dtype) if s["weighted"] else None
+            psw = torch.rand(indices.numel(), generator=g).to(psw_dtype) if s["weighted"] else None
             batches.append(
                 {
                     "indices": indices.to(device=device, dtype=itype),
@@ -166,7 +206,10 @@ class EmbeddingBags(OpSpec):
         outs = []
         for t in range(T):
             lo, hi = int(offsets[t * B]), int(offsets[(t + 1) * B])
-            rows = weight[int(table_offsets[t]) + indices[lo:hi]].cpu().double()
+            rows = weight[int(table_offsets[t]) + indices[lo:hi]].cpu()
+            rows = (
+                dequantize_rows(rows, torch.float64) if rows.dtype == torch.uint8 else rows.double()
+            )
             psw = None if per_sample_weights is None else per_sample_weights[lo:hi].cpu().double()
             outs.append(
                 F.embedding_bag(
@@ -204,6 +247,12 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
         raise ValueError(f"embedding_bags: mode must be one of {MODES}, got {mode!r}")
     if weight.dim() != 2:
         raise ValueError(f"embedding_bags: weight must be 2-D (rows, dim), got {weight.dim()}-D")
+    q8 = weight.dtype == torch.uint8
+    if q8 and weight.shape[1] <= Q8_EXTRA:
+        raise ValueError(
+            f"embedding_bags: a uint8 (8-bit rowwise) weight needs D + 8 columns (D codes, "
+            f"then the fp32 scale and bias), got {weight.shape[1]}"
+        )
     if indices.dtype not in (torch.int32, torch.int64) or offsets.dtype != indices.dtype:
         raise ValueError(
             f"embedding_bags: indices and offsets must both be int32 or both "
@@ -225,6 +274,11 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
             raise ValueError(
                 f"embedding_bags: per_sample_weights has shape "
                 f"{tuple(per_sample_weights.shape)}, indices {tuple(indices.shape)}"
+            )
+        if q8 and per_sample_weights.dtype != torch.float32:
+            raise ValueError(
+                f"embedding_bags: per_sample_weights for uint8 rows must be float32, got "
+                f"{per_sample_weights.dtype}"
             )
         if per_sample_weights.dtype not in (weight.dtype, torch.float32):
             raise ValueError(
@@ -325,7 +379,7 @@ def embedding_bag(
         per_sample_weights=per_sample_weights,
         impl=impl,
     )
-    return out.to(weight.dtype)
+    return out if weight.dtype == torch.uint8 else out.to(weight.dtype)
 
 
 # ---- implementations -------------------------------------------------------------------
@@ -337,12 +391,16 @@ def _per_table(variants: list[dict]) -> list[dict]:
     v0 = variants[0]
     to = v0["table_offsets"].tolist()
     T = len(to) - 1
-    modules = [
-        torch.nn.EmbeddingBag.from_pretrained(
-            v0["weight"][to[t] : to[t + 1]], freeze=False, mode=v0["mode"]
-        )
-        for t in range(T)
-    ]
+    tables = [v0["weight"][to[t] : to[t + 1]] for t in range(T)]
+    # uint8 rows have no module: DLRM's quantized inference calls FBGEMM's op per table.
+    q8 = v0["weight"].dtype == torch.uint8
+    modules = (
+        None
+        if q8
+        else [
+            torch.nn.EmbeddingBag.from_pretrained(w, freeze=False, mode=v0["mode"]) for w in tables
+        ]
+    )
     out = []
     for v in variants:
         off = v["offsets"]
@@ -357,6 +415,7 @@ def _per_table(variants: list[dict]) -> list[dict]:
         out.append(
             {
                 "modules": modules,
+                "qtables": tables if q8 else None,
                 "weight": v["weight"],
                 "table_offsets": to,
                 "mode": v["mode"],
@@ -368,15 +427,42 @@ def _per_table(variants: list[dict]) -> list[dict]:
     return out
 
 
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# torch 2.13's embedding_bag_byte_rowwise_offsets returns sums whatever mode it is given.
+Q8_OOTB_MODES = ("sum",)
+
+
+def _q8_ootb_mode(s: dict, dtype: torch.dtype, device: str) -> str | None:
+    if dtype == torch.uint8 and s["mode"] not in Q8_OOTB_MODES:
+        return f"FBGEMM's 8-bit rowwise op pools sums only, not {s['mode']!r}"
+    return None
+
+
 @register_impl(
     "embedding_bags",
     "ootb",
     devices=("cpu", "cuda"),
-    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    dtypes={"cpu": (*FLOAT_DTYPES, torch.uint8), "cuda": FLOAT_DTYPES},
     prepare=_per_table,
+    supports=_q8_ootb_mode,
 )
-def embedding_bags_ootb(modules, lS_i, lS_o, lS_w, **_):
-    """One nn.EmbeddingBag per table in a Python loop, then torch.cat (the DLRM reference)."""
+def embedding_bags_ootb(modules, qtables, mode, lS_i, lS_o, lS_w, **_):
+    """One nn.EmbeddingBag per table in a Python loop, then torch.cat (the DLRM reference;
+    uint8 rows: FBGEMM's 8-bit rowwise op per table, as its quantized inference does)."""
+    if qtables is not None:
+        if mode not in Q8_OOTB_MODES:
+            raise ValueError(
+                f"embedding_bags impl 'ootb': {_q8_ootb_mode({'mode': mode}, torch.uint8, 'cpu')}"
+            )
+        return torch.cat(
+            [
+                torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+                    q, i, o, False, MODE_CODES[mode], False, w, None, False
+                )
+                for q, i, o, w in zip(qtables, lS_i, lS_o, lS_w, strict=True)
+            ],
+            dim=1,
+        )
     return torch.cat(
         [
             m(i, o, per_sample_weights=w)
@@ -390,7 +476,7 @@ def embedding_bags_ootb(modules, lS_i, lS_o, lS_w, **_):
     "embedding_bags",
     "functional",
     devices=("cpu", "cuda"),
-    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    dtypes=FLOAT_DTYPES,
     prepare=_per_table,
 )
 def embedding_bags_functional(weight, table_offsets, mode, lS_i, lS_o, lS_w, **_):
@@ -464,7 +550,7 @@ def _contiguous(table_offsets, indices, offsets):
 def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax=None):
     T = table_offsets.numel() - 1
     B = (offsets.numel() - 1) // T
-    out = _native.empty((B, T * weight.shape[1]), torch.float32)
+    out = _native.empty((B, T * row_dim(weight)), torch.float32)
     psw = _fp32(per_sample_weights)
     _native.cpu().embedding_bags_forward(
         _native.arg(weight),
@@ -526,7 +612,7 @@ def _own_tables(variants: list[dict]) -> list[dict]:
     "embedding_bags",
     "native",
     devices=("cpu",),
-    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    dtypes=(*FLOAT_DTYPES, torch.uint8),
     available=_native_unavailable,
     prepare=_own_tables,
 )
@@ -648,7 +734,7 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
     "embedding_bags",
     "triton",
     devices=("cpu", "cuda"),
-    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    dtypes=FLOAT_DTYPES,
     available=_triton.unavailable,
     supports=_triton_interpreter_limit,
 )
@@ -668,4 +754,4 @@ def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sam
     return out.reshape(out.shape[0], T * weight.shape[1])
 
 
-__all__ = ["embedding_bag", "embedding_bags"]
+__all__ = ["dequantize_rows", "embedding_bag", "embedding_bags", "quantize_rows"]
