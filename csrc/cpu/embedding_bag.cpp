@@ -49,6 +49,26 @@ template <>
 inline float to_f32<Bf16>(Bf16 v) { return generic::ld_bf16(v.v); }
 template <>
 inline float to_f32<F16>(F16 v) { return half_to_float(v.v); }
+// 8-bit rowwise-quantized rows: D codes, then the row's fp32 scale and bias.
+struct Q8 { uint8_t v; };
+
+// Row `row`'s values as fp32 (r[d]); Q8 rows dequantize as scale * code + bias.
+template <class WT>
+struct RowValues {
+  const WT* row;
+  RowValues(const WT* r, int64_t) : row(r) {}
+  float operator[](int64_t d) const { return to_f32(row[d]); }
+};
+template <>
+struct RowValues<Q8> {
+  const Q8* row;
+  float scale, bias;
+  RowValues(const Q8* r, int64_t D) : row(r) {
+    std::memcpy(&scale, r + D, 4);
+    std::memcpy(&bias, r + D + 4, 4);
+  }
+  float operator[](int64_t d) const { return scale * static_cast<float>(row[d].v) + bias; }
+};
 
 // ---- validation -------------------------------------------------------------
 
@@ -139,14 +159,14 @@ void forward_generic_t(const EmbFwdArgs& a) {
       const int64_t p0 = off[g], p1 = off[g + 1];
       if (generic::write_if_empty(p0, p1, o, am, D)) continue;
       if (a.mode == kEmbMax) {
-        const WT* r = tbl + static_cast<int64_t>(idx[p0]) * a.w_stride;
-        for (int64_t d = 0; d < D; ++d) o[d] = to_f32(r[d]);
+        const RowValues<WT> first(tbl + static_cast<int64_t>(idx[p0]) * a.w_stride, D);
+        for (int64_t d = 0; d < D; ++d) o[d] = first[d];
         if (am)
           for (int64_t d = 0; d < D; ++d) am[d] = toff + static_cast<int64_t>(idx[p0]);
         for (int64_t p = p0 + 1; p < p1; ++p) {
-          r = tbl + static_cast<int64_t>(idx[p]) * a.w_stride;
+          const RowValues<WT> r(tbl + static_cast<int64_t>(idx[p]) * a.w_stride, D);
           for (int64_t d = 0; d < D; ++d) {
-            const float v = to_f32(r[d]);
+            const float v = r[d];
             if (v > o[d]) {
               o[d] = v;
               if (am) am[d] = toff + static_cast<int64_t>(idx[p]);
@@ -157,51 +177,10 @@ void forward_generic_t(const EmbFwdArgs& a) {
       }
       for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
       for (int64_t p = p0; p < p1; ++p) {
-        const WT* r = tbl + static_cast<int64_t>(idx[p]) * a.w_stride;
+        const RowValues<WT> r(tbl + static_cast<int64_t>(idx[p]) * a.w_stride, D);
         if (p + 4 < p1) __builtin_prefetch(tbl + static_cast<int64_t>(idx[p + 4]) * a.w_stride);
         const float s = a.psw ? a.psw[p] : 1.0f;
-        for (int64_t d = 0; d < D; ++d) o[d] += s * to_f32(r[d]);
-      }
-      if (a.mode == kEmbMean) {
-        const float inv = 1.0f / static_cast<float>(p1 - p0);
-        for (int64_t d = 0; d < D; ++d) o[d] *= inv;
-      }
-    }
-  });
-}
-
-// 8-bit rowwise-quantized rows (D codes, fp32 scale, fp32 bias; w_stride in bytes).
-template <class IT>
-void forward_generic_q8(const EmbFwdArgs& a) {
-  const BagsLayout& L = a.L;
-  const IT* idx = static_cast<const IT*>(L.indices);
-  const IT* off = static_cast<const IT*>(L.offsets);
-  const uint8_t* W = static_cast<const uint8_t*>(a.weight);
-  const int64_t D = L.D, B = L.B;
-  generic::for_bag_chunks<IT>(L, [&](int64_t t, int64_t g0, int64_t g1) {
-    const int64_t toff = L.table_offsets[t];
-    const uint8_t* tbl = W + toff * a.w_stride;
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t b = g - t * B;
-      float* o = a.out + b * a.out_stride + t * D;
-      int64_t* am = a.argmax ? a.argmax + b * a.am_stride + t * D : nullptr;
-      const int64_t p0 = off[g], p1 = off[g + 1];
-      if (generic::write_if_empty(p0, p1, o, am, D)) continue;
-      for (int64_t p = p0; p < p1; ++p) {
-        const uint8_t* r = tbl + static_cast<int64_t>(idx[p]) * a.w_stride;
-        float scale, bias;
-        std::memcpy(&scale, r + D, 4);
-        std::memcpy(&bias, r + D + 4, 4);
-        const float s = a.psw ? a.psw[p] : 1.0f;
-        for (int64_t d = 0; d < D; ++d) {
-          const float v = scale * static_cast<float>(r[d]) + bias;
-          if (a.mode != kEmbMax) {
-            o[d] = (p == p0 ? 0.0f : o[d]) + s * v;
-          } else if (p == p0 || v > o[d]) {  // strictly greater: the first max wins ties
-            o[d] = v;
-            if (am) am[d] = toff + static_cast<int64_t>(idx[p]);
-          }
-        }
+        for (int64_t d = 0; d < D; ++d) o[d] += s * r[d];
       }
       if (a.mode == kEmbMean) {
         const float inv = 1.0f / static_cast<float>(p1 - p0);
@@ -214,7 +193,7 @@ void forward_generic_q8(const EmbFwdArgs& a) {
 template <class IT>
 void forward_generic(const EmbFwdArgs& a) {
   switch (a.wdtype) {
-    case DType::u8: return forward_generic_q8<IT>(a);
+    case DType::u8: return forward_generic_t<Q8, IT>(a);
     case DType::f32: return forward_generic_t<float, IT>(a);
     case DType::bf16: return forward_generic_t<Bf16, IT>(a);
     case DType::f16: return forward_generic_t<F16, IT>(a);
