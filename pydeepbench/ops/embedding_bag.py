@@ -18,7 +18,8 @@ scale * code + bias. `quantize_rows` and `dequantize_rows` convert. Such rows po
 per_sample_weights, and have no gradient.
 
 Counting (per call):
-  FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean.
+  FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean (uint8 rows' one
+          dequantizing FMA per element is not counted: the op is memory bound).
   Bytes = rows gathered (N*D*element size, duplicates counted: each lookup reads its row;
           N*(D+8) for uint8 rows, whose scale and bias are read too)
           + indices (N*index size) + offsets ((T*B+1)*index size)
@@ -156,6 +157,8 @@ class EmbeddingBags(OpSpec):
     def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
         n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
         weights = sum(capped_rows(s)) * _row_bytes(D, dtype)
+        if dtype != torch.float32:  # make_inputs draws fp32 tables and converts them
+            weights += sum(capped_rows(s)) * D * 4
         per_batch = n * (8 + 8 + 4) + (T * B + 1) * 8
         gathered = n * D * 8  # float64 rows gathered by the reference
         return weights + ROTATIONS * 2 * per_batch + gathered + 8 * B * T * D * 8
@@ -177,7 +180,8 @@ class EmbeddingBags(OpSpec):
             itype = INDEX_DTYPES[s["index_dtype"]]
             offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lengths).cumsum(0)])
             indices = torch.cat(idx)
-            # In the weight's dtype, as torch's EmbeddingBag takes them.
+            # In the weight's dtype, as torch's EmbeddingBag takes them (fp32 for uint8 rows,
+            # as FBGEMM's op takes them).
             psw = torch.rand(indices.numel(), generator=g).to(psw_dtype) if s["weighted"] else None
             batches.append(
                 {
@@ -358,7 +362,8 @@ def embedding_bag(
     impl: str = "native",
 ) -> torch.Tensor:
     """torch.nn.functional.embedding_bag semantics for one table (1-D indices with offsets);
-    accumulates in fp32 and returns the weight's dtype, as torch does."""
+    accumulates in fp32 and returns the weight's dtype, as torch does (fp32 for uint8 rows,
+    as FBGEMM's op)."""
     if indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError("embedding_bag: indices and offsets must be 1-D")
     if offsets.dtype != indices.dtype:
