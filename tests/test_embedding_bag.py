@@ -123,6 +123,11 @@ def test_quantize_rows_round_trip():
     step = (w.max(1).values - w.min(1).values) / 255  # one code
     err = (ops.dequantize_rows(q) - w).abs().max(1).values
     assert bool((err <= step * 0.5 + 1e-6).all())
+    # Views whose scale and bias do not start 4-byte aligned in their storage (41-byte
+    # rows): one row (which .contiguous() leaves a view) and a strided slice.
+    full = ops.dequantize_rows(q)
+    torch.testing.assert_close(ops.dequantize_rows(q[5:6]), full[5:6])
+    torch.testing.assert_close(ops.dequantize_rows(q[3:40:3]), full[3:40:3])
 
 
 # (impl, mode, weighted): per_sample_weights need mode "sum".

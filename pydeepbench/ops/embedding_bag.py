@@ -69,7 +69,10 @@ def quantize_rows(weight: torch.Tensor) -> torch.Tensor:
 def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (R, D + 8) rowwise rows -> (R, D) values scale * code + bias, in `dtype`."""
     D = rows.shape[1] - Q8_EXTRA
-    params = rows[:, D:].contiguous().view(torch.float32).to(dtype)  # (R, 2): scale, bias
+    # Copied into a fresh buffer: a view of the parameters starts D bytes into its storage
+    # (and .contiguous() keeps a single row's view), which view(float32) cannot take.
+    params = torch.empty(rows.shape[0], Q8_EXTRA, dtype=torch.uint8).copy_(rows[:, D:])
+    params = params.view(torch.float32).to(dtype)  # (R, 2): scale, bias
     return rows[:, :D].to(dtype) * params[:, :1] + params[:, 1:]
 
 
