@@ -22,6 +22,13 @@ Embedding kernels: `emb_impl()` picks "native" when `ops.available("embedding_ba
 says the C++ kernels are built, else the fallback: impl "functional" for the forward and
 a torch index_add_ update of the touched rows for the step. Results name which one ran.
 
+8-bit tables for inference (`quantize_embeddings`, `--emb-dtype uint8`): as the reference's
+--quantize-emb-with-bit 8, every table becomes FBGEMM's fused 8-bit rowwise rows (D uint8
+codes, fp32 scale and bias per row), looked up by OOTB through
+torch.ops.quantized.embedding_bag_byte_rowwise_offsets per table and by the optimized model
+as one packed uint8 table through `ops.embedding_bags`. Both read the same rows, so the
+outputs match as the float ones do; training such tables is refused.
+
 DCNv2 (interaction "dcn"): x_{l+1} = x0 * (U_l (V_l x_l) + b_l) + x_l, low rank, on
 x0 = cat(bottom_out, pooled), then the top MLP (no dot interaction).
 """
@@ -44,6 +51,7 @@ SCHEMA = "pydeepbench.model/1"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 INTERACTIONS = ("dot", "dcn")
 MODES = ("train", "infer")
+EMB_DTYPES = ("float32", "uint8")  # uint8: 8-bit rowwise tables, inference only
 DISTRIBUTIONS = ("uniform",)
 
 # ---- configs -----------------------------------------------------------------------------
@@ -366,8 +374,22 @@ class DLRMOOTB(nn.Module):
             )
         self.top_l = _mlp((cfg.interaction_width, *cfg.top_mlp), sigmoid_last=True, g=g)
         self.loss_fn = nn.BCELoss(reduction="mean")
+        self.emb_q = None  # the 8-bit rowwise tables, once quantize_embeddings ran
+
+    def quantize_embeddings(self) -> None:
+        """Replace the tables by 8-bit rowwise ones for inference (the reference's
+        quantize_embedding(8)); the float modules are dropped."""
+        self.emb_q = [ops.quantize_rows(e.weight.detach()) for e in self.emb_l]
+        self.emb_l = None
 
     def apply_emb(self, lS_o, lS_i, lS_w):
+        if self.emb_q is not None:
+            return [
+                torch.ops.quantized.embedding_bag_byte_rowwise_offsets(
+                    q, i, o, False, 0, False, w, None, False
+                )
+                for q, i, o, w in zip(self.emb_q, lS_i, lS_o, lS_w, strict=True)
+            ]
         return [
             self.emb_l[k](lS_i[k], lS_o[k], per_sample_weights=lS_w[k])
             for k in range(len(self.emb_l))
@@ -394,6 +416,7 @@ class DLRMOOTB(nn.Module):
             return self(b.dense, b.lS_o, b.lS_i, b.lS_w)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
+        _refuse_quantized_training(self.emb_q is not None)
         return torch.optim.SGD(self.parameters(), lr=self.cfg.lr)
 
     def train_step(self, b: Batch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
@@ -403,6 +426,11 @@ class DLRMOOTB(nn.Module):
         loss.backward()
         optimizer.step()
         return loss.detach()
+
+
+def _refuse_quantized_training(quantized: bool) -> None:
+    if quantized:
+        raise ValueError("8-bit rowwise (uint8) embedding tables are for inference; train fp32")
 
 
 # ---- optimized ----------------------------------------------------------------------------
@@ -499,7 +527,7 @@ class DLRMOptimized:
         dense_impl: str = "native",
     ):
         self.cfg = cfg
-        self.weight = weight  # (R_total, D) packed tables, fp32, contiguous
+        self.weight = weight  # (R_total, D) packed fp32 tables, or (R_total, D + 8) uint8 rows
         self.table_offsets = table_offsets
         self.bottom = bottom  # [(w, b)] with requires_grad
         self.cross = cross  # [(V, U, b)]
@@ -527,7 +555,9 @@ class DLRMOptimized:
         def p(t):
             return t.detach().clone().contiguous().requires_grad_(True)
 
-        tables = [e.weight.detach() for e in m.emb_l]
+        tables = m.emb_q if m.emb_q is not None else [e.weight.detach() for e in m.emb_l]
+        if m.emb_q is not None and emb is None:  # only these take uint8 rows
+            emb = "native" if emb_impl() == "native" else "ootb"
         if tables[0].device.type == "cpu" and _native.cpu_unavailable() is None:
             # one copy, made straight into host-pool memory (huge pages for the random
             # row gathers; see _native.host_copy)
@@ -536,7 +566,7 @@ class DLRMOptimized:
             torch.cat(tables, out=weight)
         else:
             weight = torch.cat(tables).contiguous()
-        rows = [e.weight.shape[0] for e in m.emb_l]
+        rows = [t.shape[0] for t in tables]
         table_offsets = torch.tensor([0, *rows], dtype=torch.int64).cumsum(0)
         lin = [mod for mod in m.bot_l if isinstance(mod, nn.Linear)]
         bottom = [(p(x.weight), p(x.bias)) for x in lin]
@@ -603,6 +633,7 @@ class DLRMOptimized:
         return loss.detach()
 
     def make_optimizer(self):
+        _refuse_quantized_training(self.weight.dtype == torch.uint8)
         return None  # SGD is applied in train_step (dense: foreach, tables: sparse)
 
     def _sparse_sgd(self, b: Batch, grad_out: torch.Tensor) -> None:

@@ -86,6 +86,12 @@ def _add_model_parsers(sub) -> None:
         help="GEMM impl inside the optimized model's MLPs (default native)",
     )
     m.add_argument(
+        "--emb-dtype",
+        default="float32",
+        choices=("float32", "uint8"),
+        help="embedding tables: float32, or uint8 8-bit rowwise for both models (infer only)",
+    )
+    m.add_argument(
         "--json", help="results JSON (default: results/model-<model>-<config>-<time>.json)"
     )
     r = sub.add_parser(

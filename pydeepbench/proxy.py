@@ -72,7 +72,8 @@ def entry(r: dict) -> dict | None:
             "Model": r["model"].upper(),
             "Implementation": impl,
             "Mode": r["mode"],
-            "Config": f"{r['config']} cap {r['row_cap']}",
+            "Config": f"{r['config']} cap {r['row_cap']}"
+            + (", uint8 emb" if r.get("emb_dtype") == "uint8" else ""),
             "Batch Size": r["batch_size"],
             "Score": f"{r['score']:.1f}{latency_marker(r)}",
             "Units": r["units"],

@@ -15,9 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SCHEMA = "pydeepbench.results/2"
-# /2 added pct_peak_gather to op rows; /1 files read the same otherwise.
-READABLE_SCHEMAS = ("pydeepbench.results/1", SCHEMA)
+SCHEMA = "pydeepbench.results/3"
+# /3 added emb_dtype to model rows, /2 pct_peak_gather to op rows; older files read the same
+# otherwise (a missing field reads as None: float32 tables).
+READABLE_SCHEMAS = ("pydeepbench.results/1", "pydeepbench.results/2", SCHEMA)
 
 # Every result row carries these keys (None when they do not apply, e.g. skipped rows).
 ROW_FIELDS = (
@@ -87,6 +88,7 @@ MODEL_ROW_FIELDS = (
     "latency_met",
     "emb_impl",
     "dense_impl",
+    "emb_dtype",
     "fallback",
     "check",
     "speedup_vs_ootb",

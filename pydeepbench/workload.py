@@ -114,7 +114,7 @@ def _footprint(cfg, impls: list[str], mode: str) -> int:
     return copies * cfg.table_bytes() + batch
 
 
-def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int) -> dict:
+def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int, emb_dtype: str) -> dict:
     return {
         "kind": "model",
         "model": cfg.model,
@@ -125,6 +125,7 @@ def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int) -> dict:
         "config_source": cfg.source,
         "device": "cpu",
         "dtype": "float32",
+        "emb_dtype": emb_dtype,
         "batch_size": cfg.batch_size,
         "row_cap": cfg.row_cap,
         "tables_capped": cfg.tables_capped,
@@ -152,16 +153,25 @@ def run_mode(
     steps: int,
     warmup: int,
     dense_impl: str = "native",
+    emb_dtype: str = "float32",
     on_row: Callable[[dict], None] = lambda r: None,
 ) -> list[dict]:
-    """Every impl of one config in one mode, OOTB first; returns the rows."""
+    """Every impl of one config in one mode, OOTB first; returns the rows. emb_dtype
+    "uint8": both models look up 8-bit rowwise tables (inference only)."""
     from pydeepbench.models import dlrm
 
     if steps < 1 or warmup < 1:
         raise ValueError(f"need steps >= 1 and warmup >= 1, got {steps} and {warmup}")
+    if emb_dtype not in dlrm.EMB_DTYPES:
+        raise ValueError(f"unknown embedding dtype {emb_dtype!r}; use {', '.join(dlrm.EMB_DTYPES)}")
 
     impls = sorted(impls, key=lambda i: i != "ootb")
-    rows = [_base_row(cfg, impl, mode, steps, warmup) for impl in impls]
+    rows = [_base_row(cfg, impl, mode, steps, warmup, emb_dtype) for impl in impls]
+    if emb_dtype == "uint8" and mode == "train":
+        for r in rows:
+            r.update(status="skipped", reason="8-bit rowwise (uint8) tables are for inference")
+            on_row(r)
+        return rows
     _native.release_pool_cache()
     need, have = _footprint(cfg, impls, mode), system.available_memory_bytes()
     if need > MEMORY_FRACTION * have:
@@ -175,6 +185,8 @@ def run_mode(
         return rows
 
     ootb = dlrm.DLRMOOTB(cfg)
+    if emb_dtype == "uint8":
+        ootb.quantize_embeddings()
     batches = dlrm.make_batches(cfg)
     ref = ootb.infer(batches[0]).clone()
     models = {}
@@ -291,6 +303,7 @@ def cli_model(args, con) -> int:
         "steps": steps,
         "warmup": warmup,
         "dense_impl": args.dense_impl,
+        "emb_dtype": args.emb_dtype,
     }
     writer = report.JsonWriter(path, system.collect(), None, run_info)
     con.print(
@@ -307,6 +320,7 @@ def cli_model(args, con) -> int:
             steps=steps,
             warmup=warmup,
             dense_impl=args.dense_impl,
+            emb_dtype=args.emb_dtype,
             on_row=lambda r: writer.add([r]),
         )
     writer.close()

@@ -186,6 +186,26 @@ def test_three_training_steps_keep_losses_and_weights_together(variant):
     torch.testing.assert_close(opt.infer(batches[4]), ootb.infer(batches[4]), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_uint8_tables_infer_alike_and_refuse_training(variant):
+    """8-bit rowwise tables: OOTB (FBGEMM's op per table) and optimized (one packed uint8
+    table) give the same outputs, near the float model's; neither trains them."""
+    cfg = tiny(**VARIANTS[variant])
+    ootb = dlrm.DLRMOOTB(cfg)
+    b = dlrm.make_batches(cfg)[0]
+    fp32 = ootb.infer(b)
+    ootb.quantize_embeddings()
+    opt = dlrm.DLRMOptimized.from_ootb(ootb)
+    assert opt.weight.dtype == torch.uint8 and opt.weight.shape[1] == cfg.emb_dim + 8
+    ref = ootb.infer(b)
+    torch.testing.assert_close(opt.infer(b), ref, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(ref, fp32)  # the tables did change ...
+    torch.testing.assert_close(ref, fp32, atol=2e-2, rtol=0)  # ... by their rounding
+    for m in (ootb, opt):
+        with pytest.raises(ValueError, match="for inference"):
+            m.make_optimizer()
+
+
 def test_sparse_update_touches_only_looked_up_rows():
     cfg = tiny()
     opt = dlrm.build(cfg, "optimized")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydeepbench.models import dlrm
 
-from pydeepbench import cli, report, workload
+from pydeepbench import cli, proxy, report, workload
 
 TINY = str(Path(__file__).parent / "fixtures" / "tiny-dot.toml")
 
@@ -96,6 +96,20 @@ def test_run_mode_rows_fit_the_schema_and_record_the_check():
     assert opt["check"]["max_abs_diff"] < 1e-5
     assert opt["speedup_vs_ootb"] == pytest.approx(opt["score"] / rows[0]["score"])
     assert (opt["fallback"] is None) == (opt["emb_impl"] == "native")
+
+
+def test_run_mode_with_uint8_tables():
+    cfg = dlrm.load_config(TINY)
+    rows = workload.run_mode(
+        cfg, "infer", ["ootb", "optimized"], steps=2, warmup=1, emb_dtype="uint8"
+    )
+    assert [r["status"] for r in rows] == ["ok", "ok"], [r["reason"] for r in rows]
+    assert all(r["emb_dtype"] == "uint8" and r["check"]["ok"] for r in rows)
+    assert proxy.entry(rows[1])["Config"].endswith(", uint8 emb")
+    rows = workload.run_mode(cfg, "train", ["ootb"], steps=2, warmup=1, emb_dtype="uint8")
+    assert rows[0]["status"] == "skipped" and "for inference" in rows[0]["reason"]
+    with pytest.raises(ValueError, match="unknown embedding dtype"):
+        workload.run_mode(cfg, "infer", ["ootb"], steps=2, warmup=1, emb_dtype="int4")
 
 
 @pytest.mark.parametrize("ok_calls", [2, 4])  # check + 1 warm-up step; check + 2 + 1 timed
