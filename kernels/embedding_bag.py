@@ -30,7 +30,12 @@ not a power of two) are masked, so bags of any length, including 0 and 1, and
 any D work. Duplicate indices in a bag are simply gathered twice.
 
 Weights may be fp32, bf16 or fp16; they are widened to fp32 right after the
-load, all arithmetic is fp32, and the output is fp32.
+load, all arithmetic is fp32, and the output is fp32. uint8 weights are 8-bit
+rowwise-quantized rows in FBGEMM's fused layout: each row holds D uint8 codes, then
+that row's fp32 scale and fp32 bias (so the tensor is (R, D + 8) and a row's values
+are ``scale * code + bias``). The kernel assembles each scale and bias from its four
+bytes (rows of D + 8 bytes leave them unaligned) and dequantizes every gathered row
+before pooling it.
 
 Several tables in one launch
 ----------------------------
@@ -58,7 +63,9 @@ from .gemm import interpreted
 __all__ = ["embedding_bag", "embedding_bags"]
 
 _MODES = ("sum", "mean", "max")
-_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_WEIGHT_DTYPES = (*_FLOAT_DTYPES, torch.uint8)  # uint8: 8-bit rowwise rows (see above)
+_Q8_EXTRA = 8  # bytes after a uint8 row's D codes: its fp32 scale and fp32 bias
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
@@ -71,6 +78,7 @@ def _embedding_bag_kernel(
     MODE: tl.constexpr,
     HAS_PSW: tl.constexpr,
     MULTI_TABLE: tl.constexpr,
+    Q8: tl.constexpr,
     BLOCK_I: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
@@ -109,6 +117,11 @@ def _embedding_bag_kernel(
         # Widen to fp32 straight away: all arithmetic is fp32 (and the interpreter
         # has no bf16 arithmetic).
         rows = tl.load(w_ptrs, mask=mask, other=0.0).to(tl.float32)
+        if Q8:
+            row_ptrs = weight_ptr + idx * stride_wr + D * stride_wd
+            scale = _f32_from_bytes(row_ptrs, stride_wd, mask_i)
+            bias = _f32_from_bytes(row_ptrs + 4 * stride_wd, stride_wd, mask_i)
+            rows = tl.where(mask, rows * scale[:, None] + bias[:, None], 0.0)
         if MODE == "max":
             rows = tl.where(mask, rows, float("-inf"))
             acc = tl.maximum(acc, tl.max(rows, axis=0))
@@ -129,6 +142,17 @@ def _embedding_bag_kernel(
     tl.store(out_ptrs, acc, mask=mask_d)
 
 
+@triton.jit
+def _f32_from_bytes(ptrs, stride, mask):
+    """The little-endian fp32 at each of `ptrs` (uint8 pointers, bytes `stride` apart),
+    from four byte loads: a uint8 row's scale and bias need not be 4-byte aligned."""
+    bits = tl.load(ptrs, mask=mask, other=0).to(tl.uint32)
+    bits |= tl.load(ptrs + stride, mask=mask, other=0).to(tl.uint32) << 8
+    bits |= tl.load(ptrs + 2 * stride, mask=mask, other=0).to(tl.uint32) << 16
+    bits |= tl.load(ptrs + 3 * stride, mask=mask, other=0).to(tl.uint32) << 24
+    return bits.to(tl.float32, bitcast=True)
+
+
 def _check_tensor(fn: str, name: str, t, rank: int, dtypes, device) -> None:
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -144,6 +168,11 @@ def _check_tensor(fn: str, name: str, t, rank: int, dtypes, device) -> None:
 def _check_common(fn, weight, indices, offsets, mode, per_sample_weights):
     """Validation shared by both launchers (everything but the offsets' length)."""
     _check_tensor(fn, "weight", weight, 2, _WEIGHT_DTYPES, None)
+    if weight.dtype == torch.uint8 and weight.shape[1] <= _Q8_EXTRA:
+        raise ValueError(
+            f"{fn}: a uint8 (8-bit rowwise) weight needs D + 8 columns (D codes, then the "
+            f"fp32 scale and bias), got {weight.shape[1]}"
+        )
     device = weight.device
     _check_tensor(fn, "indices", indices, 1, _INDEX_DTYPES, device)
     _check_tensor(fn, "offsets", offsets, 1, _INDEX_DTYPES, device)
@@ -152,7 +181,7 @@ def _check_common(fn, weight, indices, offsets, mode, per_sample_weights):
     if per_sample_weights is not None:
         if mode != "sum":
             raise ValueError(f"{fn}: per_sample_weights is only supported with mode='sum'")
-        _check_tensor(fn, "per_sample_weights", per_sample_weights, 1, _WEIGHT_DTYPES, device)
+        _check_tensor(fn, "per_sample_weights", per_sample_weights, 1, _FLOAT_DTYPES, device)
         if per_sample_weights.shape != indices.shape:
             raise ValueError(
                 f"{fn}: per_sample_weights has shape {tuple(per_sample_weights.shape)}, "
@@ -167,7 +196,8 @@ def _check_common(fn, weight, indices, offsets, mode, per_sample_weights):
 
 def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mode, B, T):
     """Allocate the (B, T, D) fp32 output and run one program per (bag, column block)."""
-    D = weight.shape[1]
+    q8 = weight.dtype == torch.uint8
+    D = _dim(weight)
     out = torch.empty((B, T, D), device=weight.device, dtype=torch.float32)
     if B == 0 or T == 0 or D == 0:
         return out
@@ -194,11 +224,16 @@ def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mod
         MODE=mode,
         HAS_PSW=per_sample_weights is not None,
         MULTI_TABLE=table_row_offsets is not None,
+        Q8=q8,
         BLOCK_I=BLOCK_I,
         BLOCK_D=BLOCK_D,
         num_warps=num_warps,
     )  # fmt: skip
     return out
+
+
+def _dim(weight: torch.Tensor) -> int:
+    return weight.shape[1] - (_Q8_EXTRA if weight.dtype == torch.uint8 else 0)
 
 
 def embedding_bag(
@@ -213,7 +248,8 @@ def embedding_bag(
     """Pooled lookups into one table, like ``torch.nn.functional.embedding_bag``.
 
     Args:
-        weight: (R, D) fp32, bf16 or fp16 table, any strides.
+        weight: (R, D) fp32, bf16 or fp16 table, any strides; or (R, D + 8) uint8
+            8-bit rowwise rows (module docstring).
         indices: (L,) int32 or int64 row ids, flat over all bags.
         offsets: int32 or int64 start of each bag in ``indices``: (B,) entries, or
             (B + 1,) with ``include_last_offset=True`` (the last entry closes the
@@ -241,7 +277,7 @@ def embedding_bag(
         raise ValueError(f"{fn}: include_last_offset=True needs at least one offset")
     B = offsets.shape[0] - 1 if include_last_offset else offsets.shape[0]
     out = _launch(weight, None, indices, offsets, per_sample_weights, mode, B, 1)
-    return out.view(B, weight.shape[1])
+    return out.view(B, _dim(weight))
 
 
 def embedding_bags(

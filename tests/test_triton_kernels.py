@@ -260,6 +260,40 @@ def test_embedding_bags_multi_table(mode, psw, index_dtype):
         torch.testing.assert_close(out[:, t].double(), ref, **EB_TOL)
 
 
+def _q8_rows(R, D, gen, pad=0):
+    """(R, D + 8) uint8 rows: random codes, then each row's fp32 scale and bias (row
+    stride D + 8 + pad bytes), and the float64 values they stand for."""
+    codes = torch.randint(0, 256, (R, D), generator=gen, dtype=torch.uint8)
+    scale = torch.rand(R, generator=gen) * 0.05 + 1e-3
+    bias = torch.randn(R, generator=gen) * 3
+    full = torch.zeros(R, D + 8 + pad, dtype=torch.uint8)
+    full[:, :D] = codes
+    full[:, D : D + 8] = torch.stack([scale, bias], 1).view(torch.uint8)
+    values = codes.double() * scale.double()[:, None] + bias.double()[:, None]
+    return full[:, : D + 8].to(DEVICE), values.to(DEVICE)
+
+
+@pytest.mark.parametrize("D", [1, 3, 16, 33])  # D % 4 != 0: unaligned scales and biases
+@pytest.mark.parametrize("mode,psw", EB_MODES, ids=["sum", "sum_psw", "mean", "max"])
+def test_embedding_bag_uint8_rows(mode, psw, D):
+    gen = _gen(100 + D)
+    weight, values = _q8_rows(NUM_ROWS, D, gen, pad=D % 3)
+    indices, offsets = _bags(gen, torch.int64)
+    per_sample_weights = _randn(indices.shape[0], gen=gen) if psw else None
+    out = embedding_bag(
+        weight, indices, offsets, mode=mode, per_sample_weights=per_sample_weights,
+        include_last_offset=True,
+    )  # fmt: skip
+    ref = torch.nn.functional.embedding_bag(
+        indices, values, offsets, mode=mode, include_last_offset=True,
+        per_sample_weights=None if per_sample_weights is None else per_sample_weights.double(),
+    )  # fmt: skip
+    assert out.shape == (len(BAG_LENGTHS), D) and out.dtype == torch.float32
+    # fp32 dequantization (values up to ~16) and accumulation of up to 70 rows
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
+    assert (out[0] == 0).all() and (out[-1] == 0).all()  # empty bags
+
+
 def test_embedding_bag_rejects_bad_input():
     gen = _gen(23)
     w = _randn(10, 4, gen=gen)
@@ -285,6 +319,8 @@ def test_embedding_bag_rejects_bad_input():
         embedding_bag(w, idx.to("meta"), offs)
     with pytest.raises(ValueError, match="needs at least one offset"):
         embedding_bag(w, idx, offs[:0], include_last_offset=True)
+    with pytest.raises(ValueError, match="needs D \\+ 8 columns"):
+        embedding_bag(torch.zeros(4, 8, dtype=torch.uint8, device=DEVICE), idx, offs)
     tro = torch.tensor([0, 5], device=DEVICE)
     with pytest.raises(ValueError, match="expected T \\* B \\+ 1 with T = 2"):
         embedding_bags(w, tro, idx, torch.tensor([0, 1, 2, 3], device=DEVICE))

@@ -742,7 +742,7 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
     "embedding_bags",
     "triton",
     devices=("cpu", "cuda"),
-    dtypes=FLOAT_DTYPES,
+    dtypes=(*FLOAT_DTYPES, torch.uint8),
     available=_triton.unavailable,
     supports=_triton_interpreter_limit,
 )
@@ -759,7 +759,7 @@ def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sam
         mode=mode,
         per_sample_weights=per_sample_weights,
     )
-    return out.reshape(out.shape[0], T * weight.shape[1])
+    return out.reshape(out.shape[0], T * row_dim(weight))
 
 
 __all__ = ["dequantize_rows", "embedding_bag", "embedding_bags", "quantize_rows"]
