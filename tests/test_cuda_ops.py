@@ -39,7 +39,14 @@ def _gpu_skip_reason() -> str:
 _GPU_SKIP = _gpu_skip_reason()
 requires_gpu = pytest.mark.skipif(bool(_GPU_SKIP), reason=_GPU_SKIP or "n/a")
 
-_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2, torch.int32: 3, torch.int64: 4}
+_CODES = {
+    torch.float32: 0,
+    torch.bfloat16: 1,
+    torch.float16: 2,
+    torch.int32: 3,
+    torch.int64: 4,
+    torch.uint8: 5,
+}
 
 
 def targ(t: torch.Tensor) -> tuple:
@@ -375,6 +382,65 @@ def test_embedding_bag_offsets_end_before_indices():
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
 
 
+def q8_rows(rows, d, gen, pad=0):
+    """(rows, d + 8) uint8 8-bit rowwise rows (random codes, then each row's fp32 scale
+    and bias; row stride d + 8 + pad bytes) and the float64 values they stand for."""
+    codes = torch.randint(0, 256, (rows, d), generator=gen, dtype=torch.uint8)
+    scale = torch.rand(rows, generator=gen) * 0.05 + 1e-3
+    bias = torch.randn(rows, generator=gen) * 3
+    full = torch.zeros(rows, d + 8 + pad, dtype=torch.uint8)
+    full[:, :d] = codes
+    full[:, d : d + 8] = torch.stack([scale, bias], 1).view(torch.uint8)
+    values = codes.double() * scale.double()[:, None] + bias.double()[:, None]
+    return full[:, : d + 8], values
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize(
+    ("mode", "psw"), [("sum", False), ("sum", True), ("mean", False), ("max", False)]
+)
+def test_embedding_bag_uint8_rows(mode, psw):
+    """8-bit rowwise rows (unaligned scales and biases when d % 4 != 0) against the
+    float64 pooling of their dequantized values."""
+    gen = torch.Generator().manual_seed(5)
+    for d, pad, n_idx in itertools.product((1, 3, 16, 33, 128), (0, 5), (0, 1, 500)):
+        weight, values = q8_rows(40, d, gen, pad)
+        indices = torch.randint(0, 40, (n_idx,), generator=gen)
+        offsets = make_bags(64, n_idx, gen)
+        w = torch.rand(n_idx, generator=gen) if psw else None
+        out = torch.empty(64, d, device="cuda")
+        _C_cuda.embedding_bag(
+            targ(weight.cuda()),
+            targ(indices.cuda()),
+            targ(offsets.cuda()),
+            targ(out),
+            MODES[mode],
+            None if w is None else targ(w.cuda()),
+            True,
+            stream(),
+        )
+        ref = ref_embedding_bag(values, indices, offsets, mode, w, True)
+        torch.testing.assert_close(out.double().cpu(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+def test_ops_embedding_bags_native_on_cuda(dtype):
+    """The op's native impl on CUDA (one kernel launch per table) against its reference."""
+    from pydeepbench import ops, registry
+
+    spec = registry.get_op("embedding_bags")
+    s = spec.validate_shape(dict(tables=3, rows=[50, 7, 300], dim=33, batch=16, pooling=[2, 1, 5]))
+    for v in spec.variants(spec.make_inputs(s, dtype, "cuda", 0))[:2]:
+        out = ops.embedding_bags(
+            v["weight"], v["table_offsets"], v["indices"], v["offsets"], impl="native"
+        )
+        ref = spec.reference(**v)
+        torch.testing.assert_close(out.double().cpu(), ref, rtol=1e-4, atol=1e-4)
+
+
 @needs_module
 class TestEmbeddingBagValidation:
     def call(self, weight, indices, offsets, out, mode=0, psw=None, include_last=False):
@@ -410,6 +476,11 @@ class TestEmbeddingBagValidation:
             self.call(torch.randn(4, 10).t(), i, o, out)
         with pytest.raises(ValueError, match="needs at least one offset"):
             self.call(w, i, o[:0], torch.empty(0, 4), include_last=True)
+        q = torch.zeros(10, 12, dtype=torch.uint8)  # uint8 rows: D = 4 codes + scale, bias
+        with pytest.raises(ValueError, match="needs D \\+ 8 columns"):
+            self.call(q[:, :8], i, o, torch.empty(2, 0))
+        with pytest.raises(ValueError, match="per_sample_weights must be float32"):
+            self.call(q, i, o, out, psw=torch.ones(6, dtype=torch.uint8))
 
     def test_no_bags_is_a_no_op(self):
         # Zero bags never reach the device.

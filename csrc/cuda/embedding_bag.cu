@@ -5,6 +5,9 @@
 // consecutive columns (16-byte loads when the weight rows allow it, scalar otherwise),
 // walks the bag's indices (4 rows in flight) accumulating in fp32, and moves to the next
 // chunk G * kVec columns on if D is wider than one pass. No shared memory, no barriers.
+// uint8 weights are 8-bit rowwise rows (FBGEMM's fused layout: D codes, then the row's
+// fp32 scale and bias, at byte offset D, so unaligned): each gathered row's scale and bias
+// are assembled from byte loads and its codes dequantized (one FMA) before pooling.
 #include "cuda/embedding_bag.h"
 
 #include <cuda_bf16.h>
@@ -14,6 +17,7 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/check.h"
 #include "cuda/launch.h"
@@ -41,14 +45,29 @@ template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16
   return __bfloat162float(x);
 }
 template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f32<uint8_t>(uint8_t x) { return x; }
 
-// kVec consecutive elements of a weight row as floats: one 16-byte load when kVec > 1.
+// The little-endian fp32 at byte pointer q (any alignment).
+__device__ __forceinline__ float ld_f32_bytes(const uint8_t* q) {
+  uint32_t bits = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) bits |= static_cast<uint32_t>(__ldg(q + k)) << (8 * k);
+  return __uint_as_float(bits);
+}
+
+// kVec consecutive elements of a weight row as floats: one 16-byte load when kVec > 1
+// (a 4-byte one for 4 uint8 codes).
 template <typename T, int kVec>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[kVec]) {
   if constexpr (kVec == 1) {
     v[0] = to_f32(__ldg(p));
+  } else if constexpr (kVec * sizeof(T) == 4) {
+    const unsigned raw = __ldg(reinterpret_cast<const unsigned*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) v[i] = to_f32(e[i]);
   } else {
-    static_assert(kVec * sizeof(T) == 16, "vector loads are 16 bytes");
+    static_assert(kVec * sizeof(T) == 16, "vector loads are 4 or 16 bytes");
     const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
@@ -81,6 +100,7 @@ __global__ void __launch_bounds__(kThreads) embedding_bag_kernel(const Params p)
   end = end < start ? start : (end > p.n_indices ? p.n_indices : end);
 
   const T* weight = static_cast<const T*>(p.weight);
+  constexpr bool kQ8 = std::is_same_v<T, uint8_t>;
   const bool is_max = p.mode == 2, has_psw = p.psw != nullptr;
   const float init = is_max ? -INFINITY : 0.f;
   const float scale = (p.mode == 1 && end > start) ? 1.f / static_cast<float>(end - start) : 1.f;
@@ -96,18 +116,27 @@ __global__ void __launch_bounds__(kThreads) embedding_bag_kernel(const Params p)
 #pragma unroll
       for (int i = 0; i < kVec; ++i) acc[i] = is_max ? fmaxf(acc[i], v[i]) : fmaf(w, v[i], acc[i]);
     };
+    // Row r's kVec values at this chunk (uint8 rows dequantized).
+    auto load_row = [&](int64_t r, float (&v)[kVec]) {
+      load_vec<T, kVec>(base + r * p.ldw, v);
+      if constexpr (kQ8) {
+        const uint8_t* params = weight + r * p.ldw + p.D;
+        const float s = ld_f32_bytes(params), b = ld_f32_bytes(params + 4);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) v[i] = fmaf(v[i], s, b);
+      }
+    };
     int64_t e = start;
     for (; e + 4 <= end; e += 4) {  // four rows in flight
       float v[4][kVec];
 #pragma unroll
-      for (int u = 0; u < 4; ++u)
-        load_vec<T, kVec>(base + static_cast<int64_t>(__ldg(indices + e + u)) * p.ldw, v[u]);
+      for (int u = 0; u < 4; ++u) load_row(static_cast<int64_t>(__ldg(indices + e + u)), v[u]);
 #pragma unroll
       for (int u = 0; u < 4; ++u) accumulate(v[u], has_psw ? load_psw<T>(p, e + u) : 1.f);
     }
     for (; e < end; ++e) {
       float v[kVec];
-      load_vec<T, kVec>(base + static_cast<int64_t>(__ldg(indices + e)) * p.ldw, v);
+      load_row(static_cast<int64_t>(__ldg(indices + e)), v);
       accumulate(v, has_psw ? load_psw<T>(p, e) : 1.f);
     }
 
@@ -143,27 +172,43 @@ void launch(Params p, cudaStream_t stream) {
   check_launch("embedding_bag kernel launch");
 }
 
+// vec: bytes per load (16, 4 for uint8 rows only, or 1 for scalar loads).
 template <typename T, typename Idx>
-void dispatch_vec(const Params& p, bool vec_ok, cudaStream_t stream) {
-  if (vec_ok) launch<T, Idx, 16 / sizeof(T)>(p, stream);
-  else launch<T, Idx, 1>(p, stream);
+void dispatch_vec(const Params& p, int vec, cudaStream_t stream) {
+  if (vec == 16) launch<T, Idx, 16 / sizeof(T)>(p, stream);
+  else if constexpr (sizeof(T) == 1) {
+    if (vec == 4) return launch<T, Idx, 4>(p, stream);
+    launch<T, Idx, 1>(p, stream);
+  } else launch<T, Idx, 1>(p, stream);
 }
 
 template <typename T>
-void dispatch_idx(const Params& p, DType idx, bool vec_ok, cudaStream_t stream) {
-  if (idx == DType::i32) dispatch_vec<T, int32_t>(p, vec_ok, stream);
-  else dispatch_vec<T, int64_t>(p, vec_ok, stream);
+void dispatch_idx(const Params& p, DType idx, int vec, cudaStream_t stream) {
+  if (idx == DType::i32) dispatch_vec<T, int32_t>(p, vec, stream);
+  else dispatch_vec<T, int64_t>(p, vec, stream);
 }
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
+bool aligned16(const void* ptr) { return aligned(ptr, 16); }
+
+// Bytes per load that the weight rows allow: every row start and chunk aligned to them.
+int vec_bytes(const EmbeddingBagArgs& a, int bytes) {
+  const int64_t esize = dtype_size(a.weight_dtype);
+  const bool ok = aligned(a.weight, bytes) && (a.D * esize) % bytes == 0 &&
+                  (a.rows <= 1 || (a.ldw * esize) % bytes == 0);
+  return ok ? bytes : 1;
+}
 
 }  // namespace
 
 void embedding_bag(const EmbeddingBagArgs& a, void* stream_ptr) {
   PDB_CHECK(a.weight_dtype == DType::f32 || a.weight_dtype == DType::bf16 ||
-                a.weight_dtype == DType::f16,
-            "embedding_bag: weight must be float32, bfloat16 or float16, got ",
-            dtype_name(a.weight_dtype));
+                a.weight_dtype == DType::f16 || a.weight_dtype == DType::u8,
+            "embedding_bag: weight must be float32, bfloat16, float16 or uint8 (8-bit rowwise), "
+            "got ", dtype_name(a.weight_dtype));
+  PDB_CHECK(a.weight_dtype != DType::u8 || a.per_sample_weights == nullptr ||
+                a.psw_dtype == DType::f32,
+            "embedding_bag: per_sample_weights for uint8 rows must be float32");
   PDB_CHECK(a.index_dtype == DType::i32 || a.index_dtype == DType::i64,
             "embedding_bag: indices must be int32 or int64, got ", dtype_name(a.index_dtype));
   PDB_CHECK(static_cast<int>(a.mode) >= 0 && static_cast<int>(a.mode) <= 2,
@@ -197,15 +242,17 @@ void embedding_bag(const EmbeddingBagArgs& a, void* stream_ptr) {
   p.out = a.out;
   p.ldo = a.ldo;
 
-  const int64_t esize = dtype_size(a.weight_dtype), vec = 16 / esize;
-  const bool vec_ok = aligned16(a.weight) && a.D % vec == 0 &&
-                      (a.rows <= 1 || (a.ldw * esize) % 16 == 0);
+  // uint8 rows of D + 8 bytes take 16-byte loads only when padded to a multiple of 16 (D
+  // and the row stride both are then): 4-byte loads otherwise, when D % 4 == 0.
+  int vec = vec_bytes(a, 16);
+  if (vec == 1 && a.weight_dtype == DType::u8) vec = vec_bytes(a, 4);
   p.out_vec_ok = aligned16(a.out) && (bags <= 1 || a.ldo % 4 == 0);
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   switch (a.weight_dtype) {
-    case DType::f32: dispatch_idx<float>(p, a.index_dtype, vec_ok, stream); break;
-    case DType::bf16: dispatch_idx<__nv_bfloat16>(p, a.index_dtype, vec_ok, stream); break;
-    default: dispatch_idx<__half>(p, a.index_dtype, vec_ok, stream); break;
+    case DType::f32: dispatch_idx<float>(p, a.index_dtype, vec, stream); break;
+    case DType::bf16: dispatch_idx<__nv_bfloat16>(p, a.index_dtype, vec, stream); break;
+    case DType::u8: dispatch_idx<uint8_t>(p, a.index_dtype, vec, stream); break;
+    default: dispatch_idx<__half>(p, a.index_dtype, vec, stream); break;
   }
 }
 

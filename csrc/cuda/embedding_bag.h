@@ -12,7 +12,8 @@ enum class BagMode : int { sum = 0, mean = 1, max = 2 };
 
 struct EmbeddingBagArgs {
   const void* weight; int64_t rows, D, ldw;  // weight[rows, D], unit stride along D
-  DType weight_dtype;                         // f32, bf16 or f16
+  DType weight_dtype;  // f32, bf16 or f16; or u8: 8-bit rowwise rows of D codes followed by
+                       // the row's fp32 scale and bias (ldw >= D + 8 bytes)
   const void* indices; int64_t n_indices;     // contiguous, i32 or i64 (= index_dtype)
   const void* offsets; int64_t n_offsets;     // contiguous, same dtype as indices
   DType index_dtype;

@@ -512,7 +512,7 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
     """The CUDA kernel pools one table per launch (warp or sub-warp per bag) straight into
     its column block of the (B, T*D) output. Untested here: no GPU on the CI machines."""
     to = table_offsets.tolist()
-    T, D = len(to) - 1, weight.shape[1]
+    T, D = len(to) - 1, row_dim(weight)
     B = (offsets.numel() - 1) // T
     out = torch.empty(B, T * D, dtype=torch.float32, device=weight.device)
     stream = torch.cuda.current_stream(weight.device).cuda_stream
@@ -619,7 +619,7 @@ def _own_tables(variants: list[dict]) -> list[dict]:
 @register_impl(
     "embedding_bags",
     "native",
-    devices=("cpu",),
+    devices=("cpu", "cuda"),
     dtypes=(*FLOAT_DTYPES, torch.uint8),
     available=_native_unavailable,
     prepare=_own_tables,
@@ -628,6 +628,8 @@ def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sam
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
     if weight.device.type == "cuda":
+        if weight.requires_grad and torch.is_grad_enabled():
+            raise ValueError("embedding_bags: native gradients are built for the CPU only")
         return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     # The kernels read rows with unit column stride, rows apart by at least a row.

@@ -24,9 +24,14 @@ void bind_embedding_bag(py::module_& m) {
         const TensorArg w = tensor_arg(weight_, "weight"), idx = tensor_arg(indices_, "indices"),
                         off = tensor_arg(offsets_, "offsets"), out = tensor_arg(out_, "out");
         check_rank(w, 2, "weight");
-        PDB_CHECK(w.dtype == DType::f32 || w.dtype == DType::bf16 || w.dtype == DType::f16,
-                  "embedding_bag: weight must be float32, bfloat16 or float16, got ",
-                  dtype_name(w.dtype));
+        PDB_CHECK(w.dtype == DType::f32 || w.dtype == DType::bf16 || w.dtype == DType::f16 ||
+                      w.dtype == DType::u8,
+                  "embedding_bag: weight must be float32, bfloat16, float16 or uint8 (8-bit "
+                  "rowwise), got ", dtype_name(w.dtype));
+        // uint8 rows: D codes, then the fp32 scale and bias (cuda/embedding_bag.h).
+        const bool q8 = w.dtype == DType::u8;
+        PDB_CHECK(!q8 || w.sizes[1] > 8, "embedding_bag: a uint8 (8-bit rowwise) weight needs ",
+                  "D + 8 columns (D codes, then the fp32 scale and bias), got ", w.sizes[1]);
         PDB_CHECK(w.sizes[1] <= 1 || w.strides[1] == 1, "embedding_bag: weight must be row-major");
         check_contiguous_1d(idx, "indices");
         check_contiguous_1d(off, "offsets");
@@ -38,7 +43,8 @@ void bind_embedding_bag(py::module_& m) {
         const int64_t n_off = off.sizes[0];
         PDB_CHECK(!include_last_offset || n_off >= 1,
                   "embedding_bag: include_last_offset needs at least one offset");
-        const int64_t bags = include_last_offset ? n_off - 1 : n_off, D = w.sizes[1];
+        const int64_t bags = include_last_offset ? n_off - 1 : n_off;
+        const int64_t D = q8 ? w.sizes[1] - 8 : w.sizes[1];
         check_rank(out, 2, "out");
         check_dtype(out, DType::f32, "out");
         PDB_CHECK(out.sizes[0] == bags && out.sizes[1] == D, "embedding_bag: out must be ", bags,
@@ -65,7 +71,7 @@ void bind_embedding_bag(py::module_& m) {
           check_contiguous_1d(s, "per_sample_weights");
           PDB_CHECK(mode == 0, "embedding_bag: per_sample_weights are only supported with mode "
                     "0 (sum)");
-          PDB_CHECK(s.dtype == DType::f32 || s.dtype == w.dtype,
+          PDB_CHECK(s.dtype == DType::f32 || (!q8 && s.dtype == w.dtype),
                     "embedding_bag: per_sample_weights must be float32 or ", dtype_name(w.dtype),
                     ", got ", dtype_name(s.dtype));
           PDB_CHECK(s.sizes[0] == idx.sizes[0], "embedding_bag: per_sample_weights must have ",
