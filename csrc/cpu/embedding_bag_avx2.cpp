@@ -1,6 +1,6 @@
 // AVX2+FMA+F16C embedding bags: the vector operations of the shared forward
 // (embedding_bag_simd.h: column blocks pooled in registers, up to 128 floats in 16 ymm
-// accumulators for fp32 sum/mean, else 64; rows 32 lookups ahead prefetched into L2;
+// accumulators for fp32 sum/mean, else 64; rows 64 lookups ahead prefetched into L2;
 // streaming output stores), with bf16 rows widened by a 16-bit shift and fp16 by
 // vcvtph2ps. The dense backward and the sparse step (embedding_bag_impl.h) are compiled
 // here with these flags; the dense backward runs on AVX-512 CPUs too, the sparse step

@@ -31,8 +31,11 @@ namespace {
 // T0 at 8 rows 54-55% of STREAM; T1 at 24 rows 69-75%, 32 rows 73-80%, 48 rows 77-79%.
 // Zen 4 (AVX-512 kernel, builds alternating in one process, median of 60 calls, fp32,
 // one run): 32 against none 1.21x (emb_A), 1.39x (dlrm-dcnv2), 1.58x (dlrm-mlperf
-// one-hot); 16 and 64 within 1.6% of 32 on all three.
-constexpr int kPrefetchDistance = 32;
+// one-hot); 16 and 64 within 1.6% of 32 on all three. Xeon (cpuid model 207, AVX-512),
+// distances alternating in one process, median of 8 rounds of 16 calls, fp32, two runs,
+// 64 against 32: emb_A 1.005-1.15x (batch 512 to 65536), dlrm-mlperf 1.003-1.08x,
+// dlrm-dcnv2 0.994-1.04x; 96 read 0.99-1.18x there, but was not measured on Zen 4.
+constexpr int kPrefetchDistance = 64;
 // Bags ahead whose output lines are prefetched into L1. Each bag's output is D floats
 // one row of (B, T*D) apart from the previous one, a stride the hardware prefetchers do
 // not follow, so every store missed. dlrm-mlperf one-hot (26 tables capped at 1M rows,
