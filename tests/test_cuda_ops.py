@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from quantized_rows import q8_rows
 
 try:
     _C_cuda = importlib.import_module("pydeepbench._C_cuda")
@@ -382,19 +383,6 @@ def test_embedding_bag_offsets_end_before_indices():
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
 
 
-def q8_rows(rows, d, gen, pad=0):
-    """(rows, d + 8) uint8 8-bit rowwise rows (random codes, then each row's fp32 scale
-    and bias; row stride d + 8 + pad bytes) and the float64 values they stand for."""
-    codes = torch.randint(0, 256, (rows, d), generator=gen, dtype=torch.uint8)
-    scale = torch.rand(rows, generator=gen) * 0.05 + 1e-3
-    bias = torch.randn(rows, generator=gen) * 3
-    full = torch.zeros(rows, d + 8 + pad, dtype=torch.uint8)
-    full[:, :d] = codes
-    full[:, d : d + 8] = torch.stack([scale, bias], 1).view(torch.uint8)
-    values = codes.double() * scale.double()[:, None] + bias.double()[:, None]
-    return full[:, : d + 8], values
-
-
 @pytest.mark.gpu
 @requires_gpu
 @pytest.mark.parametrize(
@@ -405,7 +393,7 @@ def test_embedding_bag_uint8_rows(mode, psw):
     float64 pooling of their dequantized values."""
     gen = torch.Generator().manual_seed(5)
     for d, pad, n_idx in itertools.product((1, 3, 16, 33, 128), (0, 5), (0, 1, 500)):
-        weight, values = q8_rows(40, d, gen, pad)
+        weight, values, _ = q8_rows(40, d, gen, pad)
         indices = torch.randint(0, 40, (n_idx,), generator=gen)
         offsets = make_bags(64, n_idx, gen)
         w = torch.rand(n_idx, generator=gen) if psw else None

@@ -14,6 +14,7 @@ import torch
 from guard_pages import guarded, guards_work
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from quantized_rows import q8_rows
 
 from pydeepbench._native import arg
 
@@ -581,22 +582,9 @@ def make_q8(pr, pad=0, guard=False):
     `values`, the float64 rows they stand for (scale * code + bias)."""
     R, D = pr["weight"].shape
     g = torch.Generator().manual_seed(R * 1000 + D)
-    # Random codes, positive scales and signed biases: every code bit and both
-    # parameters matter (codes from a row's own range would all be 0 when D = 1).
-    codes = torch.randint(0, 256, (R, D), generator=g, dtype=torch.uint8)
-    scale = torch.rand(R, generator=g) * 0.05 + 1e-3
-    lo = torch.randn(R, generator=g) * 3
-    params = torch.stack([scale, lo], 1).contiguous().view(torch.uint8)  # (R, 8)
-    full = (
-        guarded((R, D + 8), torch.uint8)
-        if guard
-        else torch.empty(R, D + 8 + pad, dtype=torch.uint8)
-    )
-    full[:, :D] = codes
-    full[:, D : D + 8] = params
-    terms = codes.double() * scale.double()[:, None], lo.double()[:, None]
-    magnitude = terms[0].abs() + terms[1].abs()
-    return dict(pr, weight=full[:, : D + 8], values=terms[0] + terms[1], magnitude=magnitude)
+    out = guarded((R, D + 8), torch.uint8) if guard else None
+    weight, values, magnitude = q8_rows(R, D, g, pad, out)
+    return dict(pr, weight=weight, values=values, magnitude=magnitude)
 
 
 @pytest.mark.parametrize("D", [1, 7, 8, 15, 16, 17, 33, 128, 129, 257])

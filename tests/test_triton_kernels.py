@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from quantized_rows import q8_rows
 
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
 
@@ -260,24 +261,12 @@ def test_embedding_bags_multi_table(mode, psw, index_dtype):
         torch.testing.assert_close(out[:, t].double(), ref, **EB_TOL)
 
 
-def _q8_rows(R, D, gen, pad=0):
-    """(R, D + 8) uint8 rows: random codes, then each row's fp32 scale and bias (row
-    stride D + 8 + pad bytes), and the float64 values they stand for."""
-    codes = torch.randint(0, 256, (R, D), generator=gen, dtype=torch.uint8)
-    scale = torch.rand(R, generator=gen) * 0.05 + 1e-3
-    bias = torch.randn(R, generator=gen) * 3
-    full = torch.zeros(R, D + 8 + pad, dtype=torch.uint8)
-    full[:, :D] = codes
-    full[:, D : D + 8] = torch.stack([scale, bias], 1).view(torch.uint8)
-    values = codes.double() * scale.double()[:, None] + bias.double()[:, None]
-    return full[:, : D + 8].to(DEVICE), values.to(DEVICE)
-
-
 @pytest.mark.parametrize("D", [1, 3, 16, 33])  # D % 4 != 0: unaligned scales and biases
 @pytest.mark.parametrize("mode,psw", EB_MODES, ids=["sum", "sum_psw", "mean", "max"])
 def test_embedding_bag_uint8_rows(mode, psw, D):
     gen = _gen(100 + D)
-    weight, values = _q8_rows(NUM_ROWS, D, gen, pad=D % 3)
+    weight, values, _ = q8_rows(NUM_ROWS, D, gen, pad=D % 3)
+    weight, values = weight.to(DEVICE), values.to(DEVICE)
     indices, offsets = _bags(gen, torch.int64)
     per_sample_weights = _randn(indices.shape[0], gen=gen) if psw else None
     out = embedding_bag(
