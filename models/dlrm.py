@@ -115,8 +115,10 @@ class DLRMConfig:
         _validate_semantics(cfg, cfg.path or cfg.name)
         return cfg
 
-    def table_bytes(self) -> int:
-        return sum(self.capped_rows) * self.emb_dim * 4
+    def table_bytes(self, emb_dtype: str = "float32") -> int:
+        """One copy of the capped tables: fp32 rows, or uint8 rows of D codes + 8 bytes."""
+        row = self.emb_dim + 8 if emb_dtype == "uint8" else self.emb_dim * 4
+        return sum(self.capped_rows) * row
 
 
 def _int(v, minimum=1):
@@ -545,6 +547,11 @@ class DLRMOptimized:
     def fallback(self) -> str | None:
         if self.emb_impl == "native":
             return None
+        if self.weight.dtype == torch.uint8:  # inference only: no update
+            return (
+                f"embedding forward impl '{self.emb_impl}' (native embedding kernels not "
+                "built here)"
+            )
         return (
             f"embedding forward impl '{self.emb_impl}' and a torch index_add_ sparse SGD "
             "update (native embedding kernels not built here)"
@@ -556,8 +563,10 @@ class DLRMOptimized:
             return t.detach().clone().contiguous().requires_grad_(True)
 
         tables = m.emb_q if m.emb_q is not None else [e.weight.detach() for e in m.emb_l]
-        if m.emb_q is not None and emb is None:  # only these take uint8 rows
-            emb = "native" if emb_impl() == "native" else "ootb"
+        if m.emb_q is not None:  # only these take uint8 rows
+            emb = emb or ("native" if emb_impl() == "native" else "ootb")
+            if emb not in ("native", "ootb"):
+                raise ValueError(f"uint8 tables need embedding impl native or ootb, not {emb!r}")
         if tables[0].device.type == "cpu" and _native.cpu_unavailable() is None:
             # one copy, made straight into host-pool memory (huge pages for the random
             # row gathers; see _native.host_copy)

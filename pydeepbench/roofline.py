@@ -26,7 +26,10 @@ import torch
 
 from pydeepbench import _native, harness, system
 
-SCHEMA = "pydeepbench.roofline/3"  # /2: gather_bandwidth; /3: the gather probe unrolled (2x faster)
+SCHEMA = (
+    "pydeepbench.roofline/4"  # /2: gather_bandwidth; /3: the gather probe unrolled (2x faster);
+)
+# /4: the gather probe prefetches 64 lookups ahead, as the embedding kernels now do
 
 # Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
 # NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 product brief,

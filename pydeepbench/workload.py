@@ -24,13 +24,14 @@ miss with `*` (`latency_met` false). Training rows have no target.
 Model row fields (report.MODEL_ROW_FIELDS; `kind` is always "model"):
   model, impl (ootb|optimized), mode (train|infer), config, config_version, config_source,
   device, dtype, batch_size, row_cap (rows a table keeps here), tables_capped (tables the
-  cap shortened), table_bytes (one copy of the capped tables), seed, data (how the
+  cap shortened), table_bytes (one copy of the capped tables, in emb_dtype), seed, data (how the
   synthetic batches are drawn), steps, warmup, status (ok|skipped|failed), reason,
   score, units ("ex/s"), score_convention, time_s (median/min/max/mean/stdev/q1/q3/iqr/
   rel_iqr/n of the step times), samples_s, latency_s {p50, p95, p99}, latency_percentile,
   latency_target_s, latency_met (None when there is no target), emb_impl, dense_impl,
-  fallback (what stood in for missing native kernels, or None), check {reference,
-  max_abs_diff, atol, ok, batch}, speedup_vs_ootb, harness.
+  emb_dtype (float32, or uint8: 8-bit rowwise tables), fallback (what stood in for
+  missing native kernels, or None), check {reference, max_abs_diff, atol, ok, batch},
+  speedup_vs_ootb, harness.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int, emb_dtype: str
         "batch_size": cfg.batch_size,
         "row_cap": cfg.row_cap,
         "tables_capped": cfg.tables_capped,
-        "table_bytes": cfg.table_bytes(),
+        "table_bytes": cfg.table_bytes(emb_dtype),
         "seed": cfg.seed,
         "data": (
             f"synthetic, drawn before timing: dense ~ N(0,1), indices {cfg.distribution} "

@@ -392,14 +392,17 @@ def test_embedding_bag_uint8_rows(mode, psw):
     """8-bit rowwise rows (unaligned scales and biases when d % 4 != 0) against the
     float64 pooling of their dequantized values."""
     gen = torch.Generator().manual_seed(5)
-    for d, pad, n_idx in itertools.product((1, 3, 16, 33, 128), (0, 5), (0, 1, 500)):
-        weight, values, _ = q8_rows(40, d, gen, pad)
+    # pad 8 at d = 16 and 128: 16-byte rows, the 16-byte code loads; 4-byte loads at
+    # d % 4 == 0 otherwise; scalar loads else. Built on the device, so the stride stays.
+    for d, pad, n_idx in itertools.product((1, 3, 16, 33, 128), (0, 5, 8), (0, 1, 500)):
+        full = torch.zeros(40, d + 8 + pad, dtype=torch.uint8, device="cuda")
+        weight, values, _ = q8_rows(40, d, gen, out=full)
         indices = torch.randint(0, 40, (n_idx,), generator=gen)
         offsets = make_bags(64, n_idx, gen)
         w = torch.rand(n_idx, generator=gen) if psw else None
         out = torch.empty(64, d, device="cuda")
         _C_cuda.embedding_bag(
-            targ(weight.cuda()),
+            targ(weight),
             targ(indices.cuda()),
             targ(offsets.cuda()),
             targ(out),
@@ -415,12 +418,13 @@ def test_embedding_bag_uint8_rows(mode, psw):
 @pytest.mark.gpu
 @requires_gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
-def test_ops_embedding_bags_native_on_cuda(dtype):
+@pytest.mark.parametrize("dim", [32, 33])  # uint8 rows: 4-byte and scalar code loads
+def test_ops_embedding_bags_native_on_cuda(dtype, dim):
     """The op's native impl on CUDA (one kernel launch per table) against its reference."""
     from pydeepbench import ops, registry
 
     spec = registry.get_op("embedding_bags")
-    s = spec.validate_shape(dict(tables=3, rows=[50, 7, 300], dim=33, batch=16, pooling=[2, 1, 5]))
+    s = spec.validate_shape(dict(tables=3, rows=[50, 7, 300], dim=dim, batch=16, pooling=[2, 1, 5]))
     for v in spec.variants(spec.make_inputs(s, dtype, "cuda", 0))[:2]:
         out = ops.embedding_bags(
             v["weight"], v["table_offsets"], v["indices"], v["offsets"], impl="native"

@@ -204,6 +204,11 @@ def test_uint8_tables_infer_alike_and_refuse_training(variant):
     for m in (ootb, opt):
         with pytest.raises(ValueError, match="for inference"):
             m.make_optimizer()
+    with pytest.raises(ValueError, match="need embedding impl native or ootb"):
+        dlrm.DLRMOptimized.from_ootb(ootb, emb="functional")
+    rows = sum(cfg.capped_rows)
+    assert cfg.table_bytes("uint8") == rows * (cfg.emb_dim + 8)
+    assert cfg.table_bytes() == rows * cfg.emb_dim * 4
 
 
 def test_sparse_update_touches_only_looked_up_rows():

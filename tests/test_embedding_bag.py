@@ -192,6 +192,20 @@ def test_q8_bad_input():
         ops.embedding_bags(q, to, idx + 9, off)
     with pytest.raises(ValueError, match="not uint8"):
         ops.embedding_bags(q, to, idx, off, impl="functional")
+    # the parameters are copied on the rows' device (meta: no data, only the placement)
+    assert ops.dequantize_rows(q.to("meta")).device.type == "meta"
+
+
+def test_cpu_kernels_refuse_device_tensors():
+    w, to = torch.randn(10, 4), torch.tensor([0, 10])
+    idx, off = torch.tensor([1, 2]), torch.tensor([0, 1, 2])
+    g = torch.empty(2, 4, device="meta")  # any non-CPU tensor
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        ops.embedding_bags_sgd_step(w, to, idx, off, g, 0.1)
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        ops.embedding_bags_adagrad_step(w, torch.zeros(10), to, idx, off, g, 0.1)
+    with pytest.raises(ValueError, match="runs on the CPU only"):
+        ops.embedding_bags_backward(g, (10, 4), to, idx, off)
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)

@@ -35,7 +35,7 @@ namespace {
 // distances alternating in one process, median of 8 rounds of 16 calls, fp32, two runs,
 // 64 against 32: emb_A 1.005-1.15x (batch 512 to 65536), dlrm-mlperf 1.003-1.08x,
 // dlrm-dcnv2 0.994-1.04x; 96 read 0.99-1.18x there, but was not measured on Zen 4.
-constexpr int kPrefetchDistance = 64;
+constexpr int kPrefetchDistance = 64;  // and kGatherAhead, the gather roof's (cpu/roofline.h)
 // Bags ahead whose output lines are prefetched into L1. Each bag's output is D floats
 // one row of (B, T*D) apart from the previous one, a stride the hardware prefetchers do
 // not follow, so every store missed. dlrm-mlperf one-hot (26 tables capped at 1M rows,

@@ -34,7 +34,7 @@ void stream_triad(float* a, const float* b, const float* c, float scalar, int64_
 // outside [0, rows) raises before any row is read.
 constexpr int64_t kGatherMaxRow = 1024;
 constexpr int64_t kGatherRowFloats = 128;
-constexpr int64_t kGatherAhead = 32;
+constexpr int64_t kGatherAhead = 64;  // kPrefetchDistance in cpu/embedding_bag_simd.h
 constexpr int64_t kGatherChunk = 4096;
 constexpr int64_t kGatherStride = 16;  // floats per 64-byte line
 double gather_probe(const float* table, int64_t rows, int64_t row_len, const int64_t* idx,

@@ -71,7 +71,8 @@ def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     D = rows.shape[1] - Q8_EXTRA
     # Copied into a fresh buffer: a view of the parameters starts D bytes into its storage
     # (and .contiguous() keeps a single row's view), which view(float32) cannot take.
-    params = torch.empty(rows.shape[0], Q8_EXTRA, dtype=torch.uint8).copy_(rows[:, D:])
+    params = torch.empty(rows.shape[0], Q8_EXTRA, dtype=torch.uint8, device=rows.device)
+    params.copy_(rows[:, D:])
     params = params.view(torch.float32).to(dtype)  # (R, 2): scale, bias
     return rows[:, :D].to(dtype) * params[:, :1] + params[:, 1:]
 
@@ -515,6 +516,8 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
     T, D = len(to) - 1, row_dim(weight)
     B = (offsets.numel() - 1) // T
     out = torch.empty(B, T * D, dtype=torch.float32, device=weight.device)
+    if B == 0:
+        return out
     stream = torch.cuda.current_stream(weight.device).cuda_stream
     bounds = offsets[::B].tolist()  # start of each table's indices, and the end
     for t in range(T):
@@ -544,6 +547,14 @@ def _fp32(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def _opt_arg(t: torch.Tensor | None):
     return None if t is None else _native.arg(t)
+
+
+def _on_cpu(fn: str, *tensors) -> None:
+    """The backward and the sparse steps are C++ CPU kernels: a device tensor would hand
+    them a device pointer."""
+    for t in tensors:
+        if t is not None and t.device.type != "cpu":
+            raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
 
 
 def _contiguous(table_offsets, indices, offsets):
@@ -627,16 +638,16 @@ def _own_tables(variants: list[dict]) -> list[dict]:
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
-    if weight.device.type == "cuda":
-        if weight.requires_grad and torch.is_grad_enabled():
-            raise ValueError("embedding_bags: native gradients are built for the CPU only")
-        return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     # The kernels read rows with unit column stride, rows apart by at least a row.
     if not weight.is_contiguous() and (
         weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])
     ):
         weight = weight.contiguous()
+    if weight.device.type == "cuda":
+        if weight.requires_grad and torch.is_grad_enabled():
+            raise ValueError("embedding_bags: native gradients are built for the CPU only")
+        return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
     if weight.requires_grad and torch.is_grad_enabled():
         if weight.dtype != torch.float32:
             raise ValueError("embedding_bags: native gradients need float32 weights")
@@ -661,6 +672,15 @@ def embedding_bags_backward(
     Max mode needs the argmax the forward recorded."""
     if mode == "max" and argmax is None:
         raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
+    _on_cpu(
+        "embedding_bags_backward",
+        grad_out,
+        table_offsets,
+        indices,
+        offsets,
+        per_sample_weights,
+        argmax,
+    )
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
@@ -690,6 +710,15 @@ def embedding_bags_sgd_step(
 ) -> None:
     """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
     is read or written (no dense gradient). Deterministic with duplicates."""
+    _on_cpu(
+        "embedding_bags_sgd_step",
+        weight,
+        table_offsets,
+        indices,
+        offsets,
+        grad_out,
+        per_sample_weights,
+    )
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     _native.cpu().embedding_bags_sgd_step(
@@ -720,6 +749,16 @@ def embedding_bags_adagrad_step(
     """In place, row-wise Adagrad (as FBGEMM's table-batched embeddings): for each touched
     row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
     (sqrt(momentum[r]) + eps)."""
+    _on_cpu(
+        "embedding_bags_adagrad_step",
+        weight,
+        momentum,
+        table_offsets,
+        indices,
+        offsets,
+        grad_out,
+        per_sample_weights,
+    )
     grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     _native.cpu().embedding_bags_adagrad_step(

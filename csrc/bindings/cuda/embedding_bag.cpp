@@ -72,8 +72,8 @@ void bind_embedding_bag(py::module_& m) {
           PDB_CHECK(mode == 0, "embedding_bag: per_sample_weights are only supported with mode "
                     "0 (sum)");
           PDB_CHECK(s.dtype == DType::f32 || (!q8 && s.dtype == w.dtype),
-                    "embedding_bag: per_sample_weights must be float32 or ", dtype_name(w.dtype),
-                    ", got ", dtype_name(s.dtype));
+                    "embedding_bag: per_sample_weights must be float32",
+                    q8 ? "" : " or ", q8 ? "" : dtype_name(w.dtype), ", got ", dtype_name(s.dtype));
           PDB_CHECK(s.sizes[0] == idx.sizes[0], "embedding_bag: per_sample_weights must have ",
                     idx.sizes[0], " elements (one per index), got ", s.sizes[0]);
           a.per_sample_weights = s.data;
