@@ -137,6 +137,11 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
     if constexpr (kQ8)
       q8_params(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p]) * s.ws, s.D, scale, bias);
   };
+  // A loaded vector's values: Q8 codes dequantized (with the last params()), others as is.
+  auto value = [&](F x) __attribute__((always_inline)) {
+    if constexpr (kQ8) return V::fmadd(x, V::set1(scale), V::set1(bias));
+    else return x;
+  };
   // A full-width block has no tail: telling the compiler keeps the dead tail
   // accumulator from spilling the others.
   if constexpr (NV == max_nv<ST, MODE>()) r = 0;
@@ -146,11 +151,6 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
     typename V::I pos[NV + 1];
     const ST* row = tbl + static_cast<int64_t>(idx[p0]) * s.ws;
     params(p0);
-    // The row's values: Q8 codes dequantized, other rows as loaded.
-    auto value = [&](F x) __attribute__((always_inline)) {
-      if constexpr (kQ8) return V::fmadd(x, V::set1(scale), V::set1(bias));
-      else return x;
-    };
 #pragma GCC unroll 17
     for (int v = 0; v < NV; ++v) {
       acc[v] = value(V::template load<WT>(row + L * v));
@@ -191,31 +191,19 @@ void pool_block(const Seg& s, const IT* idx, int64_t p0, int64_t p1, int64_t c0,
         prefetch_row(static_cast<const ST*>(s.tbl) + static_cast<int64_t>(idx[p + s.pf]) * s.ws,
                      s.row_bytes);
       const ST* row = tbl + static_cast<int64_t>(idx[p]) * s.ws;
-      if constexpr (kQ8) {
-        params(p);
-        const F sc = V::set1(scale), bi = V::set1(bias);
-        auto deq = [&](F x) __attribute__((always_inline)) { return V::fmadd(x, sc, bi); };
-        if constexpr (PSW) {
-          const F w = V::set1(s.psw[p]);
-#pragma GCC unroll 17
-          for (int v = 0; v < NV; ++v)
-            acc[v] = V::fmadd(deq(V::template load<WT>(row + L * v)), w, acc[v]);
-          if (r) acc[NV] = V::fmadd(deq(V::template load_tail<WT>(row + L * NV, r, m)), w, acc[NV]);
-        } else {
-#pragma GCC unroll 17
-          for (int v = 0; v < NV; ++v) acc[v] = V::add(acc[v], deq(V::template load<WT>(row + L * v)));
-          if (r) acc[NV] = V::add(acc[NV], deq(V::template load_tail<WT>(row + L * NV, r, m)));
-        }
-      } else if constexpr (PSW) {
+      params(p);
+      if constexpr (PSW) {
         const F w = V::set1(s.psw[p]);
 #pragma GCC unroll 17
         for (int v = 0; v < NV; ++v)
-          acc[v] = V::fmadd(V::template load<WT>(row + L * v), w, acc[v]);
-        if (r) acc[NV] = V::fmadd(V::template load_tail<WT>(row + L * NV, r, m), w, acc[NV]);
+          acc[v] = V::fmadd(value(V::template load<WT>(row + L * v)), w, acc[v]);
+        if (r)
+          acc[NV] = V::fmadd(value(V::template load_tail<WT>(row + L * NV, r, m)), w, acc[NV]);
       } else {
 #pragma GCC unroll 17
-        for (int v = 0; v < NV; ++v) acc[v] = V::add(acc[v], V::template load<WT>(row + L * v));
-        if (r) acc[NV] = V::add(acc[NV], V::template load_tail<WT>(row + L * NV, r, m));
+        for (int v = 0; v < NV; ++v)
+          acc[v] = V::add(acc[v], value(V::template load<WT>(row + L * v)));
+        if (r) acc[NV] = V::add(acc[NV], value(V::template load_tail<WT>(row + L * NV, r, m)));
       }
     }
     if constexpr (MODE == kEmbMean) {

@@ -549,12 +549,18 @@ def _opt_arg(t: torch.Tensor | None):
     return None if t is None else _native.arg(t)
 
 
-def _on_cpu(fn: str, *tensors) -> None:
-    """The backward and the sparse steps are C++ CPU kernels: a device tensor would hand
-    them a device pointer."""
-    for t in tensors:
+def _gradient_inputs(fn, grad_out, per_sample_weights, table_offsets, indices, offsets, *more):
+    """What the backward and the sparse steps (C++ CPU kernels) read: fp32 contiguous grad_out
+    and per_sample_weights, contiguous index arrays. A device tensor, which would hand them a
+    device pointer, is refused (`more`: the other tensors the kernel reads or writes)."""
+    for t in (grad_out, per_sample_weights, table_offsets, indices, offsets, *more):
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
+    return (
+        _fp32(grad_out),
+        _fp32(per_sample_weights),
+        *_contiguous(table_offsets, indices, offsets),
+    )
 
 
 def _contiguous(table_offsets, indices, offsets):
@@ -672,18 +678,11 @@ def embedding_bags_backward(
     Max mode needs the argmax the forward recorded."""
     if mode == "max" and argmax is None:
         raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
-    _on_cpu(
-        "embedding_bags_backward",
-        grad_out,
-        table_offsets,
-        indices,
-        offsets,
-        per_sample_weights,
+    grad, psw, table_offsets, indices, offsets = _gradient_inputs(
+        "embedding_bags_backward", grad_out, per_sample_weights, table_offsets, indices, offsets,
         argmax,
-    )
+    )  # fmt: skip
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
-    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
-    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     _native.cpu().embedding_bags_backward_dense(
         _native.arg(grad),
         _native.arg(table_offsets),
@@ -710,17 +709,10 @@ def embedding_bags_sgd_step(
 ) -> None:
     """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
     is read or written (no dense gradient). Deterministic with duplicates."""
-    _on_cpu(
-        "embedding_bags_sgd_step",
+    grad, psw, table_offsets, indices, offsets = _gradient_inputs(
+        "embedding_bags_sgd_step", grad_out, per_sample_weights, table_offsets, indices, offsets,
         weight,
-        table_offsets,
-        indices,
-        offsets,
-        grad_out,
-        per_sample_weights,
-    )
-    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
-    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
+    )  # fmt: skip
     _native.cpu().embedding_bags_sgd_step(
         _native.arg(weight),
         _native.arg(table_offsets),
@@ -749,18 +741,10 @@ def embedding_bags_adagrad_step(
     """In place, row-wise Adagrad (as FBGEMM's table-batched embeddings): for each touched
     row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
     (sqrt(momentum[r]) + eps)."""
-    _on_cpu(
-        "embedding_bags_adagrad_step",
-        weight,
-        momentum,
-        table_offsets,
-        indices,
-        offsets,
-        grad_out,
-        per_sample_weights,
-    )
-    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
-    table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
+    grad, psw, table_offsets, indices, offsets = _gradient_inputs(
+        "embedding_bags_adagrad_step", grad_out, per_sample_weights, table_offsets, indices,
+        offsets, weight, momentum,
+    )  # fmt: skip
     _native.cpu().embedding_bags_adagrad_step(
         _native.arg(weight),
         _native.arg(momentum),
