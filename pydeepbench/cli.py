@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_parsers(sub) -> None:
-    """`model` (workload.py) and `report` (proxy.py)."""
+    """`model` (workload.py), `report` (proxy.py) and `plot` (plot.py)."""
     m = sub.add_parser("model", help="benchmark whole model steps (train/infer), OOTB vs optimized")
     m.add_argument("model", help="model name (dlrm)")
     m.add_argument("--config", required=True, help="built-in config name or path to a .toml")
@@ -106,6 +106,12 @@ def _add_model_parsers(sub) -> None:
     )
     r.add_argument("--markdown", help="also write the table as Markdown here")
     r.add_argument("--csv", help="also write the table as CSV here")
+    pl = sub.add_parser(
+        "plot", help="roofline chart of op results (one machine) under its measured peaks"
+    )
+    pl.add_argument("results", nargs="+", help="results JSON files")
+    pl.add_argument("--out", required=True, help="image to write (.png, .svg or .pdf)")
+    pl.add_argument("--op", help="comma list of ops to plot (default: every op in the files)")
 
 
 def cmd_list(con) -> int:
@@ -256,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             from pydeepbench.proxy import cli_report
 
             return cli_report(args, con)
+        if args.command == "plot":
+            from pydeepbench.plot import cli_plot
+
+            return cli_plot(args, con)
         return cmd_op(args, con)
     except ValueError as e:
         con.print(f"[red]error:[/red] {e}")

@@ -40,23 +40,30 @@ MICRO_OPS = {
 }
 
 
-def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
-    """(machine id, every row) from result files of one machine; ValueError otherwise."""
+def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
+    """(machine id, the parsed files) from result files of one machine; ValueError
+    otherwise (also what `plot` reads)."""
     if not paths:
-        raise ValueError("report: give at least one results JSON file")
+        raise ValueError("give at least one results JSON file")
     ids: dict[str, list[str]] = {}
-    rows = []
+    docs = []
     for p in paths:
         doc = report.load_results(p)
         ids.setdefault(system.machine_id(doc["system"]), []).append(str(p))
-        rows.extend(doc["results"])
+        docs.append(doc)
     if len(ids) > 1:
         detail = "; ".join(f"{mid}: {', '.join(files)}" for mid, files in ids.items())
         raise ValueError(
             f"refusing to mix results from {len(ids)} different machines ({detail}); "
             "report one machine at a time"
         )
-    return next(iter(ids)), rows
+    return next(iter(ids)), docs
+
+
+def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
+    """(machine id, every row) from result files of one machine; ValueError otherwise."""
+    machine, docs = load_docs(paths)
+    return machine, [r for doc in docs for r in doc["results"]]
 
 
 def entry(r: dict) -> dict | None:

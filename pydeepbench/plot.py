@@ -1,0 +1,153 @@
+"""Roofline chart from results JSON: `python -m pydeepbench plot RESULTS.json... --out F`.
+
+Every ok op row is a point at its arithmetic intensity (FLOPs / bytes, both from the op's
+own formulas) and its achieved FLOP/s (FLOPs / median time), coloured by impl, one marker
+per op. The ceilings are the files' measured peaks (`peaks` in each file, the machine's
+probes at the time of the run): the FMA peak of each dtype the points use, the STREAM
+bandwidth times the intensity, and for CPU files the random-row gather rate (dashed), the
+roof the embedding rows meet. Where files of one machine carry different peaks (runs at
+different hours), the highest of each is drawn. Files from different machines are
+refused, as in `report`. The format follows the file name's extension (png, svg, pdf).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydeepbench.proxy import load_docs
+
+MARKERS = "os^Dv<>Pp*hX"
+
+
+def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
+    """The ok op rows to plot (op, impl, dtype, device, intensity, flop_s), in file order."""
+    out = []
+    for doc in docs:
+        for r in doc["results"]:
+            if r.get("kind") == "model" or r.get("status") != "ok":
+                continue
+            if ops and r["op"] not in ops:
+                continue
+            ai, tf = r.get("arithmetic_intensity"), r.get("tflops")
+            if not ai or not tf:  # no bytes model, or no FLOPs (nothing to place)
+                continue
+            out.append(
+                {
+                    "op": r["op"],
+                    "impl": r["impl"],
+                    "dtype": r["dtype"],
+                    "device": r["device"],
+                    "intensity": ai,
+                    "flop_s": tf * 1e12,
+                }
+            )
+    return out
+
+
+def ceilings(docs: list[dict], pts: list[dict]) -> dict:
+    """The highest measured peaks per device: {"flops": {(device, dtype): FLOP/s},
+    "bandwidth": {device: B/s}, "gather": {device: B/s}}, for the devices and dtypes
+    the points use."""
+    want = {(p["device"], p["dtype"]) for p in pts}
+    out: dict = {"flops": {}, "bandwidth": {}, "gather": {}}
+
+    def top(table: dict, key, value) -> None:
+        if value:
+            table[key] = max(table.get(key, 0.0), value)
+
+    for doc in docs:
+        pk = doc.get("peaks") or {}
+        dev = pk.get("device")
+        if not any(d == dev for d, _ in want):
+            continue
+        for dtype, f in (pk.get("flops") or {}).items():
+            if (dev, dtype) in want:
+                top(out["flops"], (dev, dtype), f)
+        top(out["bandwidth"], dev, pk.get("bandwidth"))
+        top(out["gather"], dev, pk.get("gather_bandwidth"))
+    return out
+
+
+def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None):
+    """A matplotlib Figure of the points under the ceilings (ValueError: nothing to plot)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ValueError("plot needs matplotlib: pip install 'pydeepbench[plot]'") from e
+    pts = points(docs, ops)
+    if not pts:
+        which = f" of op(s) {', '.join(sorted(ops))}" if ops else ""
+        raise ValueError(f"plot: no ok rows{which} with FLOPs and bytes in these files")
+    roofs = ceilings(docs, pts)
+    xs = [p["intensity"] for p in pts]
+    lo, hi = min(xs) / 2, max(xs) * 2
+    for (dev, _), f in roofs["flops"].items():  # reach past each ridge point
+        for bw in (roofs["bandwidth"].get(dev), roofs["gather"].get(dev)):
+            if bw:
+                lo, hi = min(lo, f / bw / 4), max(hi, f / bw * 4)
+
+    fig = Figure(figsize=(9, 6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # Ceilings are legend entries: STREAM and gather rates are often close enough that
+    # labels on the lines would overlap.
+    for (dev, dtype), f in sorted(roofs["flops"].items()):
+        ax.plot(
+            [lo, hi],
+            [f, f],
+            color="black",
+            lw=1.2,
+            label=f"{dtype} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s",
+        )
+    top = max(roofs["flops"].values(), default=max(p["flop_s"] for p in pts) * 2)
+    for key, style, name in (("bandwidth", "-", "STREAM"), ("gather", "--", "random-row gather")):
+        for dev, bw in sorted(roofs[key].items()):
+            x1 = min(hi, top / bw)  # the diagonal stops at the highest FMA roof
+            ax.plot(
+                [lo, x1],
+                [bw * lo, bw * x1],
+                color="gray",
+                ls=style,
+                lw=1.2,
+                label=f"{name} ({dev}) {bw / 1e9:.1f} GB/s",
+            )
+    # One series per op (marker) and impl (colour); the dtype joins the label when the
+    # points have more than one (bf16 and fp32 GEMMs meet different roofs).
+    impls = sorted({p["impl"] for p in pts})
+    colors = {i: f"C{n % 10}" for n, i in enumerate(impls)}
+    series = sorted({(p["op"], p["dtype"]) for p in pts})
+    many_dtypes = len({d for _, d in series}) > 1
+    markers = {s: MARKERS[n % len(MARKERS)] for n, s in enumerate(series)}
+    for op, dtype in series:
+        for impl in impls:
+            sel = [p for p in pts if (p["op"], p["dtype"], p["impl"]) == (op, dtype, impl)]
+            if sel:
+                ax.scatter(
+                    [p["intensity"] for p in sel],
+                    [p["flop_s"] for p in sel],
+                    marker=markers[(op, dtype)],
+                    color=colors[impl],
+                    alpha=0.75,
+                    label=f"{op}{' ' + dtype if many_dtypes else ''} [{impl}]",
+                )
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte, the op's bytes model)")
+    ax.set_ylabel("achieved FLOP/s (median time)")
+    ax.set_title(f"Roofline: {machine}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def cli_plot(args, con) -> int:
+    """`python -m pydeepbench plot RESULTS.json... --out F [--op OP,...]`."""
+    ext = os.path.splitext(args.out)[1].lower().lstrip(".")
+    if ext not in ("png", "svg", "pdf"):
+        raise ValueError(f"plot: --out must end in .png, .svg or .pdf, got {args.out!r}")
+    machine, docs = load_docs(args.results)
+    ops = set(args.op.split(",")) if args.op else None
+    fig = roofline_figure(docs, machine, ops)
+    fig.savefig(args.out, dpi=150)
+    con.print(f"wrote {args.out} ({len(points(docs, ops))} points)")
+    return 0

@@ -1,0 +1,122 @@
+"""The roofline chart: which rows become points and where, which peaks become ceilings,
+the figure's contents, and the `plot` subcommand's output and refusals."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pydeepbench import cli, plot
+
+FIX = Path(__file__).parent / "fixtures"
+SYSTEM = json.loads((FIX / "results-micro.json").read_text())["system"]
+OTHER = FIX / "results-other-machine.json"
+
+
+def row(op="gemm", impl="native", dtype="float32", ai=10.0, tflops=0.2, status="ok"):
+    return {
+        "op": op,
+        "impl": impl,
+        "device": "cpu",
+        "dtype": dtype,
+        "status": status,
+        "arithmetic_intensity": ai,
+        "tflops": tflops,
+    }
+
+
+def doc(rows, flops=4e11, bw=2.5e10, gather=2.0e10):
+    return {
+        "schema": "pydeepbench.results/3",
+        "system": SYSTEM,
+        "peaks": {
+            "device": "cpu",
+            "flops": {"float32": flops},
+            "bandwidth": bw,
+            "gather_bandwidth": gather,
+        },
+        "results": rows,
+    }
+
+
+def test_points_are_ok_op_rows_with_flops_and_bytes():
+    rows = [
+        row(ai=100.0, tflops=0.3),
+        row(op="embedding_bags", impl="ootb", ai=0.25, tflops=0.004),
+        row(status="skipped"),
+        row(ai=None),  # an op without a bytes model has no intensity
+        {"kind": "model", "model": "dlrm", "status": "ok"},
+    ]
+    pts = plot.points([doc(rows)])
+    assert [(p["op"], p["impl"], p["intensity"], p["flop_s"]) for p in pts] == [
+        ("gemm", "native", 100.0, pytest.approx(3e11)),
+        ("embedding_bags", "ootb", 0.25, pytest.approx(4e9)),
+    ]
+    assert [p["op"] for p in plot.points([doc(rows)], ops={"embedding_bags"})] == ["embedding_bags"]
+
+
+def test_ceilings_take_the_highest_peak_of_each_kind_for_the_dtypes_plotted():
+    docs = [doc([row()], flops=3e11, bw=3e10, gather=1e10), doc([row()], flops=4e11, bw=2e10)]
+    docs[0]["peaks"]["flops"]["bfloat16"] = 9e11  # no bf16 point: not drawn
+    roofs = plot.ceilings(docs, plot.points(docs))
+    assert roofs == {
+        "flops": {("cpu", "float32"): 4e11},
+        "bandwidth": {"cpu": 3e10},
+        "gather": {"cpu": 2e10},
+    }
+    nopeaks = copy.deepcopy(docs[0])
+    nopeaks["peaks"] = None  # run with --no-roofline
+    assert plot.ceilings([nopeaks], plot.points([nopeaks])) == {
+        "flops": {},
+        "bandwidth": {},
+        "gather": {},
+    }
+
+
+def test_figure_places_every_point_under_its_ceilings():
+    rows = [row(ai=100.0, tflops=0.3), row(impl="ootb", ai=2.0, tflops=0.04)]
+    rows.append(row(dtype="bfloat16", ai=50.0, tflops=0.1))
+    fig = plot.roofline_figure([doc(rows)], "Test CPU")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    scattered = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
+    assert scattered == [(2.0, pytest.approx(4e10)), (50.0, 1e11), (100.0, pytest.approx(3e11))]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "float32 FMA peak (cpu) 400.0 GFLOP/s" in labels
+    assert "STREAM (cpu) 25.0 GB/s" in labels and "random-row gather (cpu) 20.0 GB/s" in labels
+    # Two dtypes among the points: the dtype is in each series' label.
+    assert {"gemm float32 [native]", "gemm float32 [ootb]", "gemm bfloat16 [native]"} <= set(labels)
+    peak = next(ln for ln in ax.lines if ln.get_label().startswith("float32 FMA"))
+    assert set(peak.get_ydata()) == {4e11}
+    stream = next(ln for ln in ax.lines if ln.get_label().startswith("STREAM"))
+    (x0, x1), (y0, y1) = stream.get_xdata(), stream.get_ydata()
+    assert y0 == pytest.approx(2.5e10 * x0)
+    assert x1 == pytest.approx(4e11 / 2.5e10) and y1 == pytest.approx(4e11)  # ends at the roof
+    assert x0 < 2.0 and ax.get_xlim()[1] > 100.0
+
+
+def test_plot_command_writes_png_and_svg(tmp_path):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc([row(), row(op="linear", ai=30.0)])))
+    png, svg = tmp_path / "roof.png", tmp_path / "roof.svg"
+    assert cli.main(["plot", str(f), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["plot", str(f), "--out", str(svg), "--op", "linear"]) == 0
+    assert b"<svg" in svg.read_bytes()[:500]
+    bare = doc([row()])
+    bare["peaks"] = None  # a run with --no-roofline: points only
+    f.write_text(json.dumps(bare))
+    assert cli.main(["plot", str(f), "--out", str(png)]) == 0
+
+
+def test_plot_command_refusals(tmp_path, capsys):
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc([row()])))
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "roof.jpg")]) == 2
+    assert "must end in .png, .svg or .pdf" in capsys.readouterr().out
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", "lstm"]) == 2
+    assert "no ok rows of op(s) lstm" in capsys.readouterr().out
+    assert cli.main(["plot", str(f), str(OTHER), "--out", str(tmp_path / "x.png")]) == 2
+    assert "refusing to mix results from 2 different machines" in capsys.readouterr().out
+    assert not (tmp_path / "x.png").exists()
