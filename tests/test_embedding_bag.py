@@ -252,6 +252,8 @@ def test_random_ragged_bags(lengths, dim, seed, mode):
         ([0, 1, 2], [0, 2, 1], {}, "non-decreasing"),
         ([0, 1], [0, 1], {"mode": "median"}, "mode must be one of"),
         ([0, 1], [0, 1], {"mode": "mean", "per_sample_weights": torch.ones(2)}, "mode='sum'"),
+        # weights elsewhere than the rows: the kernels would be handed a foreign pointer
+        ([0, 1], [0, 1], {"per_sample_weights": torch.ones(2, device="meta")}, "different dev"),
     ],
 )
 def test_bad_input(impl, idx, off, kw, match):

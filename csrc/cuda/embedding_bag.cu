@@ -218,7 +218,8 @@ void embedding_bag(const EmbeddingBagArgs& a, void* stream_ptr) {
   PDB_CHECK(a.per_sample_weights == nullptr || a.psw_dtype == DType::f32 ||
                 a.psw_dtype == a.weight_dtype,
             "embedding_bag: per_sample_weights must be float32 or the weight's dtype");
-  PDB_CHECK(a.D >= 0 && a.D < INT_MAX, "embedding_bag: D must be < 2^31");
+  // The column loop steps an int by up to a warp of 16-byte vectors past D.
+  PDB_CHECK(a.D >= 0 && a.D <= INT_MAX - 1024, "embedding_bag: D must be at most 2^31 - 1025");
   PDB_CHECK(!a.include_last_offset || a.n_offsets >= 1,
             "embedding_bag: include_last_offset needs at least one offset");
   const int64_t bags = a.include_last_offset ? a.n_offsets - 1 : a.n_offsets;

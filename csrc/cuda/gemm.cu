@@ -544,7 +544,11 @@ void gemm(const GemmArgs& g, DType dtype, bool allow_tf32, void* stream_ptr) {
   PDB_CHECK(dtype == DType::f32 || dtype == DType::bf16 || dtype == DType::f16,
             "gemm: unsupported dtype ", dtype_name(dtype));
   PDB_CHECK(g.M >= 0 && g.N >= 0 && g.K >= 0, "gemm: negative size");
-  PDB_CHECK(g.M < INT_MAX && g.N < INT_MAX && g.K < INT_MAX, "gemm: sizes must be < 2^31");
+  // The kernels count tiles in int ((K + kBK - 1) / kBK, (N + kBN - 1) / kBN): keep those
+  // sums below INT_MAX.
+  constexpr int64_t kMaxDim = INT_MAX - 1024;
+  PDB_CHECK(g.M <= kMaxDim && g.N <= kMaxDim && g.K <= kMaxDim,
+            "gemm: M, N and K must be at most 2^31 - 1025");
   PDB_CHECK((g.M + kBM - 1) / kBM <= 65535, "gemm: M too large for the grid (max ",
             int64_t{65535} * kBM, ")");
   if (g.M == 0 || g.N == 0) return;

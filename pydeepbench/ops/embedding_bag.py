@@ -293,7 +293,11 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
                 f"embedding_bags: per_sample_weights must be {weight.dtype} (the weight's "
                 f"dtype, as torch takes them) or float32, got {per_sample_weights.dtype}"
             )
-    devices = {t.device for t in (weight, table_offsets, indices, offsets)}
+    devices = {
+        t.device
+        for t in (weight, table_offsets, indices, offsets, per_sample_weights)
+        if t is not None
+    }
     if len(devices) != 1:
         raise ValueError(f"embedding_bags: tensors are on different devices: {devices}")
 
@@ -520,20 +524,24 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
         return out
     stream = torch.cuda.current_stream(weight.device).cuda_stream
     bounds = offsets[::B].tolist()  # start of each table's indices, and the end
-    for t in range(T):
-        lo, hi = bounds[t], bounds[t + 1]
-        local = offsets[t * B : (t + 1) * B + 1] - lo
-        psw = None if per_sample_weights is None else _native.arg(per_sample_weights[lo:hi])
-        _native.cuda().embedding_bag(
-            _native.arg(weight[to[t] : to[t + 1]]),
-            _native.arg(indices[lo:hi]),
-            _native.arg(local),
-            _native.arg(out[:, t * D : (t + 1) * D]),
-            MODE_CODES[mode],
-            psw,
-            True,
-            stream,
-        )
+    # The binding reads per_sample_weights with unit stride, as the CPU path's _fp32 does.
+    psw_all = None if per_sample_weights is None else per_sample_weights.contiguous()
+    # The extension launches on the runtime's current device: make it the tensors' one.
+    with torch.cuda.device(weight.device):
+        for t in range(T):
+            lo, hi = bounds[t], bounds[t + 1]
+            local = offsets[t * B : (t + 1) * B + 1] - lo
+            psw = None if psw_all is None else _native.arg(psw_all[lo:hi])
+            _native.cuda().embedding_bag(
+                _native.arg(weight[to[t] : to[t + 1]]),
+                _native.arg(indices[lo:hi]),
+                _native.arg(local),
+                _native.arg(out[:, t * D : (t + 1) * D]),
+                MODE_CODES[mode],
+                psw,
+                True,
+                stream,
+            )
     return out
 
 

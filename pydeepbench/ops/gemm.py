@@ -147,15 +147,18 @@ def cuda_gemm(
     # The CUDA kernels read operands with unit stride along one dimension.
     a, b = (t if 1 in t.stride() else t.contiguous() for t in (a, b))
     stream = torch.cuda.current_stream(a.device).cuda_stream
-    _native.cuda().gemm(
-        _native.arg(a),
-        _native.arg(b),
-        _native.arg(out),
-        bias_arg,
-        relu,
-        stream,
-        torch.backends.cuda.matmul.allow_tf32,
-    )
+    # The extension launches on (and checks the capability of) the runtime's current
+    # device: make it the tensors' one.
+    with torch.cuda.device(a.device):
+        _native.cuda().gemm(
+            _native.arg(a),
+            _native.arg(b),
+            _native.arg(out),
+            bias_arg,
+            relu,
+            stream,
+            torch.backends.cuda.matmul.allow_tf32,
+        )
     return out
 
 
