@@ -2,12 +2,14 @@
 
 Every ok op row is a point at its arithmetic intensity (FLOPs / bytes, both from the op's
 own formulas) and its achieved FLOP/s (FLOPs / median time), coloured by impl, one marker
-per op. The ceilings are the files' measured peaks (`peaks` in each file, the machine's
-probes at the time of the run): the FMA peak of each dtype the points use, the STREAM
-bandwidth times the intensity, and for CPU files the random-row gather rate (dashed), the
-roof the embedding rows meet. Where files of one machine carry different peaks (runs at
-different hours), the highest of each is drawn. Files from different machines are
-refused, as in `report`. The format follows the file name's extension (png, svg, pdf).
+per op (and dtype, where the points have several). The ceilings are the roofs the rows
+were placed against: the FMA peak of each dtype (bf16 on a CPU without a bf16 dot
+product meets the fp32 one; dtypes sharing a roof share its line), the STREAM bandwidth
+times the intensity, and where the files measured it the random-row gather rate
+(dashed), the roof the embedding rows meet. Where rows of one machine carry different
+roofs (runs at different hours), the highest of each is drawn. Files from different
+machines are refused, as in `report`. The format follows the file name's extension
+(png, svg, pdf).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ MARKERS = "os^Dv<>Pp*hX"
 
 
 def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
-    """The ok op rows to plot (op, impl, dtype, device, intensity, flop_s), in file order."""
+    """The ok op rows to plot, in file order: op, impl, dtype, device, intensity, flop_s,
+    and the roofs the row was placed against (peak_flops, peak_bw; None if not measured)."""
     out = []
     for doc in docs:
         for r in doc["results"]:
@@ -39,32 +42,33 @@ def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
                     "device": r["device"],
                     "intensity": ai,
                     "flop_s": tf * 1e12,
+                    "peak_flops": r.get("peak_flops"),
+                    "peak_bw": r.get("peak_bw"),
                 }
             )
     return out
 
 
 def ceilings(docs: list[dict], pts: list[dict]) -> dict:
-    """The highest measured peaks per device: {"flops": {(device, dtype): FLOP/s},
-    "bandwidth": {device: B/s}, "gather": {device: B/s}}, for the devices and dtypes
-    the points use."""
-    want = {(p["device"], p["dtype"]) for p in pts}
+    """The highest roofs of the points' devices: {"flops": {(device, dtype): FLOP/s},
+    "bandwidth": {device: B/s}, "gather": {device: B/s}}. FMA and STREAM roofs are the
+    ones the rows were placed against (so bf16 on a CPU without a bf16 dot product gets
+    the fp32 roof, and perf_bars rows the rates it measured around their bar); the
+    gather rate, which rows carry only as a percentage, is the files' `peaks`."""
     out: dict = {"flops": {}, "bandwidth": {}, "gather": {}}
 
     def top(table: dict, key, value) -> None:
         if value:
             table[key] = max(table.get(key, 0.0), value)
 
+    for p in pts:
+        top(out["flops"], (p["device"], p["dtype"]), p["peak_flops"])
+        top(out["bandwidth"], p["device"], p["peak_bw"])
+    devices = {p["device"] for p in pts}
     for doc in docs:
         pk = doc.get("peaks") or {}
-        dev = pk.get("device")
-        if not any(d == dev for d, _ in want):
-            continue
-        for dtype, f in (pk.get("flops") or {}).items():
-            if (dev, dtype) in want:
-                top(out["flops"], (dev, dtype), f)
-        top(out["bandwidth"], dev, pk.get("bandwidth"))
-        top(out["gather"], dev, pk.get("gather_bandwidth"))
+        if pk.get("device") in devices:
+            top(out["gather"], pk["device"], pk.get("gather_bandwidth"))
     return out
 
 
@@ -92,14 +96,12 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     ax.set_yscale("log")
     # Ceilings are legend entries: STREAM and gather rates are often close enough that
     # labels on the lines would overlap.
+    same_roof: dict = {}  # dtypes placed against one roof share its line
     for (dev, dtype), f in sorted(roofs["flops"].items()):
-        ax.plot(
-            [lo, hi],
-            [f, f],
-            color="black",
-            lw=1.2,
-            label=f"{dtype} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s",
-        )
+        same_roof.setdefault((dev, f), []).append(dtype)
+    for (dev, f), dtypes in sorted(same_roof.items()):
+        label = f"{'/'.join(dtypes)} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s"
+        ax.plot([lo, hi], [f, f], color="black", lw=1.2, label=label)
     top = max(roofs["flops"].values(), default=max(p["flop_s"] for p in pts) * 2)
     for key, style, name in (("bandwidth", "-", "STREAM"), ("gather", "--", "random-row gather")):
         for dev, bw in sorted(roofs[key].items()):

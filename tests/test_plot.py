@@ -1,7 +1,6 @@
 """The roofline chart: which rows become points and where, which peaks become ceilings,
 the figure's contents, and the `plot` subcommand's output and refusals."""
 
-import copy
 import json
 from pathlib import Path
 
@@ -14,8 +13,8 @@ SYSTEM = json.loads((FIX / "results-micro.json").read_text())["system"]
 OTHER = FIX / "results-other-machine.json"
 
 
-def row(op="gemm", impl="native", dtype="float32", ai=10.0, tflops=0.2, status="ok"):
-    return {
+def row(op="gemm", impl="native", dtype="float32", ai=10.0, tflops=0.2, status="ok", **kw):
+    r = {
         "op": op,
         "impl": impl,
         "device": "cpu",
@@ -23,7 +22,10 @@ def row(op="gemm", impl="native", dtype="float32", ai=10.0, tflops=0.2, status="
         "status": status,
         "arithmetic_intensity": ai,
         "tflops": tflops,
+        "peak_flops": 4e11,  # the roofs the runner placed the row against
+        "peak_bw": 2.5e10,
     }
+    return {**r, **kw}
 
 
 def doc(rows, flops=4e11, bw=2.5e10, gather=2.0e10):
@@ -56,18 +58,20 @@ def test_points_are_ok_op_rows_with_flops_and_bytes():
     assert [p["op"] for p in plot.points([doc(rows)], ops={"embedding_bags"})] == ["embedding_bags"]
 
 
-def test_ceilings_take_the_highest_peak_of_each_kind_for_the_dtypes_plotted():
-    docs = [doc([row()], flops=3e11, bw=3e10, gather=1e10), doc([row()], flops=4e11, bw=2e10)]
-    docs[0]["peaks"]["flops"]["bfloat16"] = 9e11  # no bf16 point: not drawn
+def test_ceilings_are_the_highest_roofs_the_rows_were_placed_against():
+    docs = [
+        doc([row(peak_flops=3e11, peak_bw=3e10)], gather=1e10),
+        doc([row(), row(dtype="bfloat16")], gather=2e10),  # bf16 placed against fp32's roof
+    ]
     roofs = plot.ceilings(docs, plot.points(docs))
     assert roofs == {
-        "flops": {("cpu", "float32"): 4e11},
+        "flops": {("cpu", "float32"): 4e11, ("cpu", "bfloat16"): 4e11},
         "bandwidth": {"cpu": 3e10},
         "gather": {"cpu": 2e10},
     }
-    nopeaks = copy.deepcopy(docs[0])
-    nopeaks["peaks"] = None  # run with --no-roofline
-    assert plot.ceilings([nopeaks], plot.points([nopeaks])) == {
+    bare = doc([row(peak_flops=None, peak_bw=None)])
+    bare["peaks"] = None  # a run with --no-roofline
+    assert plot.ceilings([bare], plot.points([bare])) == {
         "flops": {},
         "bandwidth": {},
         "gather": {},
@@ -77,22 +81,30 @@ def test_ceilings_take_the_highest_peak_of_each_kind_for_the_dtypes_plotted():
 def test_figure_places_every_point_under_its_ceilings():
     rows = [row(ai=100.0, tflops=0.3), row(impl="ootb", ai=2.0, tflops=0.04)]
     rows.append(row(dtype="bfloat16", ai=50.0, tflops=0.1))
+    rows.append(row(dtype="float16", ai=60.0, tflops=0.1, peak_flops=8e11))
     fig = plot.roofline_figure([doc(rows)], "Test CPU")
     ax = fig.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
     scattered = sorted(tuple(xy) for c in ax.collections for xy in c.get_offsets())
-    assert scattered == [(2.0, pytest.approx(4e10)), (50.0, 1e11), (100.0, pytest.approx(3e11))]
+    assert scattered == [
+        (2.0, pytest.approx(4e10)),
+        (50.0, 1e11),
+        (60.0, 1e11),
+        (100.0, pytest.approx(3e11)),
+    ]
     labels = ax.get_legend_handles_labels()[1]
-    assert "float32 FMA peak (cpu) 400.0 GFLOP/s" in labels
+    # bf16 and fp32 rows met one roof: one line for both; fp16's own roof its own line.
+    assert "bfloat16/float32 FMA peak (cpu) 400.0 GFLOP/s" in labels
+    assert "float16 FMA peak (cpu) 800.0 GFLOP/s" in labels
     assert "STREAM (cpu) 25.0 GB/s" in labels and "random-row gather (cpu) 20.0 GB/s" in labels
     # Two dtypes among the points: the dtype is in each series' label.
     assert {"gemm float32 [native]", "gemm float32 [ootb]", "gemm bfloat16 [native]"} <= set(labels)
-    peak = next(ln for ln in ax.lines if ln.get_label().startswith("float32 FMA"))
+    peak = next(ln for ln in ax.lines if ln.get_label().startswith("bfloat16/float32 FMA"))
     assert set(peak.get_ydata()) == {4e11}
     stream = next(ln for ln in ax.lines if ln.get_label().startswith("STREAM"))
     (x0, x1), (y0, y1) = stream.get_xdata(), stream.get_ydata()
     assert y0 == pytest.approx(2.5e10 * x0)
-    assert x1 == pytest.approx(4e11 / 2.5e10) and y1 == pytest.approx(4e11)  # ends at the roof
+    assert x1 == pytest.approx(8e11 / 2.5e10) and y1 == pytest.approx(8e11)  # the top roof
     assert x0 < 2.0 and ax.get_xlim()[1] > 100.0
 
 
@@ -104,7 +116,7 @@ def test_plot_command_writes_png_and_svg(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["plot", str(f), "--out", str(svg), "--op", "linear"]) == 0
     assert b"<svg" in svg.read_bytes()[:500]
-    bare = doc([row()])
+    bare = doc([row(peak_flops=None, peak_bw=None)])
     bare["peaks"] = None  # a run with --no-roofline: points only
     f.write_text(json.dumps(bare))
     assert cli.main(["plot", str(f), "--out", str(png)]) == 0
