@@ -58,7 +58,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemm import interpreted
+from .gemm import interpreted, on_device
 
 __all__ = ["embedding_bag", "embedding_bags"]
 
@@ -72,7 +72,7 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 @triton.jit
 def _embedding_bag_kernel(
     weight_ptr, table_row_offsets_ptr, indices_ptr, offsets_ptr, psw_ptr, out_ptr,
-    B, n_offsets, n_indices, D,
+    B, n_offsets, n_indices, D, q8_param_off,
     stride_wr, stride_wd,
     stride_ob, stride_ot, stride_od,
     MODE: tl.constexpr,
@@ -99,7 +99,8 @@ def _embedding_bag_kernel(
         row_base = tl.load(table_row_offsets_ptr + table).to(tl.int64)
         weight_ptr += row_base * stride_wr
 
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    # int64: offs_d * stride_wd overflows int32 for a column-major view of a big table.
+    offs_d = pid_d.to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
 
     if MODE == "max":
@@ -118,7 +119,7 @@ def _embedding_bag_kernel(
         # has no bf16 arithmetic).
         rows = tl.load(w_ptrs, mask=mask, other=0.0).to(tl.float32)
         if Q8:
-            row_ptrs = weight_ptr + idx * stride_wr + D * stride_wd
+            row_ptrs = weight_ptr + idx * stride_wr + q8_param_off
             scale = _f32_from_bytes(row_ptrs, stride_wd, mask_i)
             bias = _f32_from_bytes(row_ptrs + 4 * stride_wd, stride_wd, mask_i)
             rows = tl.where(mask, rows * scale[:, None] + bias[:, None], 0.0)
@@ -138,7 +139,13 @@ def _embedding_bag_kernel(
     if MODE == "max":
         acc = tl.where(count > 0, acc, 0.0)
 
-    out_ptrs = out_ptr + sample * stride_ob + table * stride_ot + offs_d * stride_od
+    # int64: B * T * D reaches 2^31 for big batches of many tables (an 8 GiB output).
+    out_ptrs = (
+        out_ptr
+        + sample.to(tl.int64) * stride_ob
+        + table.to(tl.int64) * stride_ot
+        + offs_d * stride_od
+    )
     tl.store(out_ptrs, acc, mask=mask_d)
 
 
@@ -194,6 +201,17 @@ def _check_common(fn, weight, indices, offsets, mode, per_sample_weights):
         )
 
 
+def _tiles(D: int, q8: bool) -> tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_I, num_warps) for rows of D columns (tests/test_triton_build.py
+    compiles what this returns)."""
+    BLOCK_D = max(16, min(triton.next_power_of_2(D), 256))
+    # A tile of <= 4096 gathered values; 2048 for uint8 rows, whose byte-assembled scales
+    # and biases otherwise spill (ptxas, sm_80/sm_90, int32 indices: 255 registers and
+    # 64-184 B of stack a thread; none at 2048). Compiled without a GPU; untimed.
+    BLOCK_I = max(1, min(64, (2048 if q8 else 4096) // BLOCK_D))
+    return BLOCK_D, BLOCK_I, 4 if BLOCK_D >= 128 else 2
+
+
 def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mode, B, T):
     """Allocate the (B, T, D) fp32 output and run one program per (bag, column block)."""
     q8 = weight.dtype == torch.uint8
@@ -207,28 +225,29 @@ def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mod
     if per_sample_weights is not None:
         per_sample_weights = per_sample_weights.contiguous()
 
-    BLOCK_D = max(16, min(triton.next_power_of_2(D), 256))
-    BLOCK_I = max(1, min(64, 4096 // BLOCK_D))  # a tile of <= 4096 gathered values
-    num_warps = 4 if BLOCK_D >= 128 else 2
+    BLOCK_D, BLOCK_I, num_warps = _tiles(D, q8)
 
     grid = (T * B, triton.cdiv(D, BLOCK_D))
-    _embedding_bag_kernel[grid](
-        weight,
-        table_row_offsets if table_row_offsets is not None else offsets,  # unused if T == 1
-        indices, offsets,
-        per_sample_weights if per_sample_weights is not None else weight,  # unused if None
-        out,
-        B, offsets.shape[0], indices.shape[0], D,
-        weight.stride(0), weight.stride(1),
-        out.stride(0), out.stride(1), out.stride(2),
-        MODE=mode,
-        HAS_PSW=per_sample_weights is not None,
-        MULTI_TABLE=table_row_offsets is not None,
-        Q8=q8,
-        BLOCK_I=BLOCK_I,
-        BLOCK_D=BLOCK_D,
-        num_warps=num_warps,
-    )  # fmt: skip
+    with on_device(weight):
+        _embedding_bag_kernel[grid](
+            weight,
+            table_row_offsets if table_row_offsets is not None else offsets,  # unused if T == 1
+            indices, offsets,
+            per_sample_weights if per_sample_weights is not None else weight,  # unused if None
+            out,
+            # a uint8 row's scale and bias start D elements in: computed here, where the
+            # product cannot overflow (Triton passes it as int64 when it needs to)
+            B, offsets.shape[0], indices.shape[0], D, D * weight.stride(1),
+            weight.stride(0), weight.stride(1),
+            out.stride(0), out.stride(1), out.stride(2),
+            MODE=mode,
+            HAS_PSW=per_sample_weights is not None,
+            MULTI_TABLE=table_row_offsets is not None,
+            Q8=q8,
+            BLOCK_I=BLOCK_I,
+            BLOCK_D=BLOCK_D,
+            num_warps=num_warps,
+        )  # fmt: skip
     return out
 
 

@@ -55,6 +55,7 @@ Both operands are addressed through their strides, so transposed views
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -70,6 +71,12 @@ _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 def interpreted() -> bool:
     """True when Triton runs kernels with its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def on_device(t: torch.Tensor):
+    """Context for a launch: Triton launches on the current CUDA device (and its stream),
+    so make it `t`'s (a no-op for the interpreter's CPU tensors)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def _autotune_configs() -> list[triton.Config]:
@@ -101,7 +108,52 @@ def _autotune_configs() -> list[triton.Config]:
     ]
 
 
-@triton.autotune(configs=_autotune_configs(), key=["M", "N", "K"])
+def _aligned(named_args) -> bool:
+    """Whether Triton specializes this launch with 16-divisibility on every size, stride
+    and pointer (a stride of 1 is specialized as the constant), which vectorized loads and
+    the pipelined asynchronous copies need."""
+    ints = ("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn", "stride_cm")
+    ints += ("stride_cn",)
+    ptrs = ("a_ptr", "b_ptr", "c_ptr")
+    return all(named_args[k] == 1 or named_args[k] % 16 == 0 for k in ints) and all(
+        named_args[p].data_ptr() % 16 == 0 for p in ptrs
+    )
+
+
+def _prune(configs, named_args, **kwargs):
+    """The configs a GPU build runs without spilling, from ptxas' resource report
+    (triton.compile to cubin for sm_80 and sm_90 without a GPU; tests/test_triton_build.py
+    checks it). Untimed.
+    - Unaligned launches (a size, stride or pointer not a multiple of 16, e.g. K = 13)
+      compile without vector loads or pipelining, and every tile past 64x64 spills
+      (bf16 128x256x64: 1 KB of stack a thread on sm_90): 64x64x32 only.
+    - fp32 tiles take twice the bytes of bf16 ones: the BLOCK_K = 64 configs need 192-288
+      KiB of shared memory, past both parts' limits (163 and 227 KiB); on CUDA cores
+      (ieee, no tensor cores) 128-row tiles spill on sm_80 (8-528 B of stack a thread) and
+      the big ones on sm_90 too (128x256x64: 17.5 KB): at most 64 rows there. Launching
+      such a config is not an error the autotuner skips."""
+    if not _aligned(named_args):
+        keep = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) == (64, 64)]
+        return keep or configs[-1:]
+    if named_args["a_ptr"].dtype != torch.float32:
+        return configs
+    ieee = kwargs.get("INPUT_PRECISION") == "ieee"
+
+    def fits(c):
+        bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
+        smem = c.num_stages * (bm + bn) * bk * 4
+        return smem <= 160 * 1024 and (not ieee or (bm <= 64 and bn >= 64))
+
+    return [c for c in configs if fits(c)] or configs[-1:]
+
+
+# The key holds what changes the best config besides M, N, K and the dtypes (which
+# Triton adds): the precision, the epilogue, and the layout (which strides are 1).
+@triton.autotune(
+    configs=_autotune_configs(),
+    key=["M", "N", "K", "stride_ak", "stride_bn", "INPUT_PRECISION", "HAS_BIAS", "ACTIVATION"],
+    prune_configs_by={"early_config_prune": _prune},
+)
 @triton.jit
 def _gemm_kernel(
     a_ptr, b_ptr, bias_ptr, c_ptr,
@@ -158,7 +210,8 @@ def _gemm_kernel(
         bias = tl.load(bias_ptr + offs_n * stride_bias, mask=mask_n, other=0.0)
         acc += bias.to(tl.float32)[None, :]
     if ACTIVATION == "relu":
-        acc = tl.maximum(acc, 0.0)
+        # Not tl.maximum: it lowers to maxnum, which turns NaN into 0; torch.relu keeps it.
+        acc = tl.where(acc < 0.0, 0.0, acc)
     c = acc.to(c_ptr.dtype.element_ty)
 
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
@@ -243,16 +296,17 @@ def gemm(
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-    _gemm_kernel[grid](
-        a, b, bias if bias is not None else c, c,
-        M, N, K,
-        a.stride(0), a.stride(1),
-        b.stride(0), b.stride(1),
-        bias.stride(0) if bias is not None else 0,
-        c.stride(0), c.stride(1),
-        HAS_BIAS=bias is not None,
-        ACTIVATION=activation or "none",
-        INPUT_PRECISION=precision,
-        UPCAST_OPERANDS=upcast,
-    )  # fmt: skip
+    with on_device(a):
+        _gemm_kernel[grid](
+            a, b, bias if bias is not None else c, c,
+            M, N, K,
+            a.stride(0), a.stride(1),
+            b.stride(0), b.stride(1),
+            bias.stride(0) if bias is not None else 0,
+            c.stride(0), c.stride(1),
+            HAS_BIAS=bias is not None,
+            ACTIVATION=activation or "none",
+            INPUT_PRECISION=precision,
+            UPCAST_OPERANDS=upcast,
+        )  # fmt: skip
     return c

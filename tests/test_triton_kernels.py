@@ -157,6 +157,50 @@ def test_gemm_rejects_bad_input(monkeypatch):
         gemm(a.cpu(), b.cpu())
 
 
+def test_gemm_relu_keeps_nan_like_torch():
+    a = torch.tensor([[float("nan"), -1.0], [2.0, -3.0]], device=DEVICE)
+    eye = torch.eye(2, device=DEVICE)
+    out = gemm(a, eye, activation="relu")
+    assert out[0].isnan().all()  # NaN * 0 is NaN: the whole first row is NaN
+    torch.testing.assert_close(out, torch.relu(a @ eye), equal_nan=True)
+
+
+def test_gemm_autotune_key_and_pruning(monkeypatch):
+    # The best config also depends on the precision, the epilogue and the layout.
+    assert {"INPUT_PRECISION", "HAS_BIAS", "ACTIVATION", "stride_ak", "stride_bn"} <= set(
+        _gemm_mod._gemm_kernel.keys
+    )
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the GPU config list
+    configs = _gemm_mod._autotune_configs()
+    assert len(configs) == 10
+
+    class Operand:
+        def __init__(self, dtype, addr=4096):
+            self.dtype, self.addr = dtype, addr
+
+        def data_ptr(self):
+            return self.addr
+
+    def args(dtype, K=1024, addr=4096):
+        ptrs = {p: Operand(dtype, addr) for p in ("a_ptr", "b_ptr", "c_ptr")}
+        strides = dict(stride_am=K, stride_ak=1, stride_bk=512, stride_bn=1)
+        return dict(M=1024, N=512, K=K, stride_cm=512, stride_cn=1, **strides, **ptrs)
+
+    def tiles(kept):
+        return [tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) for c in kept]
+
+    prune = _gemm_mod._prune
+    assert prune(configs, args(torch.bfloat16), INPUT_PRECISION="ieee") == configs
+    # fp32 on CUDA cores: at most 64 rows, no 32-column tiles; tf32: shared memory only.
+    ieee = tiles(prune(configs, args(torch.float32), INPUT_PRECISION="ieee"))
+    assert ieee == [(64, 128, 32), (64, 64, 32), (32, 64, 32), (16, 64, 64)]
+    tf32 = tiles(prune(configs, args(torch.float32), INPUT_PRECISION="tf32"))
+    assert tf32 == [t for t in tiles(configs) if t[2] == 32 or t[0] == 16]
+    # An unaligned launch (K = 13, or a pointer off 16 bytes) keeps the 64x64 tile only.
+    for a in (args(torch.bfloat16, K=13), args(torch.bfloat16, addr=4100)):
+        assert tiles(prune(configs, a, INPUT_PRECISION="ieee")) == [(64, 64, 32)]
+
+
 # --------------------------------------------------------------------------------------
 # Embedding bags
 # --------------------------------------------------------------------------------------
