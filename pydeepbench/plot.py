@@ -6,16 +6,19 @@ per op (and dtype, where the points have several). The ceilings are the roofs th
 were placed against: the FMA peak of each dtype (bf16 on a CPU without a bf16 dot
 product meets the fp32 one; dtypes sharing a roof share its line), the STREAM bandwidth
 times the intensity, and where the files measured it the random-row gather rate
-(dashed), the roof the embedding rows meet. Where rows of one machine carry different
-roofs (runs at different hours), the highest of each is drawn. Files from different
+(dashed), the roof the embedding rows meet (the rate they were placed against). Where
+rows of one machine carry different roofs (runs at different hours), the highest of each
+is drawn. Files from different
 machines are refused, as in `report`. The format follows the file name's extension
 (png, svg, pdf).
 """
 
 from __future__ import annotations
 
+import math
 import os
 
+from pydeepbench import registry
 from pydeepbench.proxy import load_docs
 
 MARKERS = "os^Dv<>Pp*hX"
@@ -23,7 +26,8 @@ MARKERS = "os^Dv<>Pp*hX"
 
 def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
     """The ok op rows to plot, in file order: op, impl, dtype, device, intensity, flop_s,
-    and the roofs the row was placed against (peak_flops, peak_bw; None if not measured)."""
+    and the roofs the row was placed against (peak_flops, peak_bw, peak_gather; None if
+    not measured or, for peak_gather, the op reads no random rows)."""
     out = []
     for doc in docs:
         for r in doc["results"]:
@@ -32,8 +36,10 @@ def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
             if ops and r["op"] not in ops:
                 continue
             ai, tf = r.get("arithmetic_intensity"), r.get("tflops")
-            if not ai or not tf:  # no bytes model, or no FLOPs (nothing to place)
+            # no bytes model (intensity inf), or no FLOPs: nothing to place
+            if not ai or not tf or math.isinf(ai):
                 continue
+            pg = r.get("pct_peak_gather")
             out.append(
                 {
                     "op": r["op"],
@@ -44,6 +50,8 @@ def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
                     "flop_s": tf * 1e12,
                     "peak_flops": r.get("peak_flops"),
                     "peak_bw": r.get("peak_bw"),
+                    # the gather rate the row was placed against (rows keep only the %)
+                    "peak_gather": r["gbps"] * 1e9 * 100 / pg if pg else None,
                 }
             )
     return out
@@ -53,8 +61,8 @@ def ceilings(docs: list[dict], pts: list[dict]) -> dict:
     """The highest roofs of the points' devices: {"flops": {(device, dtype): FLOP/s},
     "bandwidth": {device: B/s}, "gather": {device: B/s}}. FMA and STREAM roofs are the
     ones the rows were placed against (so bf16 on a CPU without a bf16 dot product gets
-    the fp32 roof, and perf_bars rows the rates it measured around their bar); the
-    gather rate, which rows carry only as a percentage, is the files' `peaks`."""
+    the fp32 roof, and perf_bars rows the rates it measured around their bar); so is the
+    gather rate where rows were placed against it, else the files' `peaks`."""
     out: dict = {"flops": {}, "bandwidth": {}, "gather": {}}
 
     def top(table: dict, key, value) -> None:
@@ -64,7 +72,8 @@ def ceilings(docs: list[dict], pts: list[dict]) -> dict:
     for p in pts:
         top(out["flops"], (p["device"], p["dtype"]), p["peak_flops"])
         top(out["bandwidth"], p["device"], p["peak_bw"])
-    devices = {p["device"] for p in pts}
+        top(out["gather"], p["device"], p["peak_gather"])
+    devices = {p["device"] for p in pts} - set(out["gather"])
     for doc in docs:
         pk = doc.get("peaks") or {}
         if pk.get("device") in devices:
@@ -102,10 +111,12 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     for (dev, f), dtypes in sorted(same_roof.items()):
         label = f"{'/'.join(dtypes)} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s"
         ax.plot([lo, hi], [f, f], color="black", lw=1.2, label=label)
-    top = max(roofs["flops"].values(), default=max(p["flop_s"] for p in pts) * 2)
     for key, style, name in (("bandwidth", "-", "STREAM"), ("gather", "--", "random-row gather")):
         for dev, bw in sorted(roofs[key].items()):
-            x1 = min(hi, top / bw)  # the diagonal stops at the highest FMA roof
+            # the diagonal stops at the device's highest FMA roof
+            dev_top = [f for (d, _), f in roofs["flops"].items() if d == dev]
+            top = max(dev_top, default=max(p["flop_s"] for p in pts) * 2)
+            x1 = min(hi, top / bw)
             ax.plot(
                 [lo, x1],
                 [bw * lo, bw * x1],
@@ -148,7 +159,15 @@ def cli_plot(args, con) -> int:
     if ext not in ("png", "svg", "pdf"):
         raise ValueError(f"plot: --out must end in .png, .svg or .pdf, got {args.out!r}")
     machine, docs = load_docs(args.results)
-    ops = set(args.op.split(",")) if args.op else None
+    ops = None
+    if args.op:
+        ops = {o.strip() for o in args.op.split(",") if o.strip()}
+        unknown = ops - set(registry.ops())
+        if unknown:
+            raise ValueError(
+                f"plot: unknown op(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(registry.ops()))}"
+            )
     fig = roofline_figure(docs, machine, ops)
     fig.savefig(args.out, dpi=150)
     con.print(f"wrote {args.out} ({len(points(docs, ops))} points)")

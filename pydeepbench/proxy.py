@@ -55,7 +55,7 @@ def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
         detail = "; ".join(f"{mid}: {', '.join(files)}" for mid, files in ids.items())
         raise ValueError(
             f"refusing to mix results from {len(ids)} different machines ({detail}); "
-            "report one machine at a time"
+            "give one machine's files at a time"
         )
     return next(iter(ids)), docs
 

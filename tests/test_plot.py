@@ -48,6 +48,7 @@ def test_points_are_ok_op_rows_with_flops_and_bytes():
         row(op="embedding_bags", impl="ootb", ai=0.25, tflops=0.004),
         row(status="skipped"),
         row(ai=None),  # an op without a bytes model has no intensity
+        row(ai=float("inf")),  # a row of zero bytes (roofline.place)
         {"kind": "model", "model": "dlrm", "status": "ok"},
     ]
     pts = plot.points([doc(rows)])
@@ -56,6 +57,10 @@ def test_points_are_ok_op_rows_with_flops_and_bytes():
         ("embedding_bags", "ootb", 0.25, pytest.approx(4e9)),
     ]
     assert [p["op"] for p in plot.points([doc(rows)], ops={"embedding_bags"})] == ["embedding_bags"]
+    assert [p["peak_gather"] for p in pts] == [None, None]
+    # A gathering row keeps the rate it was placed against as a percentage: 8 GB/s at 40%.
+    (g,) = plot.points([doc([row(op="embedding_bags", gbps=8.0, pct_peak_gather=40.0)])])
+    assert g["peak_gather"] == pytest.approx(2e10)
 
 
 def test_ceilings_are_the_highest_roofs_the_rows_were_placed_against():
@@ -69,6 +74,10 @@ def test_ceilings_are_the_highest_roofs_the_rows_were_placed_against():
         "bandwidth": {"cpu": 3e10},
         "gather": {"cpu": 2e10},
     }
+    # perf_bars places gathering rows against the rate it measured around the bar, not
+    # the file's cached peaks: the rows' rate is the line.
+    bars = [doc([row(op="embedding_bags", gbps=3.0, pct_peak_gather=20.0)], gather=2e10)]
+    assert plot.ceilings(bars, plot.points(bars))["gather"] == {"cpu": pytest.approx(1.5e10)}
     bare = doc([row(peak_flops=None, peak_bw=None)])
     bare["peaks"] = None  # a run with --no-roofline
     assert plot.ceilings([bare], plot.points([bare])) == {
@@ -108,14 +117,27 @@ def test_figure_places_every_point_under_its_ceilings():
     assert x0 < 2.0 and ax.get_xlim()[1] > 100.0
 
 
-def test_plot_command_writes_png_and_svg(tmp_path):
+def test_each_device_s_bandwidth_stops_at_its_own_fma_roof():
+    rows = [row(), row(device="cuda", peak_flops=5e13, peak_bw=3e12, ai=200.0, tflops=20.0)]
+    ax = plot.roofline_figure([doc(rows)], "Test host").axes[0]
+    cpu = next(ln for ln in ax.lines if ln.get_label().startswith("STREAM (cpu)"))
+    gpu = next(ln for ln in ax.lines if ln.get_label().startswith("STREAM (cuda)"))
+    assert cpu.get_ydata()[1] == pytest.approx(4e11)
+    assert gpu.get_ydata()[1] == pytest.approx(5e13)
+
+
+def test_plot_command_writes_png_and_svg(tmp_path, capsys):
     f = tmp_path / "r.json"
     f.write_text(json.dumps(doc([row(), row(op="linear", ai=30.0)])))
     png, svg = tmp_path / "roof.png", tmp_path / "roof.svg"
     assert cli.main(["plot", str(f), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(2 points)" in capsys.readouterr().out
     assert cli.main(["plot", str(f), "--out", str(svg), "--op", "linear"]) == 0
     assert b"<svg" in svg.read_bytes()[:500]
+    assert "(1 points)" in capsys.readouterr().out  # the gemm row left out
+    assert cli.main(["plot", str(f), "--out", str(svg), "--op", " linear, gemm,"]) == 0
+    assert "(2 points)" in capsys.readouterr().out
     bare = doc([row(peak_flops=None, peak_bw=None)])
     bare["peaks"] = None  # a run with --no-roofline: points only
     f.write_text(json.dumps(bare))
@@ -127,8 +149,10 @@ def test_plot_command_refusals(tmp_path, capsys):
     f.write_text(json.dumps(doc([row()])))
     assert cli.main(["plot", str(f), "--out", str(tmp_path / "roof.jpg")]) == 2
     assert "must end in .png, .svg or .pdf" in capsys.readouterr().out
-    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", "lstm"]) == 2
-    assert "no ok rows of op(s) lstm" in capsys.readouterr().out
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", "linear"]) == 2
+    assert "no ok rows of op(s) linear" in capsys.readouterr().out
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", "gemm,lstm"]) == 2
+    assert "unknown op(s) lstm; known: " in capsys.readouterr().out
     assert cli.main(["plot", str(f), str(OTHER), "--out", str(tmp_path / "x.png")]) == 2
     assert "refusing to mix results from 2 different machines" in capsys.readouterr().out
     assert not (tmp_path / "x.png").exists()
