@@ -108,16 +108,12 @@ def _autotune_configs() -> list[triton.Config]:
     ]
 
 
-def _aligned(named_args) -> bool:
+def _aligned(ints, tensors) -> bool:
     """Whether Triton specializes this launch with 16-divisibility on every size, stride
     and pointer (a stride of 1 is specialized as the constant), which vectorized loads and
-    the pipelined asynchronous copies need."""
-    ints = ("M", "N", "K", "stride_am", "stride_ak", "stride_bk", "stride_bn", "stride_cm")
-    ints += ("stride_cn",)
-    ptrs = ("a_ptr", "b_ptr", "c_ptr")
-    return all(named_args[k] == 1 or named_args[k] % 16 == 0 for k in ints) and all(
-        named_args[p].data_ptr() % 16 == 0 for p in ptrs
-    )
+    the pipelined asynchronous copies need. Passed as ALIGNED, in the autotune key: the
+    configs _prune keeps differ, so launches of the same M, N, K must not share a choice."""
+    return all(i == 1 or i % 16 == 0 for i in ints) and all(t.data_ptr() % 16 == 0 for t in tensors)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -132,7 +128,7 @@ def _prune(configs, named_args, **kwargs):
       (ieee, no tensor cores) 128-row tiles spill on sm_80 (8-528 B of stack a thread) and
       the big ones on sm_90 too (128x256x64: 17.5 KB): at most 64 rows there. Launching
       such a config is not an error the autotuner skips."""
-    if not _aligned(named_args):
+    if not kwargs["ALIGNED"]:
         keep = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) == (64, 64)]
         return keep or configs[-1:]
     if named_args["a_ptr"].dtype != torch.float32:
@@ -142,16 +138,18 @@ def _prune(configs, named_args, **kwargs):
     def fits(c):
         bm, bn, bk = (c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
         smem = c.num_stages * (bm + bn) * bk * 4
-        return smem <= 160 * 1024 and (not ieee or (bm <= 64 and bn >= 64))
+        return smem <= 160 * 1024 and (not ieee or bm <= 64)
 
     return [c for c in configs if fits(c)] or configs[-1:]
 
 
 # The key holds what changes the best config besides M, N, K and the dtypes (which
-# Triton adds): the precision, the epilogue, and the layout (which strides are 1).
+# Triton adds): the precision, the epilogue, the layout (which strides are 1) and the
+# alignment (which configs _prune keeps).
 @triton.autotune(
     configs=_autotune_configs(),
-    key=["M", "N", "K", "stride_ak", "stride_bn", "INPUT_PRECISION", "HAS_BIAS", "ACTIVATION"],
+    key=["M", "N", "K", "stride_ak", "stride_bn", "INPUT_PRECISION", "HAS_BIAS", "ACTIVATION"]
+    + ["ALIGNED"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -166,6 +164,7 @@ def _gemm_kernel(
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     UPCAST_OPERANDS: tl.constexpr,
+    ALIGNED: tl.constexpr,  # only the autotuner's: the key and _prune
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -296,6 +295,7 @@ def gemm(
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
+    aligned = _aligned((M, N, K, *a.stride(), *b.stride(), *c.stride()), (a, b, c))
     with on_device(a):
         _gemm_kernel[grid](
             a, b, bias if bias is not None else c, c,
@@ -308,5 +308,6 @@ def gemm(
             ACTIVATION=activation or "none",
             INPUT_PRECISION=precision,
             UPCAST_OPERANDS=upcast,
+            ALIGNED=aligned,
         )  # fmt: skip
     return c

@@ -181,6 +181,17 @@ def test_gemm_large_and_k_tail(name):
 @pytest.mark.gpu
 @requires_gpu
 @pytest.mark.parametrize("name", list(GEMM_DTYPES))
+def test_gemm_relu_keeps_nan(name):
+    dtype, tf32 = GEMM_DTYPES[name]
+    a = torch.tensor([[float("nan"), -1.0], [2.0, -3.0]], device="cuda").to(dtype)
+    out = run_gemm(a, torch.eye(2, device="cuda", dtype=dtype), None, True, tf32)
+    assert out[0].isnan().all()  # NaN * 0 is NaN: the whole first row, as torch.relu
+    assert out[1].tolist() == [2.0, 0.0]
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("name", list(GEMM_DTYPES))
 def test_gemm_empty(name):
     dtype, tf32 = GEMM_DTYPES[name]
     bias = torch.randn(5, device="cuda")

@@ -62,20 +62,9 @@ def _compile_all() -> list[dict]:
             ASTSource(fn, sig, consts, attrs), target=GPUTarget("cuda", cc, 32), options=opts
         )
         res = _resources(k.asm["cubin"], cuobjdump)
-        records.append({"tag": tag, "cc": cc, "shared": k.metadata.shared, **res})
-
-    class Operand:  # what _prune reads of a tensor argument
-        def __init__(self, dtype, addr):
-            self.dtype, self.addr = dtype, addr
-
-        def data_ptr(self):
-            return self.addr
-
-    def launch_args(dtype, aligned):
-        dims = dict(M=1024, N=1024, K=1024) if aligned else dict(M=1024, N=512, K=13)
-        strides = dict(stride_am=dims["K"], stride_ak=1, stride_bk=dims["N"], stride_bn=1)
-        strides.update(stride_cm=dims["N"], stride_cn=1)
-        return {**dims, **strides, **{p: Operand(dtype, 4096) for p in ("a_ptr", "b_ptr", "c_ptr")}}
+        # fp32 max instructions without .NaN: maxnum, which turns NaN into the other operand
+        fmax = len(re.findall(r"\bmax(?:\.ftz)?\.f32\b", k.asm["ptx"]))
+        records.append({"tag": tag, "cc": cc, "shared": k.metadata.shared, "fmax": fmax, **res})
 
     configs = G._autotune_configs()
     for cc in ARCHS:
@@ -85,7 +74,8 @@ def _compile_all() -> list[dict]:
             ("bf16", "bf16", "ieee", torch.bfloat16),
         ):
             for aligned in (True, False):
-                kept = G._prune(configs, launch_args(dtype, aligned), INPUT_PRECISION=prec)
+                ptrs = {p: torch.empty(1, dtype=dtype) for p in ("a_ptr", "b_ptr", "c_ptr")}
+                kept = G._prune(configs, ptrs, INPUT_PRECISION=prec, ALIGNED=aligned)
                 for c in kept:
                     sig = {p: f"*{ty}" for p in ("a_ptr", "b_ptr", "bias_ptr", "c_ptr")}
                     sig.update({p: "i32" for p in ("M", "N", "K", "stride_am", "stride_bk")})
@@ -93,7 +83,7 @@ def _compile_all() -> list[dict]:
                     consts = dict(
                         stride_ak=1, stride_bn=1, stride_bias=1, stride_cn=1, HAS_BIAS=True,
                         ACTIVATION="relu", INPUT_PRECISION=prec, UPCAST_OPERANDS=False,
-                        **c.kwargs,
+                        ALIGNED=aligned, **c.kwargs,
                     )  # fmt: skip
                     m, n, kk = (c.kwargs[x] for x in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
                     opts = dict(num_warps=c.num_warps, num_stages=c.num_stages)
@@ -159,7 +149,15 @@ def test_every_variant_compiled(records):
         for name in ("fp32", "tf32", "bf16"):  # the one config unaligned launches keep
             assert f"gemm {name} 64x64x32 unaligned" in mine
         assert sum(t.startswith("gemm fp32") and t.endswith(" aligned") for t in mine) == 4
+        assert sum(t.startswith("gemm tf32") and t.endswith(" aligned") for t in mine) == 7
         assert len([r for r in records if r["cc"] == cc and r["tag"].startswith("emb")]) == 20
+
+
+def test_gemm_relu_keeps_nan(records):
+    # Every GEMM variant is compiled with the ReLU epilogue. The interpreter's maximum is
+    # numpy's (NaN kept), so only the GPU code shows a maxnum ReLU.
+    gemms = [r for r in records if r["tag"].startswith("gemm")]
+    assert gemms and not [r["tag"] for r in gemms if r["fmax"]]
 
 
 def test_no_spills_and_shared_memory_within_limits(records):

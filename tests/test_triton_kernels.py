@@ -158,6 +158,8 @@ def test_gemm_rejects_bad_input(monkeypatch):
 
 
 def test_gemm_relu_keeps_nan_like_torch():
+    # The interpreter keeps NaN even through tl.maximum; test_triton_build checks the GPU
+    # code has no maxnum.
     a = torch.tensor([[float("nan"), -1.0], [2.0, -3.0]], device=DEVICE)
     eye = torch.eye(2, device=DEVICE)
     out = gemm(a, eye, activation="relu")
@@ -166,39 +168,36 @@ def test_gemm_relu_keeps_nan_like_torch():
 
 
 def test_gemm_autotune_key_and_pruning(monkeypatch):
-    # The best config also depends on the precision, the epilogue and the layout.
-    assert {"INPUT_PRECISION", "HAS_BIAS", "ACTIVATION", "stride_ak", "stride_bn"} <= set(
-        _gemm_mod._gemm_kernel.keys
-    )
+    # The best config also depends on the precision, the epilogue, the layout and the
+    # alignment (which decides the configs kept).
+    keys = {"INPUT_PRECISION", "HAS_BIAS", "ACTIVATION", "stride_ak", "stride_bn", "ALIGNED"}
+    assert keys <= set(_gemm_mod._gemm_kernel.keys)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the GPU config list
     configs = _gemm_mod._autotune_configs()
     assert len(configs) == 10
 
-    class Operand:
-        def __init__(self, dtype, addr=4096):
-            self.dtype, self.addr = dtype, addr
-
-        def data_ptr(self):
-            return self.addr
-
-    def args(dtype, K=1024, addr=4096):
-        ptrs = {p: Operand(dtype, addr) for p in ("a_ptr", "b_ptr", "c_ptr")}
-        strides = dict(stride_am=K, stride_ak=1, stride_bk=512, stride_bn=1)
-        return dict(M=1024, N=512, K=K, stride_cm=512, stride_cn=1, **strides, **ptrs)
-
     def tiles(kept):
         return [tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) for c in kept]
 
-    prune = _gemm_mod._prune
-    assert prune(configs, args(torch.bfloat16), INPUT_PRECISION="ieee") == configs
-    # fp32 on CUDA cores: at most 64 rows, no 32-column tiles; tf32: shared memory only.
-    ieee = tiles(prune(configs, args(torch.float32), INPUT_PRECISION="ieee"))
-    assert ieee == [(64, 128, 32), (64, 64, 32), (32, 64, 32), (16, 64, 64)]
-    tf32 = tiles(prune(configs, args(torch.float32), INPUT_PRECISION="tf32"))
-    assert tf32 == [t for t in tiles(configs) if t[2] == 32 or t[0] == 16]
-    # An unaligned launch (K = 13, or a pointer off 16 bytes) keeps the 64x64 tile only.
-    for a in (args(torch.bfloat16, K=13), args(torch.bfloat16, addr=4100)):
-        assert tiles(prune(configs, a, INPUT_PRECISION="ieee")) == [(64, 64, 32)]
+    def prune(dtype, prec="ieee", aligned=True):
+        args = {p: torch.empty(1, dtype=dtype) for p in ("a_ptr", "b_ptr", "c_ptr")}
+        return tiles(_gemm_mod._prune(configs, args, INPUT_PRECISION=prec, ALIGNED=aligned))
+
+    assert prune(torch.bfloat16) == tiles(configs)
+    # fp32 on CUDA cores: at most 64 rows; tf32: shared memory only.
+    assert prune(torch.float32) == [(64, 128, 32), (64, 64, 32), (32, 64, 32), (16, 64, 64)]
+    tf32 = prune(torch.float32, "tf32")
+    assert tf32 == [t for t in tiles(configs) if t[2] == 32 or t[0] == 16] and len(tf32) == 7
+    # An unaligned launch keeps the 64x64 tile only.
+    assert prune(torch.bfloat16, aligned=False) == [(64, 64, 32)]
+
+
+def test_gemm_alignment_is_sizes_strides_and_pointers():
+    a = torch.empty(64, 32)
+    assert _gemm_mod._aligned((64, 32, 1, 32), (a,))
+    assert not _gemm_mod._aligned((64, 13, 1), (a,))  # K = 13
+    assert not _gemm_mod._aligned((64, 32, 33, 1), (a,))  # a row stride of 33
+    assert not _gemm_mod._aligned((64, 32), (a.view(-1)[1:],))  # 4 bytes off
 
 
 # --------------------------------------------------------------------------------------

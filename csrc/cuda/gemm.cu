@@ -184,6 +184,9 @@ __device__ __forceinline__ void load_tile(typename TcTraits<kind>::T* s,
   }
 }
 
+// Not fmaxf, which returns 0 for a NaN: torch.relu (and the CPU kernels) keep it.
+__device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
+
 template <Kind kind>
 __device__ __forceinline__ void store_out(typename TcTraits<kind>::T* p, float v) {
   if constexpr (kind == Kind::bf16) *p = __bfloat16_as_ushort(__float2bfloat16_rn(v));
@@ -346,8 +349,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_tc_kernel(const Params p) {
         if (row >= p.M || col >= p.N) continue;
         float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
         if (p.relu) {
-          v0 = fmaxf(v0, 0.f);
-          v1 = fmaxf(v1, 0.f);
+          v0 = relu(v0);
+          v1 = relu(v1);
         }
         T* out = C + static_cast<int64_t>(row) * p.ldc + col;
         if (col + 1 < p.N) {
@@ -479,7 +482,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_f32_simt_kernel(const Params
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         v[q] = acc[i][4 * jh + q] + bias[q];
-        if (p.relu) v[q] = fmaxf(v[q], 0.f);
+        if (p.relu) v[q] = relu(v[q]);
       }
       float* out = C + static_cast<int64_t>(row) * p.ldc + col;
       if (p.pair_ok && col + 3 < p.N) {
