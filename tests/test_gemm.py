@@ -6,25 +6,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smoke_grid import SMOKE, mnk_id
 
 from pydeepbench import ops, registry
 from pydeepbench.check import compare
 
 SPEC = registry.get_op("gemm")
 CPU_IMPLS = [n for n, i in registry.impls("gemm").items() if i.why_not("cpu") is None]
-SIZES = (1, 2, 7, 31, 64, 127, 257)
-SMOKE = [  # (M, N, K): every size appears in each position at least once
-    (1, 1, 1),
-    (2, 7, 31),
-    (7, 31, 2),
-    (31, 2, 7),
-    (64, 127, 257),
-    (127, 257, 64),
-    (257, 64, 127),
-    (1, 257, 31),
-    (257, 1, 7),
-    (64, 64, 1),
-]
 
 
 def shape(M, N, K, a_t=False, b_t=False):
@@ -63,7 +51,7 @@ def test_inputs_are_seeded_and_laid_out_as_asked():
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT"])
-@pytest.mark.parametrize("mnk", SMOKE, ids=lambda t: "x".join(map(str, t)))
+@pytest.mark.parametrize("mnk", SMOKE, ids=mnk_id)
 def test_smoke_grid(impl, dtype, layout, mnk):
     r = run_checked(impl, shape(*mnk, a_t=layout[0] == "T", b_t=layout[1] == "T"), dtype)
     assert r.ok, r.message

@@ -5,23 +5,13 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from smoke_grid import SMOKE, mnk_id
 
 from pydeepbench import ops, registry
 from pydeepbench.check import compare
 
 SPEC = registry.get_op("linear")
 CPU_IMPLS = [n for n, i in registry.impls("linear").items() if i.why_not("cpu") is None]
-SMOKE = [
-    (1, 1, 1),
-    (2, 7, 31),
-    (7, 31, 2),
-    (31, 2, 7),
-    (64, 127, 257),
-    (127, 257, 64),
-    (257, 64, 127),
-    (1, 257, 31),
-    (257, 1, 7),
-]
 
 
 def shape(M, N, K, bias=True, relu=True):
@@ -47,7 +37,7 @@ def test_formulas():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "none"])
-@pytest.mark.parametrize("mnk", SMOKE, ids=lambda t: "x".join(map(str, t)))
+@pytest.mark.parametrize("mnk", SMOKE, ids=mnk_id)
 def test_smoke_grid(impl, dtype, bias, relu, mnk):
     r = checked(impl, shape(*mnk, bias=bias, relu=relu), dtype)
     assert r.ok, r.message
