@@ -8,9 +8,8 @@ product meets the fp32 one; dtypes sharing a roof share its line), the STREAM ba
 times the intensity, and where the files measured it the random-row gather rate
 (dashed), the roof the embedding rows meet (the rate they were placed against). Where
 rows of one machine carry different roofs (runs at different hours), the highest of each
-is drawn. Files from different
-machines are refused, as in `report`. The format follows the file name's extension
-(png, svg, pdf).
+is drawn. Files from different machines are refused, as in `report`. The format follows
+the file name's extension (png, svg, pdf).
 """
 
 from __future__ import annotations
@@ -111,12 +110,14 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     for (dev, f), dtypes in sorted(same_roof.items()):
         label = f"{'/'.join(dtypes)} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s"
         ax.plot([lo, hi], [f, f], color="black", lw=1.2, label=label)
+    # Each device's diagonals stop at its highest FMA roof (twice the top point without one).
+    tops: dict = {}
+    for (dev, _), f in roofs["flops"].items():
+        tops[dev] = max(tops.get(dev, 0.0), f)
+    no_roof = max(p["flop_s"] for p in pts) * 2
     for key, style, name in (("bandwidth", "-", "STREAM"), ("gather", "--", "random-row gather")):
         for dev, bw in sorted(roofs[key].items()):
-            # the diagonal stops at the device's highest FMA roof
-            dev_top = [f for (d, _), f in roofs["flops"].items() if d == dev]
-            top = max(dev_top, default=max(p["flop_s"] for p in pts) * 2)
-            x1 = min(hi, top / bw)
+            x1 = min(hi, tops.get(dev, no_roof) / bw)
             ax.plot(
                 [lo, x1],
                 [bw * lo, bw * x1],
