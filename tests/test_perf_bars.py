@@ -91,12 +91,35 @@ def test_flops_bars_place_rows_against_the_higher_fma_peak_measured_around_the_r
     (roofs,) = b["flops_roofs"]
     assert (roofs["flops_before"], roofs["flops_after"]) == (100e9, 200e9)
     assert roofs["flops_cached"] == doc["peaks"]["flops"]["float32"]
-    (r,) = doc["results"]
-    assert r["peak_flops"] == 200e9
-    assert r["pct_peak_flops"] == pytest.approx(100 * r["tflops"] * 1e12 / 200e9)
-    assert b["value"] == pytest.approx(r["pct_peak_flops"])
+    by = {r["impl"]: r for r in doc["results"]}
+    assert set(by) == {"ootb", "native"}  # torch.matmul timed beside the kernel
+    for r in by.values():
+        assert r["peak_flops"] == 200e9
+        assert r["pct_peak_flops"] == pytest.approx(100 * r["tflops"] * 1e12 / 200e9)
+    assert b["value"] == pytest.approx(by["native"]["pct_peak_flops"])
+    assert b["beside"] == {
+        "impl": "ootb",
+        "value": pytest.approx(by["ootb"]["pct_peak_flops"]),
+        "runs": [pytest.approx(by["ootb"]["pct_peak_flops"])],
+    }
     assert b["unstable"] == ["run 1: flops 100.0->200.0"]
     assert b["at_roofline"] is None  # a % bar
+
+
+def test_pct_bars_take_the_best_row_of_the_impl_asked_for():
+    pb = load()
+
+    def row(impl, v, status="ok"):
+        return {"impl": impl, "status": status, "pct_peak_bw": v}
+
+    rows = [row("native", 40.0), row("native", 55.0), row("functional", 30.0)]
+    rows += [row("functional", 90.0, "failed"), row("native", None)]
+    p = pb.Pct("pct_peak_bw", "native", beside="functional")
+    assert p(rows) == 55.0
+    assert p(rows, "functional") == 30.0  # failed rows never count
+    assert p([row("native", 1.0, "skipped")]) is None
+    emb_a = next(b for b in pb.BARS if b.name == "emb-A-bandwidth")
+    assert emb_a.measure.beside in emb_a.impls
 
 
 def test_remeasure_flops_replaces_only_that_dtype():
