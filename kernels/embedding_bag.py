@@ -105,6 +105,10 @@ def _embedding_bag_kernel(
 
     if MODE == "max":
         acc = tl.full((BLOCK_D,), float("-inf"), dtype=tl.float32)
+        # torch's max starts from the bag's first row and takes a later row only when it
+        # is strictly greater, so a NaN wins only as the first row: NaNs are left out of
+        # the reduction, and a column whose first row is NaN comes out NaN.
+        nan_first = tl.zeros((BLOCK_D,), dtype=tl.int32)
     else:
         acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
 
@@ -124,7 +128,10 @@ def _embedding_bag_kernel(
             bias = _f32_from_bytes(row_ptrs + 4 * stride_wd, stride_wd, mask_i)
             rows = tl.where(mask, rows * scale[:, None] + bias[:, None], 0.0)
         if MODE == "max":
-            rows = tl.where(mask, rows, float("-inf"))
+            is_nan = mask & (rows != rows)
+            first = (offs_i == start)[:, None]
+            nan_first = tl.maximum(nan_first, tl.max(tl.where(first & is_nan, 1, 0), axis=0))
+            rows = tl.where(mask & ~is_nan, rows, float("-inf"))
             acc = tl.maximum(acc, tl.max(rows, axis=0))
         else:
             if HAS_PSW:
@@ -137,6 +144,7 @@ def _embedding_bag_kernel(
     if MODE == "mean":
         acc = acc / tl.maximum(count, 1).to(tl.float32)
     if MODE == "max":
+        acc = tl.where(nan_first > 0, float("nan"), acc)
         acc = tl.where(count > 0, acc, 0.0)
 
     # int64: B * T * D reaches 2^31 for big batches of many tables (an 8 GiB output).

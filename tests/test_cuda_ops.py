@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from nan_bags import nan_bags
 from quantized_rows import q8_rows
 
 try:
@@ -380,6 +381,16 @@ def test_embedding_bag_misaligned_and_padded(dtype):
             ref = ref_embedding_bag(weight, indices, offsets, mode, None, True)
             torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
             assert bool((full[:, d:] == 7.0).all())
+
+
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("dim", [5, 64])  # the scalar and the vector loads
+def test_embedding_bag_max_treats_nan_as_torch_does(dim):
+    w, idx, off = nan_bags(dim)
+    want = torch.nn.functional.embedding_bag(idx, w, off, mode="max")
+    got = run_embedding_bag(w.cuda(), idx.cuda(), off.cuda(), "max", None, False)
+    torch.testing.assert_close(got.cpu(), want, equal_nan=True)
 
 
 @pytest.mark.gpu

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nan_bags import nan_bags
 
 from pydeepbench import ops, registry
 from pydeepbench.check import compare
@@ -221,6 +222,15 @@ def test_single_table_matches_torch_functional(impl, mode, include_last_offset):
         w, idx, off, mode=mode, include_last_offset=include_last_offset, impl=impl
     )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_max_mode_treats_nan_as_torch_does(impl):
+    w, idx, off = nan_bags()
+    want = F.embedding_bag(idx, w, off, mode="max")
+    assert want[0, :2].isnan().all() and not want[1].isnan().any()  # order matters to torch
+    got = ops.embedding_bag(w, idx, off, mode="max", impl=impl)
+    torch.testing.assert_close(got, want, equal_nan=True)
 
 
 @settings(max_examples=25, deadline=None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nan_bags import nan_bags
 from quantized_rows import q8_rows
 
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
@@ -253,6 +254,13 @@ def test_embedding_bag_matches_torch(mode, psw, index_dtype, D, wdtype, include_
     assert out.shape == (len(BAG_LENGTHS), D) and out.dtype == torch.float32
     torch.testing.assert_close(out.double(), ref, **EB_TOL)
     assert (out[0] == 0).all() and (out[-1] == 0).all()  # empty bags
+
+
+def test_embedding_bag_max_treats_nan_as_torch_does():
+    w, idx, off = nan_bags()
+    want = torch.nn.functional.embedding_bag(idx, w, off, mode="max")
+    got = embedding_bag(w.to(DEVICE), idx.to(DEVICE), off.to(DEVICE), mode="max")
+    torch.testing.assert_close(got.cpu(), want, equal_nan=True)
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])

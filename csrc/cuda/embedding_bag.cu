@@ -102,19 +102,22 @@ __global__ void __launch_bounds__(kThreads) embedding_bag_kernel(const Params p)
   const T* weight = static_cast<const T*>(p.weight);
   constexpr bool kQ8 = std::is_same_v<T, uint8_t>;
   const bool is_max = p.mode == 2, has_psw = p.psw != nullptr;
-  const float init = is_max ? -INFINITY : 0.f;
   const float scale = (p.mode == 1 && end > start) ? 1.f / static_cast<float>(end - start) : 1.f;
   float* out = p.out + bag * p.ldo;
 
   for (int col = lane * kVec; col < p.D; col += group * kVec) {
     float acc[kVec];
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) acc[i] = init;
+    for (int i = 0; i < kVec; ++i) acc[i] = 0.f;  // max: replaced by the first row
     const T* base = weight + col;
 
-    auto accumulate = [&](const float (&v)[kVec], float w) {
+    // max as torch takes it: from the bag's first row, then a row only when strictly
+    // greater (ties keep the first; a NaN wins only as the first row). fmaxf would drop
+    // a first-row NaN.
+    auto accumulate = [&](const float (&v)[kVec], float w, bool first) {
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) acc[i] = is_max ? fmaxf(acc[i], v[i]) : fmaf(w, v[i], acc[i]);
+      for (int i = 0; i < kVec; ++i)
+        acc[i] = is_max ? (first || v[i] > acc[i] ? v[i] : acc[i]) : fmaf(w, v[i], acc[i]);
     };
     // Row r's kVec values at this chunk (uint8 rows dequantized).
     auto load_row = [&](int64_t r, float (&v)[kVec]) {
@@ -132,12 +135,13 @@ __global__ void __launch_bounds__(kThreads) embedding_bag_kernel(const Params p)
 #pragma unroll
       for (int u = 0; u < 4; ++u) load_row(static_cast<int64_t>(__ldg(indices + e + u)), v[u]);
 #pragma unroll
-      for (int u = 0; u < 4; ++u) accumulate(v[u], has_psw ? load_psw<T>(p, e + u) : 1.f);
+      for (int u = 0; u < 4; ++u)
+        accumulate(v[u], has_psw ? load_psw<T>(p, e + u) : 1.f, e + u == start);
     }
     for (; e < end; ++e) {
       float v[kVec];
       load_row(static_cast<int64_t>(__ldg(indices + e)), v);
-      accumulate(v, has_psw ? load_psw<T>(p, e) : 1.f);
+      accumulate(v, has_psw ? load_psw<T>(p, e) : 1.f, e == start);
     }
 
 #pragma unroll
