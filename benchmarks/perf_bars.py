@@ -3,7 +3,8 @@
 Every figure comes from pydeepbench's own sweep (seeded inputs, correctness gate, adaptive
 harness) in one process on this machine; each bar is a ratio of two implementations timed
 in the same run, or a percentage of this machine's measured roofline peak. Ratio bars also
-print the ratio a kernel at the roofline would reach (Ratio.at_roofline).
+print the ratio a kernel at the roofline would reach (Ratio.at_roofline); % bars print the
+percentage of a baseline timed beside the kernel (Pct.beside).
 
     python benchmarks/perf_bars.py                      # every bar
     python benchmarks/perf_bars.py --only gemm-dlrm-fp32,emb-mlperf --json bars.json
@@ -259,7 +260,9 @@ def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict],
 
     before = remeasure()
     rows = sweep(cfg, cases, peaks, lambda rows: None)
-    failed = [r for r in rows if r["status"] == "failed"]
+    # A % bar's baseline is context: a failure of it leaves `beside` empty, not the bar.
+    needed = {bar.measure.impl} if isinstance(bar.measure, Pct) else set(bar.impls)
+    failed = [r for r in rows if r["status"] == "failed" and r["impl"] in needed]
     if failed:
         raise SystemExit(f"{bar.name}: {len(failed)} failed row(s): {failed[0]['reason']}")
     if before is None:
@@ -330,15 +333,18 @@ def roof_note(rows: list[dict], roofs: list[dict]) -> str:
     sit against the gather roof (the bars themselves are against STREAM or OOTB, as the
     issues state them). For FMA-peak bars: the native rate as a % of the cached peak too."""
     if roofs and "flops_before" in roofs[0]:
-        best = max(r["tflops"] for r in rows if r["impl"] == "native" and r["status"] == "ok")
+        ok = [r["tflops"] for r in rows if r["impl"] == "native" and r["status"] == "ok"]
         cached = roofs[0]["flops_cached"]
         moved = ", ".join(
             f"{m['flops_before'] / 1e9:.1f}->{m['flops_after'] / 1e9:.1f}" for m in roofs
         )
-        return (
-            f"  [FMA peak measured around the run(s), GFLOP/s: {moved}; best native run "
-            f"{100 * best * 1e12 / cached:.1f}% of the cached {cached / 1e9:.1f}]"
+        best = (
+            f"; best native run {100 * max(ok) * 1e12 / cached:.1f}% of the cached "
+            f"{cached / 1e9:.1f}"
+            if ok
+            else ""
         )
+        return f"  [FMA peak measured around the run(s), GFLOP/s: {moved}{best}]"
     pcts = [
         r["pct_peak_gather"] for r in rows if r["impl"] == "native" and r.get("pct_peak_gather")
     ]
@@ -413,8 +419,9 @@ def main(argv=None) -> int:
             spread += f"  [at the roofline: {ceiling:.2f}x{past}]"
         beside_runs = [v for v in beside if v is not None]
         beside_value = statistics.median(beside_runs) if beside_runs else None
-        if beside_value is not None:
-            spread += f"  [{base} beside it: {beside_value:.2f}{bar.unit}]"
+        if base:
+            shown_base = "no ok row" if beside_value is None else f"{beside_value:.2f}{bar.unit}"
+            spread += f"  [{base} beside it: {shown_base}]"
         print(
             f"{'PASS' if ok else 'MISS'}  {bar.name:24s} {shown:>9s}  (bar >= {bar.target:g}"
             f"{bar.unit})  {bar.what}{spread}{roof_note(bar_rows, roofs)}",

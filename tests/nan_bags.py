@@ -7,12 +7,13 @@ import torch
 def nan_bags(dim: int = 5, num_rows: int = 80) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows with NaNs in a few columns, and bags where a NaN row comes first (torch's max
     keeps it), comes later (a later row wins only when strictly greater, so it is passed
-    over) or is the bag's only row; one bag of 70 rows has a NaN at position 65."""
+    over) or is the bag's only row; one bag of 70 rows has a NaN at position 64, the first
+    row of the Triton kernel's second index block and of a CUDA four-row group."""
     w = torch.randn(num_rows, dim, generator=torch.Generator().manual_seed(dim))
     w[1, :2] = float("nan")
     w[2, 3] = float("nan")
     long_bag = torch.arange(10, 80)
-    long_bag[65] = 2
+    long_bag[64] = 2
     bags = [
         [1, 0, 4],
         [0, 1, 4],

@@ -118,8 +118,32 @@ def test_pct_bars_take_the_best_row_of_the_impl_asked_for():
     assert p(rows) == 55.0
     assert p(rows, "functional") == 30.0  # failed rows never count
     assert p([row("native", 1.0, "skipped")]) is None
-    emb_a = next(b for b in pb.BARS if b.name == "emb-A-bandwidth")
-    assert emb_a.measure.beside in emb_a.impls
+    pct_bars = [b for b in pb.BARS if isinstance(b.measure, pb.Pct)]
+    assert {b.name for b in pct_bars} == {"gemm-2048-peak", "emb-A-bandwidth"}
+    for b in pct_bars:  # both are timed in the bar's own sweep
+        assert {b.measure.impl, b.measure.beside} == set(b.impls)
+
+
+def test_a_failing_baseline_leaves_the_pct_bar_standing(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from pydeepbench import registry
+
+    pb = load()
+    monkeypatch.setattr(pb.roofline, "remeasure_flops", lambda pk, dtype, max_time_s=2.0: pk)
+    ootb = registry.get_impl("gemm", "ootb")
+
+    def broken(a, b):
+        raise RuntimeError("baseline broke")
+
+    monkeypatch.setitem(registry._IMPLS["gemm"], "ootb", dataclasses.replace(ootb, fn=broken))
+    doc = run_tiny(pb, monkeypatch, tmp_path, "gemm-2048-peak", "shape:M=64,N=48,K=32")
+    (b,) = doc["bars"]
+    assert b["value"] > 0
+    assert b["beside"] == {"impl": "ootb", "value": None, "runs": [None]}
+    assert "[ootb beside it: no ok row]" in capsys.readouterr().out
+    by = {r["impl"]: r["status"] for r in doc["results"]}
+    assert by == {"ootb": "failed", "native": "ok"}
 
 
 def test_remeasure_flops_replaces_only_that_dtype():
