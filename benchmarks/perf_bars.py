@@ -4,7 +4,7 @@ Every figure comes from pydeepbench's own sweep (seeded inputs, correctness gate
 harness) in one process on this machine; each bar is a ratio of two implementations timed
 in the same run, or a percentage of this machine's measured roofline peak. Ratio bars also
 print the ratio a kernel at the roofline would reach (Ratio.at_roofline); % bars print the
-percentage of a baseline timed beside the kernel (Pct.beside).
+percentage of the baseline timed beside the kernel (Pct).
 
     python benchmarks/perf_bars.py                      # every bar
     python benchmarks/perf_bars.py --only gemm-dlrm-fp32,emb-mlperf --json bars.json
@@ -86,14 +86,13 @@ class Ratio:
 
 @dataclass(frozen=True)
 class Pct:
-    """The best ok row of `impl` as a percentage of a roof (`field` of the rows). `beside`
-    names a baseline timed side by side in the same sweep whose own percentage is printed
-    next to the bar: a low value that the baseline shares is the machine's hour or its
-    roof, one that it does not is the kernel's."""
+    """The best ok row of `impl` as a percentage of a roof (`field` of the rows). The bar's
+    other impl, if any, is a baseline timed side by side in the same sweep; its own
+    percentage is printed beside the bar: a low value that the baseline shares is the
+    machine's hour or its roof, one that it does not is the kernel's."""
 
     field: str
     impl: str
-    beside: str | None = None
 
     def __call__(self, rows: list[dict], impl: str | None = None) -> float | None:
         impl = impl or self.impl
@@ -126,7 +125,7 @@ BARS = [
         F32,
         80,
         "%",
-        Pct("pct_peak_flops", "native", beside="ootb"),
+        Pct("pct_peak_flops", "native"),
         "native fp32 gemm at 2048^3, % of measured FMA peak",
         flops_roof=True,
     ),
@@ -215,7 +214,7 @@ BARS = [
         F32,
         60,
         "%",
-        Pct("pct_peak_bw", "native", beside="functional"),
+        Pct("pct_peak_bw", "native"),
         "emb_A batch 65536: native logical GB/s, % of measured bandwidth",
     ),
     Bar(
@@ -230,6 +229,13 @@ BARS = [
         "fwd + fused sparse SGD vs modules + dense grads + optim.SGD",
     ),
 ]
+
+
+def baseline(bar: Bar) -> str | None:
+    """The impl a % bar times beside the one it measures (None for ratio bars)."""
+    if not isinstance(bar.measure, Pct):
+        return None
+    return next((i for i in bar.impls if i != bar.measure.impl), None)
 
 
 def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict], dict | None]:
@@ -392,7 +398,7 @@ def main(argv=None) -> int:
         if wanted and bar.name not in wanted:
             continue
         runs, bar_rows, roofs, at_roof, beside = [], [], [], [], []
-        base = bar.measure.beside if isinstance(bar.measure, Pct) else None
+        base = baseline(bar)
         for _ in range(max(1, args.repeat)):
             v, rows, r = run_bar(bar, peaks, args.max_time)
             runs.append(v)

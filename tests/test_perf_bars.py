@@ -1,5 +1,6 @@
 """benchmarks/perf_bars.py: one small bar, repeated, gives the median of its runs."""
 
+import dataclasses
 import importlib.util
 import json
 import statistics
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from pydeepbench import registry
 
 pytest.importorskip("pydeepbench._C")
 PATH = Path(__file__).parents[1] / "benchmarks" / "perf_bars.py"
@@ -114,21 +117,16 @@ def test_pct_bars_take_the_best_row_of_the_impl_asked_for():
 
     rows = [row("native", 40.0), row("native", 55.0), row("functional", 30.0)]
     rows += [row("functional", 90.0, "failed"), row("native", None)]
-    p = pb.Pct("pct_peak_bw", "native", beside="functional")
+    p = pb.Pct("pct_peak_bw", "native")
     assert p(rows) == 55.0
     assert p(rows, "functional") == 30.0  # failed rows never count
     assert p([row("native", 1.0, "skipped")]) is None
-    pct_bars = [b for b in pb.BARS if isinstance(b.measure, pb.Pct)]
-    assert {b.name for b in pct_bars} == {"gemm-2048-peak", "emb-A-bandwidth"}
-    for b in pct_bars:  # both are timed in the bar's own sweep
-        assert {b.measure.impl, b.measure.beside} == set(b.impls)
+    bases = {b.name: pb.baseline(b) for b in pb.BARS if isinstance(b.measure, pb.Pct)}
+    assert bases == {"gemm-2048-peak": "ootb", "emb-A-bandwidth": "functional"}
+    assert pb.baseline(next(b for b in pb.BARS if b.name == "gemm-dlrm-fp32")) is None
 
 
 def test_a_failing_baseline_leaves_the_pct_bar_standing(tmp_path, monkeypatch, capsys):
-    import dataclasses
-
-    from pydeepbench import registry
-
     pb = load()
     monkeypatch.setattr(pb.roofline, "remeasure_flops", lambda pk, dtype, max_time_s=2.0: pk)
     ootb = registry.get_impl("gemm", "ootb")
