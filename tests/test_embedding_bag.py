@@ -381,6 +381,17 @@ def test_bf16_tables_step_with_bf16_per_sample_weights():
     assert torch.equal(a, b) and not torch.equal(a, w)
 
 
+@pytest.mark.parametrize("mode", ["sum", "max"])
+def test_native_zero_width_rows_pool_to_an_empty_output(mode):
+    # D = 0: the kernel has nothing to write (the output's data pointer is null), but the
+    # binding still checks the indices.
+    w, off = torch.empty(20, 0), torch.tensor([0, 2])
+    out = ops.embedding_bag(w, torch.tensor([0, 5, 19]), off, mode=mode, impl="native")
+    assert out.shape == (2, 0)
+    with pytest.raises(ValueError, match="out of range"):
+        ops.embedding_bag(w, torch.tensor([0, 20, 1]), off, mode=mode, impl="native")
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_strided_views_are_taken_as_torch_takes_them(impl):
     g = torch.Generator().manual_seed(5)

@@ -63,6 +63,13 @@ def test_strided_rows(impl):
     assert r.ok, r.message
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_one_feature_is_x_alone(impl):
+    # F = 1: no pairs; emb is an empty (B, 0) tensor, whose data pointer torch leaves null.
+    x = torch.randn(5, 8)
+    assert torch.equal(ops.dot_interaction(x, torch.empty(5, 0), impl=impl), x)
+
+
 def test_native_takes_an_empty_batch_of_strided_views():
     if "native" not in CPU_IMPLS:
         pytest.skip("native interaction kernel is not built")

@@ -323,6 +323,9 @@ void validate_argmax(const BagsLayout& L, const int64_t* argmax, int64_t am_stri
 }
 
 void embedding_bags_forward(const EmbFwdArgs& a) {
+  // No output element (T * D == 0): out may be an empty tensor's null pointer, which the
+  // kernels would offset per bag. The indices were validated by the binding.
+  if (a.L.B * a.L.T * a.L.D == 0) return;
   if (active_isa() >= Isa::avx512) return detail::forward_avx512(a);
   if (active_isa() >= Isa::avx2) return detail::forward_avx2(a);
   if (a.L.idx64) forward_generic<int64_t>(a);

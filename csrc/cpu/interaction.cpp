@@ -12,7 +12,8 @@ void dot_interaction_generic(const InteractionArgs& a) {
 #pragma omp parallel for schedule(static) if (a.B * a.F * a.F * D > (1 << 20))
   for (int64_t b = 0; b < a.B; ++b) {
     const float* x = a.x + b * a.ldx;
-    const float* e = a.emb + b * a.lde;
+    // F = 1: no embedding rows, and emb may be the null pointer of an empty tensor.
+    const float* e = a.F > 1 ? a.emb + b * a.lde : nullptr;
     float* o = a.out + b * a.ldo;
     auto row = [&](int64_t f) { return f == 0 ? x : e + (f - 1) * D; };
     for (int64_t d = 0; d < D; ++d) o[d] = x[d];
