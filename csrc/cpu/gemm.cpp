@@ -260,9 +260,9 @@ bool run_packed(const PackedKernel& pk, const GemmArgs& g, bool bf16, int64_t m0
         // Row panels outer (below) pack A one panel at a time, right before its row of
         // tiles: the packed panel is still in L1 for its first tile, and L2 holds B's K
         // block and one A panel instead of the whole MC x KC block. Ice Lake-SP, two
-        // threads, 11 rounds, median ratio over the whole-block packing: 2048^3 1.05x
-        // (NN) and 1.07x (NT), 1024^3 1.07x, 4096x1024x1024 1.05x; bf16 1.05x; the AVX2
-        // kernel 1.01x; the dlrm set's packed-A layers 0.98-1.04x.
+        // threads, median of per-round ratios over the whole-block packing (11 rounds):
+        // 2048^3 1.05x (NN) and 1.07x (NT), 1024^3 1.07x, 4096x1024x1024 1.05x; (7
+        // rounds) bf16 1.05x, the AVX2 kernel 1.01x, the dlrm set's layers 0.98-1.04x.
         const bool a_per_panel = rows_outer && !direct;
         if (packed_from < mcur && !a_per_panel)
           pk.pack_a(A + ((ic + packed_from) * g.sam + pc * g.sak) * ib, g.sam, g.sak, bf16,
