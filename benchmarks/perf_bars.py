@@ -371,8 +371,14 @@ def roof_note(rows: list[dict], roofs: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", help="comma list of bar names")
+    names = [b.name for b in BARS]
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="bars:\n"
+        + "\n".join(f"  {b.name:24s} {f'>= {b.target:g}{b.unit}':8s} {b.what}" for b in BARS),
+    )
+    p.add_argument("--only", help="comma list of bar names (the bars below; default: all)")
     p.add_argument("--max-time", type=float, default=2.0, help="seconds of samples per case")
     p.add_argument("--json", help="write the bars and every row here")
     p.add_argument(
@@ -383,7 +389,16 @@ def main(argv=None) -> int:
         "run's ratio can be off by 10-20%%)",
     )
     args = p.parse_args(argv)
-    wanted = set(args.only.split(",")) if args.only else None
+    wanted = None
+    if args.only is not None:
+        # Before the peaks are measured: a typo must not cost minutes and run nothing.
+        wanted = {n.strip() for n in args.only.split(",")} - {""}
+        unknown = sorted(wanted - set(names))
+        if unknown or not wanted:
+            p.error(
+                f"--only: unknown bar(s) {', '.join(unknown) or repr(args.only)}; "
+                f"the bars: {', '.join(names)}"
+            )
     sysinfo = system.collect()
     if warning := system.busy_warning(sysinfo):
         print(f"warning: {warning}")

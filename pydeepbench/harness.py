@@ -10,9 +10,10 @@ Protocol for one case:
    negligible; samples are per call either way. In cold mode a buffer of at least the
    last-level cache is rewritten before every sample, outside the timed region.
 3. Stop when n >= min_samples, summed sample time >= min_time_s and IQR/median <=
-   target_rel_iqr ("converged"); or at max_time_s ("max_time") or max_samples
-   ("max_samples"). The reason is recorded; results with IQR/median above
-   `noisy_rel_iqr` are flagged noisy.
+   target_rel_iqr ("converged"); or at max_time_s ("max_time", or
+   "max_time_below_min_samples" when n < min_samples) or max_samples ("max_samples").
+   The reason is recorded; results with IQR/median above `noisy_rel_iqr`, or that ran
+   out of time below min_samples, are flagged noisy.
 
 Implementations compared on one case are timed side by side (`measure_interleaved`): each
 warms up, then rounds of one sample of each alternate until all of them have converged
@@ -33,6 +34,9 @@ from pathlib import Path
 import torch
 
 MODES = ("hot", "cold")
+# Out of time before min_samples: a few samples can agree and still be far off (on a
+# loaded 2-core VM, 5 samples of a ~6 ms call read 408 ms, IQR under the noisy bound).
+SHORT = "max_time_below_min_samples"
 
 
 @dataclass
@@ -120,7 +124,7 @@ class Measurement:
             warmup_iters=warmup_iters,
             block=block,
             mode=cfg.mode,
-            noisy=stats.rel_iqr > cfg.noisy_rel_iqr,
+            noisy=stats.rel_iqr > cfg.noisy_rel_iqr or reason == SHORT,
             timer=timer_name,
         )
 
@@ -297,7 +301,7 @@ def measure_interleaved(
                 flush()
             sp.samples.append(timer.time(sp.fn, sp.block) / sp.block)
         if timer.clock() - start >= cfg.max_time_s * len(samplers):
-            reason = "max_time"
+            reason = SHORT if len(samplers[0].samples) < cfg.min_samples else "max_time"
             break
         if all([sp.check(cfg) for sp in samplers]):  # a list: every sampler checks
             reason = "converged"

@@ -8,14 +8,18 @@ product meets the fp32 one; dtypes sharing a roof share its line), the STREAM ba
 times the intensity, and where the files measured it the random-row gather rate
 (dashed), the roof the embedding rows meet (the rate they were placed against). Where
 rows of one machine carry different roofs (runs at different hours), the highest of each
-is drawn. Files from different machines are refused, as in `report`. The format follows
-the file name's extension (png, svg, pdf).
+is drawn. Files from different machines are refused, as in `report`; so are rows of a
+--no-roofline run (no peaks, no intensity), with that reason. The format follows the file
+name's extension (png, svg, pdf).
 """
 
 from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
+
+from rich.markup import escape
 
 from pydeepbench import registry
 from pydeepbench.proxy import load_docs
@@ -23,36 +27,41 @@ from pydeepbench.proxy import load_docs
 MARKERS = "os^Dv<>Pp*hX"
 
 
+def _op_rows(docs: list[dict], ops: set[str] | None) -> list[dict]:
+    """The ok op rows of the files (of `ops`, if given), in file order."""
+    return [
+        r
+        for doc in docs
+        for r in doc["results"]
+        if r.get("kind") != "model" and r.get("status") == "ok" and (not ops or r["op"] in ops)
+    ]
+
+
 def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
     """The ok op rows to plot, in file order: op, impl, dtype, device, intensity, flop_s,
     and the roofs the row was placed against (peak_flops, peak_bw, peak_gather; None if
     not measured or, for peak_gather, the op reads no random rows)."""
     out = []
-    for doc in docs:
-        for r in doc["results"]:
-            if r.get("kind") == "model" or r.get("status") != "ok":
-                continue
-            if ops and r["op"] not in ops:
-                continue
-            ai, tf = r.get("arithmetic_intensity"), r.get("tflops")
-            # no bytes model (intensity inf), or no FLOPs: nothing to place
-            if not ai or not tf or math.isinf(ai):
-                continue
-            pg = r.get("pct_peak_gather")
-            out.append(
-                {
-                    "op": r["op"],
-                    "impl": r["impl"],
-                    "dtype": r["dtype"],
-                    "device": r["device"],
-                    "intensity": ai,
-                    "flop_s": tf * 1e12,
-                    "peak_flops": r.get("peak_flops"),
-                    "peak_bw": r.get("peak_bw"),
-                    # the gather rate the row was placed against (rows keep only the %)
-                    "peak_gather": r["gbps"] * 1e9 * 100 / pg if pg else None,
-                }
-            )
+    for r in _op_rows(docs, ops):
+        ai, tf = r.get("arithmetic_intensity"), r.get("tflops")
+        # not placed (--no-roofline), no bytes model (intensity inf), or no FLOPs
+        if not ai or not tf or math.isinf(ai):
+            continue
+        pg = r.get("pct_peak_gather")
+        out.append(
+            {
+                "op": r["op"],
+                "impl": r["impl"],
+                "dtype": r["dtype"],
+                "device": r["device"],
+                "intensity": ai,
+                "flop_s": tf * 1e12,
+                "peak_flops": r.get("peak_flops"),
+                "peak_bw": r.get("peak_bw"),
+                # the gather rate the row was placed against (rows keep only the %)
+                "peak_gather": r["gbps"] * 1e9 * 100 / pg if pg else None,
+            }
+        )
     return out
 
 
@@ -89,6 +98,15 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     pts = points(docs, ops)
     if not pts:
         which = f" of op(s) {', '.join(sorted(ops))}" if ops else ""
+        # Rows of a run without peaks have FLOPs and bytes but no roofline placement.
+        if any(
+            r.get("flops") and r.get("bytes") and r.get("arithmetic_intensity") is None
+            for r in _op_rows(docs, ops)
+        ):
+            raise ValueError(
+                f"plot: the ok rows{which} in these files were measured with --no-roofline "
+                "(no peaks, no arithmetic intensity); rerun without --no-roofline to plot them"
+            )
         raise ValueError(f"plot: no ok rows{which} with FLOPs and bytes in these files")
     roofs = ceilings(docs, pts)
     xs = [p["intensity"] for p in pts]
@@ -170,6 +188,8 @@ def cli_plot(args, con) -> int:
                 f"known: {', '.join(sorted(registry.ops()))}"
             )
     fig = roofline_figure(docs, machine, ops)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as the op commands' --json
     fig.savefig(args.out, dpi=150)
-    con.print(f"wrote {args.out} ({len(points(docs, ops))} points)")
+    # escaped: rich would take brackets in the file name for markup and drop them
+    con.print(escape(f"wrote {args.out} ({len(points(docs, ops))} points)"))
     return 0

@@ -73,6 +73,19 @@ def test_noisy_timings_run_to_max_time_and_are_flagged():
     assert 0.2 <= sum(m.samples_s) < 0.2 + 2e-3
 
 
+def test_max_time_below_min_samples_is_flagged_noisy():
+    # Steady 0.125 s calls (exact in binary) against max_time 1 s: 8 samples fit. Below
+    # min_samples a handful of agreeing samples is no measurement to trust.
+    m = measure(lambda: None, cfg(min_samples=9), timer=FakeTimer(steady(0.125)))
+    assert m.stats.n == 8 and m.stats.rel_iqr == 0.0
+    assert m.stop_reason == "max_time_below_min_samples"
+    assert m.noisy
+    assert m.row_fields()["harness"]["stop_reason"] == "max_time_below_min_samples"
+    # min_samples reached on the last round: a plain max_time stop, not noisy.
+    m = measure(lambda: None, cfg(min_samples=8), timer=FakeTimer(steady(0.125)))
+    assert (m.stats.n, m.stop_reason, m.noisy) == (8, "max_time", False)
+
+
 def test_max_samples_stops():
     rng = np.random.default_rng(1)
     durations = iter((1e-3 * (1 + rng.random(100_000))).tolist())
@@ -195,6 +208,14 @@ def test_interleaved_runs_until_every_closure_converges():
     assert ma.stats.n == mb.stats.n  # a kept sampling beside b after it had converged
     assert not ma.noisy and mb.noisy
     assert timer.now >= 2 * 0.1  # max_time_s is per closure
+
+
+def test_interleaved_max_time_below_min_samples_flags_every_closure():
+    # Side by side the budget is max_time per closure: 2 s of rounds of 0.25 + 0.125 s.
+    timer = DriftTimer({"a": lambda t: 0.25, "b": lambda t: 0.125})
+    ms = harness.measure_interleaved([lambda: "a", lambda: "b"], cfg(), timer=timer)
+    assert [m.stats.n for m in ms] == [6, 6]
+    assert [(m.stop_reason, m.noisy) for m in ms] == [("max_time_below_min_samples", True)] * 2
 
 
 def test_interleaving_keeps_load_drift_out_of_the_ratio():

@@ -214,3 +214,39 @@ def test_ratio_bars_report_their_value_at_the_roofline(tmp_path, monkeypatch):
     t = min(roof_t, nat["time_s"]["median"])
     assert b["at_roofline"] == pytest.approx(by["ootb"]["time_s"]["median"] / t)
     assert b["at_roofline"] >= b["value"]
+
+
+def test_only_refuses_unknown_bar_names_before_measuring(monkeypatch, capsys):
+    pb = load()
+
+    def measured(*a, **kw):
+        raise AssertionError("measured before checking --only")
+
+    monkeypatch.setattr(pb.system, "collect", measured)
+    names = ", ".join(b.name for b in pb.BARS)
+    for only, named in (("bogus", "bogus"), ("gemm-dlrm-fp32,bogus", "bogus"), (",", "','")):
+        with pytest.raises(SystemExit) as e:
+            pb.main(["--only", only])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--only: unknown bar(s) {named}; the bars: {names}" in err
+
+
+def test_only_accepts_the_bar_names_and_help_lists_them(monkeypatch, capsys):
+    pb = load()
+
+    class Measuring(Exception):
+        pass
+
+    def collect():
+        raise Measuring
+
+    monkeypatch.setattr(pb.system, "collect", collect)
+    with pytest.raises(Measuring):  # past the check, on to the measurements
+        pb.main(["--only", "gemm-dlrm-fp32, emb-mlperf,"])
+    with pytest.raises(SystemExit) as e:
+        pb.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for b in pb.BARS:
+        assert b.name in out and b.what in out

@@ -2,6 +2,7 @@
 the figure's contents, and the `plot` subcommand's output and refusals."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,9 +140,15 @@ def test_plot_command_writes_png_and_svg(tmp_path, capsys):
     assert cli.main(["plot", str(f), "--out", str(svg), "--op", " linear, gemm,"]) == 0
     assert "(2 points)" in capsys.readouterr().out
     bare = doc([row(peak_flops=None, peak_bw=None)])
-    bare["peaks"] = None  # a run with --no-roofline: points only
+    bare["peaks"] = None  # rows placed without any roof: points only
     f.write_text(json.dumps(bare))
     assert cli.main(["plot", str(f), "--out", str(png)]) == 0
+    # A missing output folder is made, as for the op commands' --json; brackets in the
+    # path are not rich markup.
+    deep = tmp_path / "nodir" / "[sub]" / "x.png"
+    assert cli.main(["plot", str(f), "--out", str(deep)]) == 0
+    assert deep.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote {deep} (1 points)" in capsys.readouterr().out
 
 
 def test_plot_command_refusals(tmp_path, capsys):
@@ -156,3 +163,27 @@ def test_plot_command_refusals(tmp_path, capsys):
     assert cli.main(["plot", str(f), str(OTHER), "--out", str(tmp_path / "x.png")]) == 2
     assert "refusing to mix results from 2 different machines" in capsys.readouterr().out
     assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_refuses_a_no_roofline_file_for_its_missing_peaks(tmp_path, capsys):
+    # What a run with --no-roofline writes: FLOPs, bytes and FLOP/s, but no peaks, so no
+    # intensity or roofs on the rows.
+    unplaced = row(ai=None, peak_flops=None, peak_bw=None, flops=2e6, bytes=2e5)
+    bare = doc([unplaced])
+    bare["peaks"] = None
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(bare))
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png")]) == 2
+    out = capsys.readouterr().out
+    assert "measured with --no-roofline" in out and "rerun without --no-roofline" in out
+    assert "with FLOPs and bytes" not in out
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_matplotlib_names_the_plot_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(doc([row()])))
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png")]) == 2
+    out = capsys.readouterr().out
+    assert "error: plot needs matplotlib: pip install 'pydeepbench[plot]'" in out  # not markup
