@@ -255,7 +255,9 @@ def builtin_configs() -> dict[str, Path]:
 def load_config(name_or_path: str) -> DLRMConfig:
     """A built-in config by name, or a .toml file by path; ValueError names file and field."""
     path = Path(name_or_path)
-    if not (path.suffix == ".toml" and path.exists()):
+    if path.suffix == ".toml" and not path.exists():
+        raise ValueError(f"model config file {name_or_path!r} does not exist")
+    if path.suffix != ".toml":
         known = builtin_configs()
         if name_or_path not in known:
             raise ValueError(

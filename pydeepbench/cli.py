@@ -37,9 +37,16 @@ def _add_op_parser(sub, op: str) -> None:
         choices=harness.MODES,
         help="hot: caches warm; cold: last-level cache flushed before each sample",
     )
-    p.add_argument("--max-time", type=float, default=5.0, help="seconds of samples per case")
-    p.add_argument("--min-time", type=float, default=0.25)
-    p.add_argument("--min-samples", type=int, default=10)
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=5.0,
+        help="seconds of samples per implementation and case (a case of 3 impls takes up to 3x)",
+    )
+    p.add_argument(
+        "--min-time", type=float, default=0.25, help="seconds of samples at least, per impl"
+    )
+    p.add_argument("--min-samples", type=int, default=10, help="samples at least, per impl")
     p.add_argument("--target-noise", type=float, default=0.02, help="stop at IQR/median below")
     p.add_argument(
         "--sequential",
@@ -47,7 +54,7 @@ def _add_op_parser(sub, op: str) -> None:
         help="time a case's impls one after another (default: side by side, samples "
         "alternating, so load drift on a shared machine stays out of their ratio)",
     )
-    p.add_argument("--limit", type=int, default=None, help="run only the first N cases")
+    p.add_argument("--limit", type=int, default=None, help="run only the first N (>= 1) cases")
     p.add_argument("--json", help="results JSON (default: results/<op>-<set>-<time>.json)")
     p.add_argument("--csv", help="also write CSV here")
     p.add_argument("--markdown", help="also write a Markdown table here")
@@ -61,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("roofline", help="measure (or show cached) peak FLOP/s and bandwidth")
     r.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     r.add_argument("--refresh", action="store_true", help="measure again, ignoring the cache")
-    r.add_argument("--max-time", type=float, default=2.0)
+    r.add_argument(
+        "--max-time", type=float, default=2.0, help="seconds per probe when measuring (> 0)"
+    )
     for op in registry.ops():
         _add_op_parser(sub, op)
     _add_model_parsers(sub)
@@ -128,10 +137,14 @@ def cmd_list(con) -> int:
                 state = "available" if why is None else f"unavailable: {why}"
                 where.append(f"{dev} [{dts}]: {state}")
             con.print(escape(f"  {name:8s} {'; '.join(where)}"))
-            if impl.doc:
-                con.print(escape(f"           {impl.doc.splitlines()[0]}"))
+            if impl.doc:  # its first paragraph, not a line cut mid-sentence
+                con.print(escape(f"           {' '.join(impl.doc.split(chr(10) * 2)[0].split())}"))
         sets = shapes.builtin_sets(op)
         con.print(f"  shape sets: {', '.join(sets) if sets else '(none)'}")
+    from pydeepbench.models import dlrm
+
+    con.print("[bold]model dlrm[/bold]")
+    con.print(f"  configs: {', '.join(dlrm.builtin_configs())}")
     return 0
 
 
@@ -144,7 +157,9 @@ def cmd_roofline(args, con) -> int:
         con.print(escape(f"  {dtype:9s} {v / 1e9:10.1f} GFLOP/s   [{pk.flops_source[dtype]}]"))
     for k, v in pk.detail.items():
         if k.startswith("fma_") and isinstance(v, str):
-            con.print(escape(f"  {k[4:]:9s} {'-':>10s}           [{v}]"))
+            roof = pk.peak_flops(getattr(torch, k[4:]))[0]
+            also = "; its rows are placed under the float32 peak" if roof else ""
+            con.print(escape(f"  {k[4:]:9s} {'-':>10s}           [{v}{also}]"))
     con.print(escape(f"  bandwidth {pk.bandwidth / 1e9:10.1f} GB/s      [{pk.bandwidth_source}]"))
     stream = pk.detail.get("stream", {}).get("bytes_per_s", {})
     for k, v in stream.items():
@@ -161,6 +176,28 @@ def cmd_roofline(args, con) -> int:
     return 0
 
 
+def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.dtype]) -> None:
+    """Refuse flags that would run nothing or measure nonsense, naming the flag."""
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    for flag, v, ok in (
+        ("--max-time", args.max_time, args.max_time > 0),
+        ("--min-time", args.min_time, args.min_time >= 0),
+        ("--min-samples", args.min_samples, args.min_samples >= 1),
+        ("--target-noise", args.target_noise, args.target_noise > 0),
+    ):
+        if not ok:
+            raise ValueError(f"{flag} {v} is out of range (see --help)")
+    impls = [registry.get_impl(op, n) for n in impl_names]
+    for dtype in dtypes:
+        if not any(dtype in i.dtypes.get(args.device, ()) for i in impls):
+            name = str(dtype).removeprefix("torch.")
+            raise ValueError(
+                f"--dtype {name}: no implementation of {op} ({', '.join(impl_names)}) "
+                f"supports it on {args.device}"
+            )
+
+
 def cmd_op(args, con) -> int:
     op = args.command
     impl_names = _csv(args.impl) if args.impl else list(registry.impls(op))
@@ -170,6 +207,7 @@ def cmd_op(args, con) -> int:
         impl_names.remove("ootb")
         impl_names.insert(0, "ootb")
     dtypes = [parse_dtype(d) for d in _csv(args.dtype)]
+    _check_sweep_args(args, op, impl_names, dtypes)
     if args.shapes:
         sset = shapes.load(args.shapes, op)
         set_name, cases = sset.name, sset.cases
@@ -226,10 +264,12 @@ def cmd_op(args, con) -> int:
         task = prog.add_task(f"{op} {set_name}", total=total)
 
         first = [True]
+        gathers = registry.get_op(op).gathers
 
         def on_rows(rows):
             writer.add(rows)
-            prog.console.print(report.table(rows, header=first[0]))
+            table = report.table(rows, first[0], gathers, prog.console.width)
+            prog.console.print(table)
             first[0] = False
             prog.advance(task)
 
@@ -240,8 +280,7 @@ def cmd_op(args, con) -> int:
     if args.csv:
         report.write_csv(args.csv, rows)
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report.markdown(rows))
+        report.write_text(args.markdown, report.markdown(rows))
     con.print(f"results: {json_path}")
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
@@ -267,6 +306,6 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_plot(args, con)
         return cmd_op(args, con)
-    except ValueError as e:
-        con.print(f"[red]error:[/red] {e}")
+    except (ValueError, OSError) as e:  # OSError: a results file or output path
+        con.print(f"[red]error:[/red] {escape(str(e))}")
         return 2

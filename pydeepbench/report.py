@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
 SCHEMA = "pydeepbench.results/3"
@@ -140,7 +141,14 @@ def _json_default(o):
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    doc = json.loads(Path(path).read_text())
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such results file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a pydeepbench results file (a JSON object)")
     if doc.get("schema") not in READABLE_SCHEMAS:
         raise ValueError(f"{path}: schema {doc.get('schema')!r} is not one of {READABLE_SCHEMAS}")
     return doc
@@ -197,7 +205,14 @@ def flat(row: dict) -> dict:
     return out
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """An output file, its directories created as the results JSON's are."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FLAT_COLUMNS)
         w.writeheader()
@@ -205,66 +220,90 @@ def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
             w.writerow(flat(r))
 
 
-def _cells(r: dict) -> list[str]:
+def _status(r: dict, with_reason: bool) -> str:
+    if r["status"] == "ok":
+        return "ok (noisy)" if (r.get("harness") or {}).get("noisy") else "ok"
+    return f"{r['status']}: {r.get('reason')}" if with_reason else r["status"]
+
+
+def _cells(r: dict, with_reason: bool = True) -> dict[str, str]:
     t = (r.get("time_s") or {}).get("median")
     chk = r.get("check")
-    if r["status"] == "ok":
-        noisy = (r.get("harness") or {}).get("noisy")
-        status = "ok" + (" (noisy)" if noisy else "")
-    else:
-        status = f"{r['status']}: {r.get('reason')}"
     check = "-" if chk is None else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_err']:.1e}"
-    return [
-        r["case"],
-        r["impl"],
-        r["dtype"],
-        _fmt_time(t),
-        _fmt(r.get("tflops"), ".3g"),
-        _fmt(r.get("gbps"), ".1f"),
-        _fmt(r.get("pct_peak_flops"), ".0f", "%"),
-        _fmt(r.get("pct_peak_bw"), ".0f", "%"),
-        _fmt(r.get("pct_peak_gather"), ".0f", "%"),
-        r.get("bound") or "-",
-        _fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
-        check,
-        status,
-    ]
+    return {
+        "case": r["case"],
+        "impl": r["impl"],
+        "dtype": r["dtype"],
+        "median time": _fmt_time(t),
+        "TF/s": _fmt(r.get("tflops"), ".3g"),
+        "GB/s": _fmt(r.get("gbps"), ".1f"),
+        "%peak F": _fmt(r.get("pct_peak_flops"), ".0f", "%"),
+        "%peak BW": _fmt(r.get("pct_peak_bw"), ".0f", "%"),
+        "%gather": _fmt(r.get("pct_peak_gather"), ".0f", "%"),
+        "bound": r.get("bound") or "-",
+        "vs ootb": _fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
+        "check": check,
+        "status": _status(r, with_reason),
+    }
 
 
-HEADERS = [
-    "case",
-    "impl",
-    "dtype",
-    "time (median)",
-    "TF/s",
-    "GB/s",
-    "%peak F",
-    "%peak BW",
-    "%gather",
-    "bound",
-    "vs ootb",
-    "check",
-    "status",
-]
+# Column -> fixed width, so the tables printed case by case line up as one table.
+WIDTHS = {
+    "case": 28,
+    "impl": 10,
+    "dtype": 8,
+    "median time": 11,
+    "TF/s": 9,
+    "GB/s": 7,
+    "%peak F": 7,
+    "%peak BW": 8,
+    "%gather": 7,
+    "bound": 7,
+    "vs ootb": 7,
+    "check": 12,
+    "status": 10,
+}
+HEADERS = list(WIDTHS)
+# Columns left out, in this order, while a table is wider than the terminal (the JSON,
+# CSV and Markdown keep them all); then the case column narrows to 12 and folds.
+NARROW_DROP = ("bound", "%peak BW", "%gather", "GB/s", "%peak F", "check")
 
 
-# Fixed widths so the tables printed case by case line up as one table.
-WIDTHS = [28, 6, 8, 13, 9, 7, 7, 8, 7, 7, 7, 14, 30]
+def _headers(gathers: bool) -> list[str]:
+    """%gather only for ops placed under the gather roof (OpSpec.gathers)."""
+    return [h for h in HEADERS if gathers or h != "%gather"]
 
 
-def table(rows: list[dict], header: bool = True) -> Table:
+def table(rows: list[dict], header: bool = True, gathers: bool = False, width: int | None = None):
+    """Rows as a terminal table of fixed column widths (the tables printed case by case
+    line up), and the reasons of skipped/failed rows as lines below it: rich cuts a cell's
+    text when a table is wider than the terminal, so a table fitted to `width` (the
+    console's) leaves columns out instead (NARROW_DROP)."""
+    heads, widths = _headers(gathers), dict(WIDTHS)
+    if width is not None:
+        drop = [h for h in NARROW_DROP if h in heads]
+        while sum(widths[h] + 2 for h in heads) - 2 > width and drop:
+            heads.remove(drop.pop(0))
+        over = sum(widths[h] + 2 for h in heads) - 2 - width
+        widths["case"] = max(12, widths["case"] - max(over, 0))  # folded, not cut
     t = Table(box=None, show_header=header, pad_edge=False, header_style="bold")
-    for h, w in zip(HEADERS, WIDTHS, strict=True):
-        t.add_column(h, min_width=w, max_width=w if h != "status" else None, overflow="fold")
+    for h in heads:
+        t.add_column(h, min_width=widths[h], max_width=widths[h], overflow="fold")
+    reasons = []
     for r in rows:
-        t.add_row(*_cells(r))
-    return t
+        cells = _cells(r, with_reason=False)
+        t.add_row(*(escape(cells[h]) for h in heads))
+        if r["status"] != "ok":
+            reasons.append(escape(f"  {r['case']} {r['impl']} {r['dtype']}: {_status(r, True)}"))
+    return Group(t, *reasons) if reasons else t
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    heads = _headers(any(r.get("pct_peak_gather") is not None for r in rows))
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |")
+        cells = _cells(r)
+        lines.append("| " + " | ".join(cells[h].replace("|", "\\|") for h in heads) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -55,7 +55,8 @@ def test_gemm_sweep_writes_schema_json_csv_markdown(tmp_path, capsys):
             assert r["check"]["ok"] is True
             assert set(r["time_s"]) >= {"median", "min", "mean", "stdev", "iqr", "n"}
             assert r["time_s"]["n"] == len(r["samples_s"]) >= 1
-            if r["harness"]["stop_reason"] != "max_time":  # e.g. the Triton interpreter
+            # fewer samples only when out of time, e.g. the Triton interpreter
+            if r["harness"]["stop_reason"] != "max_time_below_min_samples":
                 assert r["time_s"]["n"] >= 3
             assert r["flops"] == 2 * r["shape"]["M"] * r["shape"]["N"] * r["shape"]["K"]
             assert r["tflops"] == pytest.approx(r["flops"] / r["time_s"]["median"] / 1e12)
@@ -152,11 +153,90 @@ def test_list_shows_impls_and_reasons(capsys):
         (["gemm", "--shape", "M=1,N=1"], "needs field 'K'"),
         (["gemm", "--shape", "M=1,N=1,K=1", "--impl", "magic"], "unknown implementation"),
         (["gemm", "--shape", "M=1,N=1,K=1", "--dtype", "fp8"], "unknown dtype"),
+        (["gemm", "--shape", "M=1,N=1,K=1", "--dtype", "uint8"], "no implementation of gemm"),
+        (["dot_interaction", "--shapes", "interaction-dlrm", "--dtype", "bf16"], "--dtype bf"),
+        (["gemm", "--shapes", "dlrm", "--limit", "0"], "--limit must be >= 1"),
+        (["gemm", "--shapes", "dlrm", "--limit", "-1"], "--limit must be >= 1"),
+        (["gemm", "--shapes", "dlrm", "--max-time", "-1"], "--max-time -1"),
+        (["gemm", "--shapes", "dlrm", "--min-samples", "0"], "--min-samples 0"),
+        (["gemm", "--shapes", "/no/such/set.toml"], "does not exist"),
     ],
 )
 def test_bad_arguments_exit_2_with_message(args, match, capsys):
     assert run(args + ["--no-roofline"]) == 2
     assert match in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [(None, "no such results file"), ("[]", "not a"), ('{"schema": ', "not valid JSON")],
+)
+def test_unreadable_results_files_exit_2_naming_the_file(tmp_path, content, match, capsys):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    for cmd in (["report", str(path)], ["plot", str(path), "--out", str(tmp_path / "x.png")]):
+        assert run(cmd) == 2
+        out = capsys.readouterr().out
+        assert match in out and str(path) in out.replace("\n", "")
+
+
+def _rendered(renderable, width):
+    from rich.console import Console
+
+    con = Console(width=width, record=True, highlight=False)
+    con.print(renderable)
+    return con.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 120, 170])
+def test_table_keeps_the_whole_reason_and_fits_the_terminal(width):
+    """A reason in a cell was wrapped at the column's width and then cut when the table was
+    wider than the console; it is now a line under the table, and a narrow console gets
+    fewer columns instead of cut ones."""
+    reason = "native supports float32, bfloat16 on cpu, not uint8 [see --help]"
+    rows = [
+        {
+            "case": "M=8,N=8,K=8,NN",
+            "impl": "native",
+            "dtype": "uint8",
+            "status": "skipped",
+            "reason": reason,
+        },
+        {
+            "case": "M=8,N=8,K=8,NN",
+            "impl": "ootb",
+            "dtype": "float32",
+            "status": "ok",
+            "time_s": {"median": 1e-6},
+            "tflops": 1e-3,
+            "speedup_vs_ootb": 1.0,
+            "check": {"ok": True, "max_abs_err": 0.0},
+            "harness": {"noisy": True},
+        },
+    ]
+    text = _rendered(report.table(rows, True, False, width), width)
+    assert " ".join(text.split()).count(" ".join(reason.split())) == 1
+    assert max(map(len, text.splitlines())) <= width
+    header = text.splitlines()[0]
+    kept = [h for h in report.HEADERS if h in header]
+    assert {"case", "impl", "dtype", "median time", "TF/s", "vs ootb", "status"} <= set(kept)
+    assert "%gather" not in kept and "ok (noisy)" in text
+    if width >= 170:  # all columns at their fixed widths, lined up across cases
+        assert kept == [h for h in report.HEADERS if h != "%gather"]
+        assert header.index("impl") == report.WIDTHS["case"] + 2
+        assert "%gather" in _rendered(report.table(rows, True, True, width), width)
+    md = report.markdown(rows)
+    assert reason in md and "%gather" not in md.splitlines()[0]
+
+
+def test_list_names_the_model_configs_and_whole_first_paragraphs(capsys):
+    assert run(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "configs:" in out and "dlrm-kaggle" in out
+    for impl in registry.impls("gemm").values():
+        first = " ".join(impl.doc.split("\n\n")[0].split())
+        assert first[:60] in " ".join(out.split())
 
 
 def test_module_entry_point_runs():

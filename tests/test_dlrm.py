@@ -111,6 +111,8 @@ def test_missing_field_is_named(tmp_path, field):
 def test_unknown_config_and_bad_toml(tmp_path):
     with pytest.raises(ValueError, match="unknown model config 'nope'"):
         dlrm.load_config("nope")
+    with pytest.raises(ValueError, match="'/no/such.toml' does not exist"):
+        dlrm.load_config("/no/such.toml")
     p = tmp_path / "x.toml"
     p.write_text("name = [unclosed")
     with pytest.raises(ValueError, match="x.toml: not valid TOML"):

@@ -58,7 +58,9 @@ def _peek_op(path: Path) -> str | None:
 def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     """Load a built-in set by name, or a file by path; validate it against the op."""
     path = Path(name_or_path)
-    if not (path.suffix == ".toml" and path.exists()):
+    if path.suffix == ".toml" and not path.exists():
+        raise ValueError(f"shape set file {name_or_path!r} does not exist")
+    if path.suffix != ".toml":
         sets = builtin_sets()
         if name_or_path not in sets:
             raise ValueError(
