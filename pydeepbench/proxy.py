@@ -5,12 +5,16 @@ Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
   after the score marks an inference row whose latency percentile missed its target.
   An implementation that ran with fallback kernels says so ("optimized (fallback emb)"),
   as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap.
-- Micro rows: `linear` op rows give "Micro | MLP/Linear [impl]" in TF/s,
-  `embedding_bags` op rows "Micro | EmbeddingBag [impl]" and `dot_interaction` rows
-  "Micro | Interaction [impl]" in GB/s (both memory bound); Mode is the
-  micro benchmark's timing mode (hot/cold), Config is set:case, Batch Size is M or batch.
-Only rows with status ok are tabulated; the others are counted in a note. Files from
-different machines (system.machine_id) are refused: their scores do not compare.
+- Micro rows, one per op row: `gemm` and `linear` give "Micro | GEMM [impl]" and
+  "Micro | MLP/Linear [impl]" in TF/s, `embedding_bags`, `embedding_bags_train` and
+  `dot_interaction` "Micro | EmbeddingBag [impl]", "Micro | EmbeddingBag train [impl]"
+  and "Micro | Interaction [impl]" in GB/s (memory bound); Mode is the micro benchmark's
+  timing mode (hot/cold), Config is set:case plus the dtype unless float32 (", bf16",
+  ", uint8") and the device unless cpu, Batch Size is linear's M, the bags' batch, the
+  interaction's B ("-" for a GEMM, which names no batch dimension).
+Only rows with status ok are tabulated; the others are counted in a note, as are ok rows
+of an op the table has no line for. Files from different machines (system.machine_id)
+are refused: their scores do not compare.
 
 `report A.json... --against B.json...` compares two sets of files (two systems, or one
 system before and after a change), each set from one machine: the lines both sides
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import os
+from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -33,11 +38,16 @@ from pydeepbench.workload import latency_marker
 COLUMNS = ("Model", "Implementation", "Mode", "Config", "Batch Size", "Score", "Units")
 KEY = tuple(c for c in COLUMNS if c != "Score")  # what matches a line across two systems
 COMPARE_COLUMNS = (*KEY, "A", "B", "B/A")
+# op -> (name, score key, units, shape key of the batch size or None)
 MICRO_OPS = {
+    "gemm": ("GEMM", "tflops", "TF/s", None),
     "linear": ("MLP/Linear", "tflops", "TF/s", "M"),
     "embedding_bags": ("EmbeddingBag", "gbps", "GB/s", "batch"),
+    "embedding_bags_train": ("EmbeddingBag train", "gbps", "GB/s", "batch"),
     "dot_interaction": ("Interaction", "gbps", "GB/s", "B"),
 }
+# --dtype's names; float32 is left implicit, as on model rows.
+SHORT_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
 
 
 def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
@@ -90,12 +100,17 @@ def entry(r: dict) -> dict | None:
         name, key, units, batch_key = MICRO_OPS[r["op"]]
         if r.get(key) is None:
             return None
+        # The dtype and device are part of a line's identity: a sweep of several dtypes
+        # gives one line per dtype, and --against must not match fp32 with uint8.
+        dtype, device = r.get("dtype", "float32"), r.get("device", "cpu")
+        tags = [] if dtype == "float32" else [SHORT_DTYPES.get(dtype, dtype)]
+        tags += [] if device == "cpu" else [device]
         return {
             "Model": "Micro",
             "Implementation": f"{name} [{r['impl']}]",
             "Mode": r.get("mode") or "-",
-            "Config": f"{r['set']}:{r['case']}",
-            "Batch Size": (r.get("shape") or {}).get(batch_key, "-"),
+            "Config": f"{r['set']}:{r['case']}" + "".join(f", {t}" for t in tags),
+            "Batch Size": (r.get("shape") or {}).get(batch_key, "-") if batch_key else "-",
             "Score": f"{r[key]:.3g}",
             "Units": units,
             "value": r[key],
@@ -118,6 +133,11 @@ def notes(rows: list[dict]) -> list[str]:
     n = sum(r.get("status") != "ok" for r in rows)
     if n:
         out.append(f"{n} row(s) skipped or failed are not tabulated")
+    # ok rows without a line (an op unknown here, or no score): said, not dropped silently
+    lost = [r for r in rows if r.get("status") == "ok" and entry(r) is None]
+    if lost:
+        ops = sorted({str(r.get("op") or r.get("kind")) for r in lost})
+        out.append(f"{len(lost)} ok row(s) of {', '.join(ops)} have no line in this table")
     return out
 
 
@@ -187,6 +207,7 @@ def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
 
 
 def write_csv(path: str | os.PathLike, es: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
@@ -249,8 +270,7 @@ def cli_report(args, con) -> int:
     for line in lines:
         con.print(escape(line))
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(markdown(es, columns))
+        report.write_text(args.markdown, markdown(es, columns))
     if args.csv:
         write_csv(args.csv, es, columns)
     return 0

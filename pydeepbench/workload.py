@@ -274,6 +274,17 @@ def cli_model(args, con) -> int:
 
     if args.model not in MODELS:
         raise ValueError(f"unknown model {args.model!r}; models: {', '.join(MODELS)}")
+    # Flags are checked here, so that a bad value names its flag (not the config file's
+    # field) and 0 is refused rather than taken for "not given". Warm-up cannot be 0: an
+    # impl's first step pays one-time costs that would land in the latency percentiles.
+    for flag, v in (
+        ("--batch-size", args.batch_size),
+        ("--row-cap", args.row_cap),
+        ("--steps", args.steps),
+        ("--warmup", args.warmup),
+    ):
+        if v is not None and v < 1:
+            raise ValueError(f"{flag} must be >= 1, got {v}")
     cfg = dlrm.load_config(args.config).with_overrides(
         batch_size=args.batch_size, row_cap=args.row_cap
     )
@@ -285,10 +296,8 @@ def cli_model(args, con) -> int:
     for m in modes:
         if m not in dlrm.MODES:
             raise ValueError(f"unknown mode {m!r}; use {', '.join(dlrm.MODES)}")
-    steps = args.steps or cfg.steps
-    warmup = args.warmup or cfg.warmup
-    if steps < 1 or warmup < 1:
-        raise ValueError(f"--steps and --warmup must be >= 1, got {steps} and {warmup}")
+    steps = cfg.steps if args.steps is None else args.steps
+    warmup = cfg.warmup if args.warmup is None else args.warmup
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.json or os.path.join("results", f"model-{args.model}-{cfg.name}-{stamp}.json")
     run_info = {

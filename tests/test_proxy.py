@@ -34,8 +34,16 @@ def test_table_from_model_and_micro_files():
     assert (lin["Score"], lin["Units"], lin["Batch Size"]) == ("0.0712", "TF/s", 256)
     emb = by[("Micro", "EmbeddingBag [native]", "hot")]
     assert (emb["Score"], emb["Units"], emb["Batch Size"]) == ("12.5", "GB/s", 65536)
-    # gemm rows, failed and skipped rows are not tabulated; micro rows come last.
-    assert len(es) == 6 and [e["Model"] for e in es][-2:] == ["Micro", "Micro"]
+    # gemm in TF/s; a GEMM names no batch dimension, its case gives M, N, K.
+    gemm = by[("Micro", "GEMM [native]", "hot")]
+    assert (gemm["Config"], gemm["Score"], gemm["Units"], gemm["Batch Size"]) == (
+        "fixture-set:g",
+        "1",
+        "TF/s",
+        "-",
+    )
+    # Failed and skipped rows are not tabulated; micro rows come last.
+    assert len(es) == 7 and [e["Model"] for e in es][-3:] == ["Micro"] * 3
     notes = proxy.notes(rows)
     assert any(n.startswith("*") for n in notes)
     assert any("fallback emb" in n for n in notes)
@@ -62,6 +70,59 @@ def test_interaction_rows_are_micro_rows_in_gbps():
     assert (e["Score"], e["Units"]) == ("10", "GB/s")
 
 
+def micro_file(tmp_path, rows, name="micro.json"):
+    """MICRO's system with these rows: a results file of one sweep."""
+    doc = json.loads(MICRO.read_text())
+    doc["results"] = rows
+    out = tmp_path / name
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_micro_lines_of_different_dtypes_and_devices_stay_apart(tmp_path, capsys):
+    """One embedding_bags sweep with --dtype fp32,uint8 (and linear fp32,bf16): a line per
+    dtype, fp32 implicit as on model rows, and --against compares each with its own."""
+    _, rows = proxy.load([MICRO])
+    emb, lin = (next(r for r in rows if r["op"] == op) for op in ("embedding_bags", "linear"))
+    rows = [
+        emb,
+        {**emb, "dtype": "uint8", "gbps": 6.0},
+        lin,
+        {**lin, "dtype": "bfloat16", "tflops": 0.2},
+        {**lin, "device": "cuda", "tflops": 9.0},
+    ]
+    configs = [e["Config"] for e in proxy.entries(rows)]
+    assert sorted(configs) == [
+        "fixture-set:emb_A.b65536",
+        "fixture-set:emb_A.b65536, uint8",
+        "fixture-set:mlp_A.1dev.b256",
+        "fixture-set:mlp_A.1dev.b256, bf16",
+        "fixture-set:mlp_A.1dev.b256, cuda",
+    ]
+    lines, notes = proxy.compare(rows, rows)
+    assert len(lines) == 5 and not any("repeated" in n for n in notes)
+    a = micro_file(tmp_path, rows)
+    assert cli.main(["report", str(a), "--against", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert "emb_A.b65536, uint8" in out and "mlp_A.1dev.b256, bf16" in out
+    assert "repeated" not in out
+
+
+def test_report_of_a_gemm_file_tabulates_it(tmp_path, capsys):
+    _, rows = proxy.load([MICRO])
+    gemm = micro_file(tmp_path, [r for r in rows if r["op"] == "gemm"])
+    assert cli.main(["report", str(gemm)]) == 0
+    out = capsys.readouterr().out
+    assert "GEMM [native]" in out and "fixture-set:g" in out and "TF/s" in out
+
+
+def test_ok_rows_without_a_line_are_counted_in_a_note():
+    ok = {"status": "ok", "impl": "native", "set": "s", "case": "c", "shape": {}}
+    rows = [{**ok, "op": "softmax", "gbps": 1.0}, {**ok, "op": "linear", "tflops": None}]
+    assert proxy.entries(rows) == []
+    assert "2 ok row(s) of linear, softmax have no line in this table" in proxy.notes(rows)
+
+
 def test_refuses_to_mix_machines():
     with pytest.raises(ValueError, match="refusing to mix results from 2 different machines"):
         proxy.load([MODELS, OTHER])
@@ -70,21 +131,21 @@ def test_refuses_to_mix_machines():
 
 
 def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
-    md, cs = tmp_path / "t.md", tmp_path / "t.csv"
+    md, cs = tmp_path / "new" / "t.md", tmp_path / "new2" / "t.csv"  # directories made
     rc = cli.main(["report", str(MODELS), str(MICRO), "--markdown", str(md), "--csv", str(cs)])
     assert rc == 0
     out = capsys.readouterr().out
     assert "Proxy Workloads results on Test CPU 9000" in out and "800.0*" in out
     assert "MLP/Linear [native]" in out and "EmbeddingBag [native]" in out
     lines = md.read_text().splitlines()
-    assert lines[0] == "| " + " | ".join(proxy.COLUMNS) + " |" and len(lines) == 2 + 6
+    assert lines[0] == "| " + " | ".join(proxy.COLUMNS) + " |" and len(lines) == 2 + 7
     assert any(
         "| DLRM | optimized (fallback emb) | infer | dlrm-mlperf cap 500000 | 2048 | 800.0* |" in x
         for x in lines
     )
     with open(cs) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and set(rows[0]) == set(proxy.COLUMNS)
+    assert len(rows) == 7 and set(rows[0]) == set(proxy.COLUMNS)
     assert {r["Units"] for r in rows} == {"ex/s", "TF/s", "GB/s"}
 
 
@@ -161,7 +222,7 @@ def test_compare_two_systems_matches_lines_and_gives_b_over_a(tmp_path, capsys):
     assert "DLRM: geomean B/A 2.00x over 4 line(s)" in out
     assert "Micro EmbeddingBag [native]: geomean B/A 4.00x over 1 line(s)" in out
     lines = md.read_text().splitlines()
-    assert lines[0] == "| " + " | ".join(proxy.COMPARE_COLUMNS) + " |" and len(lines) == 2 + 6
+    assert lines[0] == "| " + " | ".join(proxy.COMPARE_COLUMNS) + " |" and len(lines) == 2 + 7
     assert (
         "| DLRM | ootb | train | dlrm-mlperf cap 500000 | 2048 | ex/s | 400.0 | 800.0 | 2.00x |"
         in lines

@@ -200,5 +200,15 @@ def test_model_cli_bad_input(capsys):
     assert "unknown model config" in capsys.readouterr().out
     assert cli.main(["model", "dlrm", "--config", TINY, "--impl", "fast"]) == 2
     assert cli.main(["model", "bert", "--config", TINY]) == 2
-    assert cli.main(["model", "dlrm", "--config", TINY, "--steps", "-1"]) == 2
-    assert "--steps and --warmup must be >= 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--warmup", "--batch-size", "--row-cap"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_model_cli_refuses_a_flag_below_1_by_its_name(flag, value, tmp_path, capsys):
+    """0 is not taken for "not given" (the config's default), and the error names the
+    flag, not the config file's field."""
+    j = tmp_path / "m.json"
+    assert cli.main(["model", "dlrm", "--config", TINY, flag, value, "--json", str(j)]) == 2
+    out = capsys.readouterr().out
+    assert f"{flag} must be >= 1, got {value}" in out and "field" not in out
+    assert not j.exists()
