@@ -30,22 +30,37 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str | None:
-    """Commit of the source tree this package was installed from, when run inside it."""
-    for where in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        try:
-            out = subprocess.run(
-                ["git", "-C", str(where), "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if out.returncode == 0:
-            return out.stdout.strip()
-    return None
+# The directory of the running pydeepbench source (not the working directory's).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(where: Path, *args: str) -> str | None:
+    """stdout of `git -C where ARGS...`, or None (no git, not a repository, an error)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(where), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit(package_dir: Path = PACKAGE_DIR, built: str = "") -> str | None:
+    """The commit of the running source, "-dirty" when tracked files differ from it: HEAD
+    of the git checkout the package is in (an editable install), else the commit its
+    extension was built from (`built`: `_C.build_commit`, "" when not built from a
+    checkout), else None. The package's own files must be tracked in that checkout: a copy
+    installed in a venv inside some other project is in that project's work tree without
+    being its source."""
+    if _git(package_dir, "ls-files", "--error-unmatch", "__init__.py") is None:
+        return built or None
+    head = _git(package_dir, "rev-parse", "HEAD")
+    dirty = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
+    return head and head + ("-dirty" if dirty else "")
 
 
 def cpu_info() -> dict:
@@ -111,7 +126,7 @@ def gpu_info() -> dict | None:
 def collect() -> dict:
     from pydeepbench import __version__
 
-    compiler = _native.cpu().compiler if _native.cpu_unavailable() is None else None
+    C = _native.cpu() if _native.cpu_unavailable() is None else None
     return {
         "hostname": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
@@ -128,9 +143,9 @@ def collect() -> dict:
             "numpy": _version("numpy"),
             "triton": _version("triton"),
             "pydeepbench": __version__,
-            "compiler": compiler,
+            "compiler": C.compiler if C else None,
         },
-        "git_commit": _git_commit(),
+        "git_commit": _git_commit(built=C.build_commit if C else ""),
     }
 
 

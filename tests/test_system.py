@@ -1,8 +1,36 @@
 import os
+import re
+import shutil
 import subprocess
 import sys
 
+import pytest
+
 from pydeepbench import _native, system
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+def git(where, *args) -> str:
+    return subprocess.run(
+        ["git", "-C", str(where), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def repo_with(tmp_path, name, files):
+    """A git repository at tmp_path/name with `files` (relative paths) committed."""
+    root = tmp_path / name
+    root.mkdir()
+    git(root, "init", "-q")
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("")
+    git(root, "add", *files)
+    git(root, "commit", "-q", "-m", "x")
+    return root
 
 
 def test_metadata_has_what_a_comparison_needs():
@@ -27,3 +55,45 @@ def test_unknown_isa_cap_is_refused_by_name():
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert r.returncode != 0
     assert "PYDEEPBENCH_ISA='avx-512' is not one of generic, avx2" in r.stderr
+
+
+@needs_git
+def test_git_commit_is_the_running_source_not_the_working_directory(tmp_path, monkeypatch):
+    other = repo_with(tmp_path, "unrelated", ["README"])
+    monkeypatch.chdir(other)
+    commit = system._git_commit()
+    assert commit != git(other, "rev-parse", "HEAD")
+    # This checkout's HEAD when the package runs from one (editable), else None.
+    tracked = subprocess.run(
+        ["git", "-C", str(system.PACKAGE_DIR), "ls-files", "--error-unmatch", "__init__.py"],
+        capture_output=True,
+    )
+    if tracked.returncode == 0:
+        assert commit.removesuffix("-dirty") == git(system.PACKAGE_DIR, "rev-parse", "HEAD")
+        assert system.collect()["git_commit"] == commit
+    else:  # an installed copy: the commit its extension was built from, if any
+        assert commit is None
+        built = _native.cpu().build_commit
+        assert re.fullmatch(r"([0-9a-f]{40}(-dirty)?)?", built)
+        assert system.collect()["git_commit"] == (built or None)
+
+
+@needs_git
+def test_git_commit_of_a_package_tracked_installed_or_without_git(tmp_path, monkeypatch):
+    src = repo_with(tmp_path, "src", ["pkg/__init__.py"])
+    head = git(src, "rev-parse", "HEAD")
+    assert system._git_commit(src / "pkg", built="stale") == head
+    (src / "pkg" / "__init__.py").write_text("x = 1\n")
+    assert system._git_commit(src / "pkg") == head + "-dirty"
+    git(src, "checkout", "pkg/__init__.py")
+    # Installed outside any repository, or in a project's (untracked) venv: not its source;
+    # the commit the extension was built from, when it was built from a checkout.
+    (tmp_path / "site" / "pkg").mkdir(parents=True)
+    assert system._git_commit(tmp_path / "site" / "pkg") is None
+    assert system._git_commit(tmp_path / "site" / "pkg", built=head) == head
+    venv_pkg = src / ".venv" / "site-packages" / "pkg"
+    venv_pkg.mkdir(parents=True)
+    (venv_pkg / "__init__.py").write_text("")
+    assert system._git_commit(venv_pkg) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "site"))  # no git to run
+    assert system._git_commit(src / "pkg") is None

@@ -35,6 +35,7 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
   m.attr("compiler") = PDB_COMPILER;
+  m.attr("build_commit") = PDB_BUILD_COMMIT;  // "" when not built from a git checkout
   pdb::bind_gemm(m);
   pdb::bind_roofline(m);
   pdb::bind_embedding_bag(m);
