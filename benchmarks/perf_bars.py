@@ -454,6 +454,13 @@ def main(argv=None) -> int:
                 f"({'; '.join(unstable)}); rerun with --repeat",
                 flush=True,
             )
+        short = sum((r.get("harness") or {}).get("stop_reason") == harness.SHORT for r in bar_rows)
+        if short:
+            print(
+                f"      {short} row(s) ran out of time below the minimum sample count (the "
+                "machine was slow): rerun with a larger --max-time",
+                flush=True,
+            )
         results.append(
             {
                 "bar": bar.name,
@@ -471,6 +478,7 @@ def main(argv=None) -> int:
                 ),
                 **({"flops_roofs" if bar.flops_roof else "memory_roofs": roofs} if roofs else {}),
                 "unstable": unstable,
+                "short_rows": short,
             }
         )
     if args.json:

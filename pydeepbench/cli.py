@@ -149,6 +149,8 @@ def cmd_list(con) -> int:
 
 
 def cmd_roofline(args, con) -> int:
+    if args.max_time <= 0:  # a probe of ~1 sample would be cached as the machine's peak
+        raise ValueError(f"--max-time must be > 0, got {args.max_time}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
     pk = roofline.peaks(args.device, refresh=args.refresh, max_time_s=args.max_time)
@@ -180,14 +182,14 @@ def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.d
     """Refuse flags that would run nothing or measure nonsense, naming the flag."""
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    for flag, v, ok in (
-        ("--max-time", args.max_time, args.max_time > 0),
-        ("--min-time", args.min_time, args.min_time >= 0),
-        ("--min-samples", args.min_samples, args.min_samples >= 1),
-        ("--target-noise", args.target_noise, args.target_noise > 0),
+    for flag, v, ok, want in (
+        ("--max-time", args.max_time, args.max_time > 0, "> 0"),
+        ("--min-time", args.min_time, args.min_time >= 0, ">= 0"),
+        ("--min-samples", args.min_samples, args.min_samples >= 1, ">= 1"),
+        ("--target-noise", args.target_noise, args.target_noise > 0, "> 0"),
     ):
         if not ok:
-            raise ValueError(f"{flag} {v} is out of range (see --help)")
+            raise ValueError(f"{flag} must be {want}, got {v}")
     impls = [registry.get_impl(op, n) for n in impl_names]
     for dtype in dtypes:
         if not any(dtype in i.dtypes.get(args.device, ()) for i in impls):
@@ -264,11 +266,12 @@ def cmd_op(args, con) -> int:
         task = prog.add_task(f"{op} {set_name}", total=total)
 
         first = [True]
-        gathers = registry.get_op(op).gathers
+        # One layout for the whole sweep, so that every case's rows line up.
+        gathers, width = registry.get_op(op).gathers, con.width
 
         def on_rows(rows):
             writer.add(rows)
-            table = report.table(rows, first[0], gathers, prog.console.width)
+            table = report.table(rows, first[0], gathers, width)
             prog.console.print(table)
             first[0] = False
             prog.advance(task)
@@ -281,7 +284,7 @@ def cmd_op(args, con) -> int:
         report.write_csv(args.csv, rows)
     if args.markdown:
         report.write_text(args.markdown, report.markdown(rows))
-    con.print(f"results: {json_path}")
+    con.print(escape(f"results: {json_path}"))
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_plot(args, con)
         return cmd_op(args, con)
-    except (ValueError, OSError) as e:  # OSError: a results file or output path
+    except (ValueError, OSError) as e:
+        if isinstance(e, OSError) and e.filename is None:
+            raise  # not a results file or output path the user named: keep the traceback
         con.print(f"[red]error:[/red] {escape(str(e))}")
         return 2

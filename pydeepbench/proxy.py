@@ -10,8 +10,9 @@ Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
   `dot_interaction` "Micro | EmbeddingBag [impl]", "Micro | EmbeddingBag train [impl]"
   and "Micro | Interaction [impl]" in GB/s (memory bound); Mode is the micro benchmark's
   timing mode (hot/cold), Config is set:case plus the dtype unless float32 (", bf16",
-  ", uint8") and the device unless cpu, Batch Size is linear's M, the bags' batch, the
-  interaction's B ("-" for a GEMM, which names no batch dimension).
+  ", uint8"; not the device, so a CPU system's lines compare with a GPU's), Batch Size
+  is linear's M, the bags' batch, the interaction's B ("-" for a GEMM, which names no
+  batch dimension).
 Only rows with status ok are tabulated; the others are counted in a note, as are ok rows
 of an op the table has no line for. Files from different machines (system.machine_id)
 are refused: their scores do not compare.
@@ -100,11 +101,11 @@ def entry(r: dict) -> dict | None:
         name, key, units, batch_key = MICRO_OPS[r["op"]]
         if r.get(key) is None:
             return None
-        # The dtype and device are part of a line's identity: a sweep of several dtypes
-        # gives one line per dtype, and --against must not match fp32 with uint8.
-        dtype, device = r.get("dtype", "float32"), r.get("device", "cpu")
+        # The dtype is part of a line's identity: a sweep of several dtypes gives one line
+        # per dtype, and --against must not match fp32 with uint8. The device is not: a
+        # CPU system's lines compare with a GPU system's.
+        dtype = r.get("dtype", "float32")
         tags = [] if dtype == "float32" else [SHORT_DTYPES.get(dtype, dtype)]
-        tags += [] if device == "cpu" else [device]
         return {
             "Model": "Micro",
             "Implementation": f"{name} [{r['impl']}]",
@@ -246,7 +247,7 @@ def detail_table(rows: list[dict]) -> Table:
             if chk is None
             else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_diff']:.1e}",
             f"emb={r.get('emb_impl')} dense={r.get('dense_impl')}",
-            r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason')}"),
+            escape(r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason')}")),
         )
     return t
 

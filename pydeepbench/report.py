@@ -145,7 +145,7 @@ def load_results(path: str | os.PathLike) -> dict:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: no such results file") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: not a pydeepbench results file (a JSON object)")
@@ -265,8 +265,20 @@ WIDTHS = {
 }
 HEADERS = list(WIDTHS)
 # Columns left out, in this order, while a table is wider than the terminal (the JSON,
-# CSV and Markdown keep them all); then the case column narrows to 12 and folds.
-NARROW_DROP = ("bound", "%peak BW", "%gather", "GB/s", "%peak F", "check")
+# CSV and Markdown keep them all), once narrowing the case column to 12 (it folds) is
+# not enough. Case, impl, median time and status remain: 49 columns; a narrower
+# terminal cuts them.
+NARROW_DROP = (
+    "bound",
+    "%peak BW",
+    "%gather",
+    "GB/s",
+    "%peak F",
+    "check",
+    "TF/s",
+    "dtype",
+    "vs ootb",
+)
 
 
 def _headers(gathers: bool) -> list[str]:
@@ -282,7 +294,8 @@ def table(rows: list[dict], header: bool = True, gathers: bool = False, width: i
     heads, widths = _headers(gathers), dict(WIDTHS)
     if width is not None:
         drop = [h for h in NARROW_DROP if h in heads]
-        while sum(widths[h] + 2 for h in heads) - 2 > width and drop:
+        room = widths["case"] - 12  # what folding the case column gives back first
+        while sum(widths[h] + 2 for h in heads) - 2 - room > width and drop:
             heads.remove(drop.pop(0))
         over = sum(widths[h] + 2 for h in heads) - 2 - width
         widths["case"] = max(12, widths["case"] - max(over, 0))  # folded, not cut
@@ -325,6 +338,12 @@ def summary(rows: list[dict]) -> list[str]:
         g = geomean(sp)
         if g is not None:
             out.append(f"{impl} {dtype}: geomean {g:.2f}x vs ootb over {len(sp)} cases")
+    noisy = sum(r["status"] == "ok" and (r.get("harness") or {}).get("noisy") for r in rows)
+    if noisy:
+        out.append(
+            f"{noisy} ok row(s) noisy (spread above the bound, or out of time below "
+            "--min-samples): their times and speedups are less certain"
+        )
     for status in ("failed", "skipped"):
         n = sum(r["status"] == status for r in rows)
         if n:

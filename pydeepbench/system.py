@@ -144,6 +144,8 @@ def collect() -> dict:
             "triton": _version("triton"),
             "pydeepbench": __version__,
             "compiler": C.compiler if C else None,
+            # In an editable checkout _C is rebuilt only on request: it can lag git_commit.
+            "build_commit": (C.build_commit or None) if C else None,
         },
         "git_commit": _git_commit(built=C.build_commit if C else ""),
     }

@@ -40,6 +40,8 @@ import gc
 import itertools
 from collections.abc import Callable
 
+from rich.markup import escape
+
 from pydeepbench import _native, harness, system
 
 MODEL_ATOL = 1e-4  # outputs are probabilities in (0, 1); fp32 reorderings stay ~1e-6
@@ -337,5 +339,5 @@ def cli_model(args, con) -> int:
     con.print(proxy.detail_table(rows))
     con.print(proxy.text_table(proxy.entries(rows)))
     for line in proxy.notes(rows) + [f"score: {SCORE_CONVENTION}", f"results: {path}"]:
-        con.print(line)
+        con.print(escape(line))
     return 1 if any(r["status"] == "failed" for r in rows) else 0

@@ -250,3 +250,19 @@ def test_only_accepts_the_bar_names_and_help_lists_them(monkeypatch, capsys):
     out = capsys.readouterr().out
     for b in pb.BARS:
         assert b.name in out and b.what in out
+
+
+def test_rows_out_of_time_below_min_samples_are_counted_and_said(tmp_path, monkeypatch, capsys):
+    pb = load()
+    cfg = pb.harness.HarnessConfig
+    # the bar sweep's own config: a sample count it cannot reach (explicit ones win)
+    monkeypatch.setattr(
+        pb.harness,
+        "HarnessConfig",
+        lambda **kw: cfg(**{"min_samples": 10**5, "max_samples": 10**5, **kw}),
+    )
+    doc = run_tiny(pb, monkeypatch, tmp_path, "gemm-dlrm-fp32", "shape:M=64,N=48,K=32")
+    (b,) = doc["bars"]
+    assert b["short_rows"] == len(doc["results"]) == 2
+    assert all(r["harness"]["noisy"] for r in doc["results"])
+    assert "2 row(s) ran out of time below the minimum sample count" in capsys.readouterr().out

@@ -35,7 +35,7 @@ def test_counts_of_fambench_and_dlrm():
 def test_deepbench_train_layout_mix():
     cases = shapes.load("deepbench-train").cases
     lay = [("T" if c.shape["a_t"] else "N") + ("T" if c.shape["b_t"] else "N") for c in cases]
-    # 146 problems come as NN+TN pairs, 6 are NT only, 8 are NN+NT pairs (shapes.md).
+    # 146 problems come as NN+TN pairs, 6 are NT only, 8 are NN+NT pairs (gemm_problems.h).
     assert (lay.count("NN"), lay.count("TN"), lay.count("NT")) == (73 + 4, 73, 6 + 4)
 
 

@@ -71,11 +71,14 @@ def test_git_commit_is_the_running_source_not_the_working_directory(tmp_path, mo
     if tracked.returncode == 0:
         assert commit.removesuffix("-dirty") == git(system.PACKAGE_DIR, "rev-parse", "HEAD")
         assert system.collect()["git_commit"] == commit
+        built = system.collect()["versions"]["build_commit"]
+        assert built is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", built)
     else:  # an installed copy: the commit its extension was built from, if any
         assert commit is None
         built = _native.cpu().build_commit
         assert re.fullmatch(r"([0-9a-f]{40}(-dirty)?)?", built)
         assert system.collect()["git_commit"] == (built or None)
+        assert system.collect()["versions"]["build_commit"] == (built or None)
 
 
 @needs_git
