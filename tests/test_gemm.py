@@ -155,3 +155,33 @@ def test_tolerance_table_covers_every_impl_dtype():
             tol = SPEC.tolerance(dt)
             assert 0 < tol.atol < 0.1 and 0 < tol.rtol < 0.1
     assert math.isclose(SPEC.tolerance(torch.float32).atol, 1e-4)
+
+
+def _neg(*shape):
+    """A negative view: z.conj().imag's memory holds -x (torch's neg bit)."""
+    x = torch.randn(*shape, dtype=torch.cfloat).conj().imag
+    assert x.is_neg()
+    return x
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_negative_views_keep_their_sign(impl):
+    """Read by address alone, a negative view has the wrong sign (native and Triton did)."""
+    a, b = _neg(5, 7), _neg(9, 7).t()
+    torch.testing.assert_close(ops.gemm(a, b, impl=impl), a.resolve_neg() @ b.resolve_neg())
+
+
+@pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i != "ootb"])
+def test_impls_without_autograd_refuse_inputs_that_require_grad(impl):
+    """Their results carry no gradient: refused rather than silently cut off."""
+    a, b = torch.randn(3, 4, requires_grad=True), torch.randn(4, 5)
+    with pytest.raises(ValueError, match=f"impl '{impl}' computes no gradients and a requires"):
+        ops.gemm(a, b, impl=impl)
+    with torch.no_grad():
+        assert ops.gemm(a, b, impl=impl).shape == (3, 5)
+    assert ops.gemm(a, b, impl="ootb").requires_grad
+
+
+def test_sparse_operands_are_refused_by_name():
+    with pytest.raises(ValueError, match="gemm: b is a torch.sparse_coo tensor"):
+        ops.gemm(torch.randn(3, 4), torch.randn(4, 5).to_sparse(), impl="native")

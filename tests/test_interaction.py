@@ -155,3 +155,11 @@ def test_generic_path_in_subprocess(tmp_path):
         cwd=tmp_path,  # not the source tree: it would shadow the installed package
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_negative_views_keep_their_sign(impl):
+    x, emb = (torch.randn(6, w, dtype=torch.cfloat).conj().imag for w in (4, 12))
+    assert x.is_neg() and emb.is_neg()
+    want = ops.dot_interaction(x.resolve_neg(), emb.resolve_neg(), impl="ootb")
+    torch.testing.assert_close(ops.dot_interaction(x, emb, impl=impl), want)

@@ -129,3 +129,22 @@ def test_gate_rejects_known_bad(bad):
     inputs = SPEC.make_inputs(shape(32, 16, 64), torch.float32, "cpu", 0)
     r = compare(bad(**inputs), SPEC.reference(**inputs), SPEC.tolerance(torch.float32))
     assert not r.ok
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_negative_views_keep_their_sign(impl):
+    """z.conj().imag's memory holds -x (torch's neg bit): read by address alone, native
+    had every term's sign wrong."""
+    x, w, b = (torch.randn(*s, dtype=torch.cfloat).conj().imag for s in ((5, 7), (3, 7), (3,)))
+    assert x.is_neg() and w.is_neg() and b.is_neg()
+    ref = F.relu(F.linear(x.resolve_neg(), w.resolve_neg(), b.resolve_neg()))
+    torch.testing.assert_close(ops.linear(x, w, b, "relu", impl=impl), ref)
+
+
+@pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i != "ootb"])
+def test_impls_without_autograd_refuse_weights_that_require_grad(impl):
+    x, w = torch.randn(3, 4), torch.nn.Parameter(torch.randn(5, 4))
+    with pytest.raises(ValueError, match="computes no gradients and weight requires grad"):
+        ops.linear(x, w, impl=impl)
+    with torch.no_grad():
+        assert ops.linear(x, w, impl=impl).shape == (3, 5)

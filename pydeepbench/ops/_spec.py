@@ -101,3 +101,25 @@ class OpSpec:
 
     def tolerance(self, dtype: torch.dtype) -> Tolerance:
         return tolerance_for(self.tolerances, dtype)
+
+
+def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors as our kernels read them, by address. Dense (strided) layout only; a
+    negative view (`z.conj().imag` of a complex z: its memory holds -x) resolved to a copy,
+    which the address alone would read with the wrong sign. And, since only torch's own
+    (ootb) impls have autograd here, refused when grad mode is on and one requires grad:
+    the result would silently carry no gradient. ootb's tensors pass as they are."""
+    if impl == "ootb":
+        return [t for _, t in named]
+    grad = torch.is_grad_enabled()
+    out = []
+    for name, t in named:
+        if t.layout is not torch.strided:
+            raise ValueError(f"{op}: {name} is a {t.layout} tensor; impl {impl!r} takes dense ones")
+        if grad and t.requires_grad:
+            raise ValueError(
+                f"{op} impl {impl!r} computes no gradients and {name} requires grad: use "
+                "impl 'ootb' for autograd, or call it under torch.no_grad()"
+            )
+        out.append(t.resolve_neg() if t.is_neg() else t)
+    return out

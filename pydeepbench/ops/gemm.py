@@ -21,7 +21,7 @@ from pydeepbench import _native
 from pydeepbench._native import DTYPE_CODES
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import OpSpec
+from pydeepbench.ops._spec import OpSpec, kernel_operands
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 # fp32: accumulation-order differences grow ~sqrt(K)*eps; 1e-4 rejects a bf16-rounded
@@ -96,7 +96,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, impl: str = "native") -> torch.Ten
     why = chosen.why_not(device, a.dtype)
     if why:
         raise ValueError(f"gemm impl {impl!r} cannot run here: {why}")
-    return chosen.fn(a, b)
+    return chosen.fn(*kernel_operands("gemm", impl, ("a", a), ("b", b)))
 
 
 @register_impl(

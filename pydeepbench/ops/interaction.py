@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from pydeepbench import _native
-from pydeepbench.ops._spec import OpSpec
+from pydeepbench.ops._spec import OpSpec, kernel_operands
 from pydeepbench.ops.gemm import TOLERANCES
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -77,7 +77,7 @@ def dot_interaction(x: torch.Tensor, emb: torch.Tensor, *, impl: str = "native")
     why = chosen.why_not(x.device.type, x.dtype)
     if why:
         raise ValueError(f"dot_interaction impl {impl!r} cannot run here: {why}")
-    return chosen.fn(x, emb)
+    return chosen.fn(*kernel_operands("dot_interaction", impl, ("x", x), ("emb", emb)))
 
 
 def dlrm_dot(x: torch.Tensor, ly: list[torch.Tensor]) -> torch.Tensor:
