@@ -1,5 +1,8 @@
 """EmbeddingBag: formulas, data generation, every impl vs torch, the gate, bad input."""
 
+import inspect
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -409,3 +412,291 @@ def test_strided_views_are_taken_as_torch_takes_them(impl):
         wr = w.clone().requires_grad_(True)
         (F.embedding_bag(idx, wr, off, mode="sum") * g_t[:, :8]).sum().backward()
         torch.testing.assert_close(dense, wr.grad)
+
+
+# ---- gradients reach the caller's tensors, or the impl says it has none -----------------
+
+GRAD_TO = torch.tensor([0, 10, 30])  # T=2 tables, B=2 bags each
+GRAD_IDX = torch.tensor([1, 1, 9, 0, 19, 19, 3])
+GRAD_OFF = torch.tensor([0, 2, 3, 4, 7])
+
+
+def _torch_grads(weight, psw, go, mode="sum"):
+    """torch's gradients of the two-table pooling for weight and psw (either may be None)."""
+    w = weight.detach().clone().requires_grad_(True)
+    p = None if psw is None else psw.detach().clone().requires_grad_(True)
+    outs = []
+    for t in range(2):
+        lo, hi = int(GRAD_OFF[2 * t]), int(GRAD_OFF[2 * t + 2])
+        outs.append(
+            F.embedding_bag(
+                GRAD_IDX[lo:hi] + GRAD_TO[t],
+                w,
+                GRAD_OFF[2 * t : 2 * t + 2] - lo,
+                mode=mode,
+                per_sample_weights=None if p is None else p[lo:hi],
+            )
+        )
+    torch.cat(outs, 1).backward(go)
+    return w.grad, None if p is None else p.grad
+
+
+GRAD_IMPLS = [i for i in ("ootb", "functional", "native") if i in CPU_IMPLS]
+
+
+@pytest.mark.parametrize("impl", GRAD_IMPLS)
+@pytest.mark.parametrize("wants", ["weight", "per_sample_weights", "both"])
+def test_gradients_reach_the_callers_tensors(impl, wants):
+    """ootb's modules used to hold their own Parameter (w.grad stayed None) and native
+    dropped per_sample_weights' gradient (its output did not require grad for them)."""
+    g = torch.Generator().manual_seed(6)
+    w0, psw0 = torch.randn(30, 6, generator=g), torch.rand(7, generator=g)
+    go = torch.randn(2, 12, generator=g)
+    want_w, want_p = _torch_grads(w0, psw0, go)
+    w = w0.clone().requires_grad_(wants != "per_sample_weights")
+    psw = psw0.clone().requires_grad_(wants != "weight")
+    out = ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw, impl=impl)
+    assert out.requires_grad
+    out.backward(go)
+    if w.requires_grad:
+        torch.testing.assert_close(w.grad, want_w)
+    else:
+        assert w.grad is None
+    if psw.requires_grad:
+        torch.testing.assert_close(psw.grad, want_p)
+    else:
+        assert psw.grad is None
+
+
+@pytest.mark.parametrize("impl", GRAD_IMPLS)
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_single_table_weight_gradient_matches_torch(impl, mode):
+    w = torch.randn(20, 5, requires_grad=True)
+    idx, off = torch.tensor([3, 3, 0, 19, 7, 3]), torch.tensor([0, 0, 2, 3])
+    go = torch.randn(4, 5)
+    ops.embedding_bag(w, idx, off, mode=mode, impl=impl).backward(go)
+    w2 = w.detach().clone().requires_grad_(True)
+    F.embedding_bag(idx, w2, off, mode=mode).backward(go)
+    torch.testing.assert_close(w.grad, w2.grad)
+
+
+def test_ootb_benchmark_modules_keep_their_parameters():
+    """OOTB's timed inputs do not require grad: its modules stay what a researcher builds
+    (nn.EmbeddingBag.from_pretrained, a Parameter over the packed table's rows)."""
+    impl = registry.get_impl("embedding_bags", "ootb")
+    v = SPEC.variants(SPEC.make_inputs(shape(), torch.float32, "cpu", 0))
+    own = impl.prepare(v)[0]
+    for m, start in zip(own["modules"], [0, 50, 57], strict=True):
+        assert isinstance(m.weight, torch.nn.Parameter)
+        assert m.weight.data_ptr() == v[0]["weight"][start].data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.uint8])
+def test_native_per_sample_weights_gradient_for_other_row_dtypes(dtype):
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    g = torch.Generator().manual_seed(7)
+    w0, go = torch.randn(30, 6, generator=g), torch.randn(2, 12, generator=g)
+    if dtype == torch.uint8:
+        w = ops.quantize_rows(w0)
+        values, psw = ops.dequantize_rows(w), torch.rand(7, generator=g)
+    else:
+        w = w0.to(dtype)
+        values, psw = w.float(), torch.rand(7, generator=g).to(dtype)
+    _, want = _torch_grads(values, psw.float(), go)
+    psw.requires_grad_(True)
+    ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw).backward(go)
+    assert psw.grad.dtype == psw.dtype
+    tol = 1e-5 if dtype == torch.uint8 else 2e-2
+    torch.testing.assert_close(psw.grad.float(), want, atol=tol, rtol=tol)
+
+
+def test_native_weight_gradient_needs_fp32():
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    w = torch.randn(30, 6).bfloat16().requires_grad_(True)
+    with pytest.raises(ValueError, match="impl 'native' computes no gradient for a torch.bfloat16"):
+        ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF)
+
+
+def test_ootb_uint8_rows_refuse_a_per_sample_weights_gradient():
+    # FBGEMM's op has no autograd kernel: backward used to leave psw.grad None, silently.
+    q = ops.quantize_rows(torch.randn(30, 6))
+    psw = torch.rand(7, requires_grad=True)
+    with pytest.raises(ValueError, match="impl 'ootb' computes no gradient for per_sample_w"):
+        ops.embedding_bags(q, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw, impl="ootb")
+    with torch.no_grad():
+        out = ops.embedding_bags(
+            q, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw, impl="ootb"
+        )
+    assert out.shape == (2, 12) and not out.requires_grad
+
+
+def test_triton_refuses_inputs_that_require_grad():
+    if "triton" not in CPU_IMPLS:
+        pytest.skip("triton does not run here")
+    w, psw = torch.randn(30, 6), torch.rand(7)
+    for wg, pg, what in ((True, False, "weight"), (False, True, "per_sample_weights")):
+        wr, pr = w.clone().requires_grad_(wg), psw.clone().requires_grad_(pg)
+        with pytest.raises(ValueError, match=f"impl 'triton' computes no gradient for {what}"):
+            ops.embedding_bags(wr, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=pr,
+                               impl="triton")  # fmt: skip
+        with torch.no_grad():  # the forward alone is fine
+            out = ops.embedding_bags(
+                wr, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=pr, impl="triton"
+            )
+        want = ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw)
+        torch.testing.assert_close(out, want)
+
+
+# ---- argument checks ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [torch.randn(3, 20), torch.zeros(3, 8, dtype=torch.uint8),
+                                 torch.zeros(3, 5, dtype=torch.uint8),
+                                 torch.zeros(20, dtype=torch.uint8),
+                                 torch.zeros(2, 3, 20, dtype=torch.uint8)])  # fmt: skip
+def test_dequantize_rows_needs_2d_uint8_rows_with_scale_and_bias(bad):
+    # float32 used to dequantize to garbage; <= 8 columns and 1-D failed with torch's errors
+    with pytest.raises(ValueError, match="2-D uint8 rows .* more than 8 columns"):
+        ops.dequantize_rows(bad)
+
+
+def test_dequantize_rows_checks_its_dtype_and_arguments():
+    q = ops.quantize_rows(torch.randn(4, 3))
+    assert ops.dequantize_rows(q).shape == (4, 3)  # 11 columns: D = 3
+    assert ops.dequantize_rows(q[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="floating-point dtype"):
+        ops.dequantize_rows(q, torch.int32)
+    with pytest.raises(TypeError, match="rows must be a torch.Tensor"):
+        ops.dequantize_rows(q.tolist())
+
+
+@pytest.mark.parametrize("bad", [torch.randn(5), torch.randn(2, 3, 5), torch.randn(3, 0),
+                                 torch.ones(3, 4, dtype=torch.int32)])  # fmt: skip
+def test_quantize_rows_needs_a_2d_float_table(bad):
+    with pytest.raises(ValueError, match="2-D floating-point table"):
+        ops.quantize_rows(bad)
+
+
+def test_quantize_rows_takes_float_tables():
+    w = torch.randn(6, 5)
+    for t in (w, w.double(), w.bfloat16(), w[:, ::2]):
+        q = ops.quantize_rows(t)
+        assert q.dtype == torch.uint8 and q.shape == (6, t.shape[1] + 8)
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
+        ops.quantize_rows([[1.0]])
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float32, torch.int16])
+def test_table_offsets_dtype_is_checked_for_every_impl(impl, dtype):
+    # int32 used to work with ootb/functional/triton and fail in native's binding; float32
+    # under ootb failed slicing ("slice indices must be integers").
+    w, idx, off = torch.randn(8, 4), torch.tensor([0, 4, 1, 2, 0, 1]), torch.tensor([0, 2, 3, 5, 6])
+    to = torch.tensor([0, 5, 8], dtype=dtype)
+    with pytest.raises(ValueError, match="table_offsets must be torch.int64, got " + str(dtype)):
+        ops.embedding_bags(w, to, idx, off, impl=impl)
+
+
+@pytest.mark.parametrize(
+    "arg", ["weight", "table_offsets", "indices", "offsets", "per_sample_weights"]
+)
+def test_non_tensor_arguments_are_named(arg):
+    args = {
+        "weight": torch.randn(8, 4),
+        "table_offsets": torch.tensor([0, 5, 8]),
+        "indices": torch.tensor([0, 4, 1, 2, 0, 1]),
+        "offsets": torch.tensor([0, 2, 3, 5, 6]),
+        "per_sample_weights": torch.rand(6),
+    }
+    args[arg] = args[arg].tolist()
+    with pytest.raises(TypeError, match=f"embedding_bags: {arg} must be a torch.Tensor, got list"):
+        ops.embedding_bags(
+            args["weight"], args["table_offsets"], args["indices"], args["offsets"],
+            per_sample_weights=args["per_sample_weights"],
+        )  # fmt: skip
+    if arg != "table_offsets":
+        single = {**args, "offsets": args["offsets"][:2] if arg == "offsets" else args["offsets"]}
+        with pytest.raises(TypeError, match=f"embedding_bag: {arg} must be a torch.Tensor"):
+            ops.embedding_bag(
+                single["weight"], single["indices"], single["offsets"],
+                per_sample_weights=single["per_sample_weights"], include_last_offset=True,
+            )  # fmt: skip
+
+
+@pytest.mark.parametrize("fn", ["sgd", "adagrad", "backward"])
+def test_gradient_ops_name_a_bad_mode_and_bad_arguments(fn):
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    w, to = torch.randn(8, 4), torch.tensor([0, 5, 8])
+    idx, off, go = (
+        torch.tensor([0, 4, 1, 2, 0, 1]),
+        torch.tensor([0, 2, 3, 5, 6]),
+        torch.randn(2, 8),
+    )
+
+    def call(mode="sum", **kw):
+        a = {"w": w.clone(), "to": to, "idx": idx, "off": off, "go": go, **kw}
+        if fn == "sgd":
+            ops.embedding_bags_sgd_step(a["w"], a["to"], a["idx"], a["off"], a["go"], 0.1,
+                                        mode=mode)  # fmt: skip
+        elif fn == "adagrad":
+            ops.embedding_bags_adagrad_step(a["w"], torch.zeros(8), a["to"], a["idx"], a["off"],
+                                            a["go"], 0.1, mode=mode)  # fmt: skip
+        else:
+            ops.embedding_bags_backward(a["go"], (8, 4), a["to"], a["idx"], a["off"], mode=mode)
+
+    # a bare KeyError: 'avg' before
+    allowed = "('sum', 'mean', 'max')" if fn == "backward" else "('sum', 'mean')"
+    with pytest.raises(ValueError, match=re.escape(f"mode must be one of {allowed}, got 'avg'")):
+        call(mode="avg")
+    if fn != "backward":
+        with pytest.raises(ValueError, match="mode must be one of .* got 'max'"):
+            call(mode="max")
+    with pytest.raises(TypeError, match="table_offsets must be a torch.Tensor, got list"):
+        call(to=[0, 5, 8])
+    with pytest.raises(TypeError, match="grad_out must be a torch.Tensor, got NoneType"):
+        call(go=None)
+    if fn != "backward":
+        with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
+            call(w=w.tolist())
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_no_bags_with_indices_gives_an_empty_result_as_torch(impl, weighted):
+    # It used to fail with "offsets[0] must be 0, got 6" (native) or alike.
+    w, idx = torch.randn(10, 4), torch.tensor([0, 4, 1, 2, 9, 1])
+    off = torch.zeros(0, dtype=torch.long)
+    psw = torch.rand(6) if weighted else None
+    want = F.embedding_bag(idx, w, off, mode="sum", per_sample_weights=psw)
+    got = ops.embedding_bag(w, idx, off, per_sample_weights=psw, impl=impl)
+    assert got.shape == want.shape == (0, 4) and got.dtype == want.dtype
+    if weighted:
+        with pytest.raises(
+            ValueError, match=r"per_sample_weights has shape \(5,\), indices \(6,\)"
+        ):
+            ops.embedding_bag(w, idx, off, per_sample_weights=psw[:5], impl=impl)
+
+
+def test_embedding_bag_default_mode_is_sum_and_documented():
+    """The project's callers rely on "sum"; torch's default is "mean": the docstring says so."""
+    assert inspect.signature(ops.embedding_bag).parameters["mode"].default == "sum"
+    doc = " ".join(ops.embedding_bag.__doc__.split())
+    assert 'default mode: "sum" here, "mean" in torch' in doc
+    w, idx, off = torch.randn(10, 4), torch.tensor([1, 2, 3]), torch.tensor([0])
+    torch.testing.assert_close(ops.embedding_bag(w, idx, off), w[1:4].sum(0, keepdim=True))
+
+
+def test_large_native_outputs_come_from_the_host_pool_and_cannot_grow():
+    """As the README's host-pool paragraph says: 1 MiB or more, not resizable beyond it."""
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    w, idx = torch.randn(100, 256), torch.randint(0, 100, (1024,))
+    out = ops.embedding_bag(w, idx, torch.arange(1024))  # 1 MiB of fp32
+    assert out.nbytes == 1 << 20
+    with pytest.raises(RuntimeError, match="Trying to resize storage that is not resizable"):
+        out.resize_(2048, 256)
+    small = ops.embedding_bag(w, idx[:16], torch.arange(16))
+    small.resize_(2048, 256)  # torch's allocator: resizable

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pydeepbench import registry
+from pydeepbench import ops, registry
 from pydeepbench.check import compare
 
 SPEC = registry.get_op("embedding_bags_train")
@@ -68,3 +68,100 @@ def test_gate_rejects_wrong_updates():
 def test_max_mode_is_refused():
     with pytest.raises(ValueError, match="modes sum and mean"):
         shape(mode="max")
+
+
+# ---- the public sparse steps refuse inputs that share memory with what they update --------
+
+NATIVE = "native" in CPU_IMPLS
+TO, IDX, OFF = torch.tensor([0, 6]), torch.tensor([5, 4, 3, 2, 1, 0, 0, 1]), torch.arange(7)
+OFF[-1] = 8  # B=6 bags, the last of three lookups: rows updated before others are read
+
+
+def _dense_grad(grad_out, psw=None):
+    g = grad_out.double().repeat_interleave(torch.diff(OFF), 0)
+    if psw is not None:
+        g = g * psw.double().unsqueeze(1)
+    return torch.zeros(6, grad_out.shape[1], dtype=torch.float64).index_add_(0, IDX, g)
+
+
+def _sgd(w, go, psw=None):
+    ops.embedding_bags_sgd_step(w, TO, IDX, OFF, go, 0.5, per_sample_weights=psw)
+
+
+def _adagrad(w, go, psw=None, mom=None):
+    mom = torch.zeros(6) if mom is None else mom
+    ops.embedding_bags_adagrad_step(w, mom, TO, IDX, OFF, go, 0.5, per_sample_weights=psw)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+@pytest.mark.parametrize("step", [_sgd, _adagrad])
+def test_steps_refuse_grad_out_sharing_the_weight(step):
+    """grad_out as the weight itself used to give rows off by up to 0.70 from "compute the
+    gradient, then update": the kernel read grad_out rows it had already overwritten."""
+    w = torch.randn(6, 4)
+    with pytest.raises(ValueError, match="grad_out shares memory with weight"):
+        step(w, w)
+    base = torch.randn(6 * 4 + 6 * 4 - 4)  # grad_out overlaps the weight's last row
+    with pytest.raises(ValueError, match="grad_out shares memory with weight"):
+        step(base[:24].view(6, 4), base[20:].view(6, 4))
+    # Two storages over the same memory (not views of one): caught alike.
+    buf = bytearray(torch.randn(6, 4).numpy().tobytes())
+    a = torch.frombuffer(buf, dtype=torch.float32).view(6, 4)
+    b = torch.frombuffer(buf, dtype=torch.float32).view(6, 4)
+    with pytest.raises(ValueError, match="grad_out shares memory with weight"):
+        step(a, b)
+    w_before = w.clone()
+    step(w, w.clone())  # a copy is fine
+    assert not torch.equal(w, w_before)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+@pytest.mark.parametrize("step", [_sgd, _adagrad])
+def test_steps_refuse_per_sample_weights_sharing_the_weight(step):
+    w = torch.randn(6, 4)
+    with pytest.raises(ValueError, match="per_sample_weights shares memory with weight"):
+        step(w, torch.ones(6, 4), psw=w.view(-1)[:8])  # error 0.09 before
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+def test_adagrad_refuses_momentum_sharing_its_other_tensors():
+    w, go = torch.randn(6, 4), torch.randn(6, 4)
+    with pytest.raises(ValueError, match="grad_out shares memory with momentum"):
+        _adagrad(w, go, mom=go[:, 0])
+    with pytest.raises(ValueError, match="momentum shares memory with weight"):
+        _adagrad(w, go, mom=w[:, 1])
+    psw = torch.rand(14)
+    with pytest.raises(ValueError, match="per_sample_weights shares memory with momentum"):
+        _adagrad(w, go, psw=psw[:8], mom=psw[2:8])
+    _adagrad(w, go, psw=psw[:8], mom=psw[8:])  # adjacent, not overlapping: fine
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+def test_steps_take_disjoint_views_and_converted_copies():
+    # Adjacent slices of one buffer do not overlap: the step runs and is exact.
+    base = torch.randn(6 * 4 + 6 * 4)
+    w, go = base[:24].view(6, 4), base[24:].view(6, 4)
+    want = w.double() - 0.5 * _dense_grad(go)
+    _sgd(w, go)
+    torch.testing.assert_close(w.double(), want)
+    # A bf16 grad_out that is the bf16 weight: the step reads an fp32 copy made first, so
+    # this is "compute the gradient, then update", and allowed.
+    wb = torch.randn(6, 4).bfloat16()
+    want = wb.double() - 0.5 * _dense_grad(wb.float())
+    _sgd(wb, wb)
+    torch.testing.assert_close(wb.double(), want, atol=2e-2, rtol=1.6e-2)
+
+
+@pytest.mark.parametrize("impl", ["ootb", "sparse"])
+def test_torch_steps_own_leaf_parameters_for_tables_that_require_grad(impl):
+    # Their private copy is detached: torch.optim.SGD gets leaf Parameters either way.
+    s = shape()
+    inputs = SPEC.make_inputs(s, torch.float32, "cpu", 0)
+    variants = SPEC.variants(inputs)
+    grad_in = [{**v, "weight": v["weight"].requires_grad_(True)} for v in variants]
+    own = registry.get_impl("embedding_bags_train", impl).prepare(grad_in)
+    assert all(isinstance(m.weight, torch.nn.Parameter) for m in own[0]["modules"])
+    with torch.no_grad():
+        ref = SPEC.reference(**variants[0], observe_rows=inputs["observe_rows"])
+    out = registry.get_impl("embedding_bags_train", impl).fn(**own[0])
+    assert compare(SPEC.observe(out.detach(), inputs), ref, SPEC.tolerance(torch.float32)).ok

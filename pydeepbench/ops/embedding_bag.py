@@ -15,7 +15,7 @@ DLRM's quantized inference reads): each row is D uint8 codes followed by that ro
 scale and fp32 bias, so the weight is (R_total, D + 8) and a row's values are
 scale * code + bias. `quantize_rows` and `dequantize_rows` convert. Such rows pool to fp32
 (also in the single-table `embedding_bag`, as FBGEMM's op returns), take fp32
-per_sample_weights, and have no gradient.
+per_sample_weights, and have no gradient (their per_sample_weights do, through impl native).
 
 Counting (per call):
   FLOPs = N*D adds (2*N*D when weighted) + B*T*D divisions for mean (uint8 rows' one
@@ -43,8 +43,12 @@ from pydeepbench.ops._spec import OpSpec
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 MODES = ("sum", "mean", "max")
+STEP_MODES = ("sum", "mean")  # the sparse optimizer steps' (max has no fused update)
 MODE_CODES = {"sum": 0, "mean": 1, "max": 2}
 INDEX_DTYPES = {"int32": torch.int32, "int64": torch.int64}
+# table_offsets, for every impl: row offsets into the packed weight, as the native kernels
+# (and TorchRec's table-batched layout) take them.
+TABLE_OFFSETS_DTYPES = (torch.int64,)
 ROTATIONS = 8
 
 # The reference sums the same (rounded) weights in float64; fp32 accumulation of up to a
@@ -62,12 +66,34 @@ Q8_EXTRA = 8  # bytes after a uint8 row's D codes: its fp32 scale and fp32 bias
 
 def quantize_rows(weight: torch.Tensor) -> torch.Tensor:
     """fp32 (R, D) -> uint8 (R, D + 8) 8-bit rowwise rows (FBGEMM's fused layout: codes,
-    fp32 scale, fp32 bias), as DLRM's quantized inference prepares its tables."""
+    fp32 scale, fp32 bias), as DLRM's quantized inference prepares its tables. Takes any
+    floating-point (R, D) table with D >= 1 (converted to fp32 first)."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(
+            f"quantize_rows: weight must be a torch.Tensor, got {type(weight).__name__}"
+        )
+    if not weight.is_floating_point() or weight.dim() != 2 or weight.shape[1] < 1:
+        raise ValueError(
+            f"quantize_rows: needs a 2-D floating-point table (R, D) with D >= 1, got a "
+            f"{weight.dim()}-D {weight.dtype} tensor of shape {tuple(weight.shape)}"
+        )
     return torch.ops.quantized.embedding_bag_byte_prepack(weight.float().contiguous())
 
 
 def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (R, D + 8) rowwise rows -> (R, D) values scale * code + bias, in `dtype`."""
+    """uint8 (R, D + 8) rowwise rows -> (R, D) values scale * code + bias, in `dtype` (a
+    floating-point dtype). `rows` must be 2-D uint8 with more than 8 columns: D >= 1 codes,
+    then the row's 4-byte fp32 scale and 4-byte fp32 bias."""
+    if not isinstance(rows, torch.Tensor):
+        raise TypeError(f"dequantize_rows: rows must be a torch.Tensor, got {type(rows).__name__}")
+    if rows.dtype != torch.uint8 or rows.dim() != 2 or rows.shape[1] <= Q8_EXTRA:
+        raise ValueError(
+            f"dequantize_rows: needs 2-D uint8 rows (R, D + 8) with more than {Q8_EXTRA} "
+            f"columns (D codes, then a 4-byte fp32 scale and a 4-byte fp32 bias), got a "
+            f"{rows.dim()}-D {rows.dtype} tensor of shape {tuple(rows.shape)}"
+        )
+    if not dtype.is_floating_point:
+        raise ValueError(f"dequantize_rows: dtype must be a floating-point dtype, got {dtype}")
     D = rows.shape[1] - Q8_EXTRA
     # Copied into a fresh buffer: a view of the parameters starts D bytes into its storage
     # (and .contiguous() keeps a single row's view), which view(float32) cannot take.
@@ -250,9 +276,39 @@ def _sampler(rows: int, distribution: str, alpha: float, g: torch.Generator):
 # ---- public API ------------------------------------------------------------------------
 
 
+def _require_tensors(fn: str, names: tuple, values: tuple, optional=()) -> None:
+    """TypeError naming the first of `values` that is not a tensor (or None, for a name in
+    `optional`)."""
+    for name, t in zip(names, values, strict=True):
+        if not (isinstance(t, torch.Tensor) or (t is None and name in optional)):
+            raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _mode_code(fn: str, mode: str, modes: tuple = MODES) -> int:
+    if mode not in modes:
+        raise ValueError(f"{fn}: mode must be one of {modes}, got {mode!r}")
+    return MODE_CODES[mode]
+
+
+_BATCHED_ARGS = ("weight", "table_offsets", "indices", "offsets", "per_sample_weights")
+
+
 def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_weights):
+    if not (
+        isinstance(weight, torch.Tensor)
+        and isinstance(table_offsets, torch.Tensor)
+        and isinstance(indices, torch.Tensor)
+        and isinstance(offsets, torch.Tensor)
+        and (per_sample_weights is None or isinstance(per_sample_weights, torch.Tensor))
+    ):
+        _require_tensors(
+            "embedding_bags",
+            _BATCHED_ARGS,
+            (weight, table_offsets, indices, offsets, per_sample_weights),
+            optional=("per_sample_weights",),
+        )
     if mode not in MODES:
-        raise ValueError(f"embedding_bags: mode must be one of {MODES}, got {mode!r}")
+        _mode_code("embedding_bags", mode)
     if weight.dim() != 2:
         raise ValueError(f"embedding_bags: weight must be 2-D (rows, dim), got {weight.dim()}-D")
     q8 = weight.dtype == torch.uint8
@@ -265,6 +321,11 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
         raise ValueError(
             f"embedding_bags: indices and offsets must both be int32 or both "
             f"int64, got {indices.dtype} and {offsets.dtype}"
+        )
+    if table_offsets.dtype not in TABLE_OFFSETS_DTYPES:
+        raise ValueError(
+            f"embedding_bags: table_offsets must be "
+            f"{' or '.join(str(d) for d in TABLE_OFFSETS_DTYPES)}, got {table_offsets.dtype}"
         )
     if indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError("embedding_bags: indices and offsets must be 1-D")
@@ -369,9 +430,18 @@ def embedding_bag(
     include_last_offset: bool = False,
     impl: str = "native",
 ) -> torch.Tensor:
-    """torch.nn.functional.embedding_bag semantics for one table (1-D indices with offsets);
-    accumulates in fp32 and returns the weight's dtype, as torch does (fp32 for uint8 rows,
-    as FBGEMM's op)."""
+    """torch.nn.functional.embedding_bag semantics for one table (1-D indices with offsets),
+    except the default mode: "sum" here, "mean" in torch (pass mode="mean" for torch's
+    default). Accumulates in fp32 and returns the weight's dtype, as torch does (fp32 for
+    uint8 rows, as FBGEMM's op)."""
+    _require_tensors(
+        "embedding_bag",
+        ("weight", "indices", "offsets", "per_sample_weights"),
+        (weight, indices, offsets, per_sample_weights),
+        optional=("per_sample_weights",),
+    )
+    if weight.dim() != 2:
+        raise ValueError(f"embedding_bag: weight must be 2-D (rows, dim), got {weight.dim()}-D")
     if indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError("embedding_bag: indices and offsets must be 1-D")
     if offsets.dtype != indices.dtype:
@@ -379,6 +449,16 @@ def embedding_bag(
             f"embedding_bag: offsets is {offsets.dtype} but indices is {indices.dtype}"
         )
     if not include_last_offset:  # torch's default: offsets holds bag starts only
+        if offsets.numel() == 0 and indices.numel():
+            # No bags: no index is looked up, and the result is (0, D), as torch returns.
+            if per_sample_weights is not None:
+                if per_sample_weights.shape != indices.shape:
+                    raise ValueError(
+                        f"embedding_bag: per_sample_weights has shape "
+                        f"{tuple(per_sample_weights.shape)}, indices {tuple(indices.shape)}"
+                    )
+                per_sample_weights = per_sample_weights[:0]
+            indices = indices[:0]
         offsets = torch.cat([offsets, offsets.new_tensor([indices.numel()])])
     elif offsets.numel() == 0:
         raise ValueError("embedding_bag: include_last_offset needs at least one offset")
@@ -398,6 +478,18 @@ def embedding_bag(
 # ---- implementations -------------------------------------------------------------------
 
 
+def _module(table: torch.Tensor, mode: str) -> torch.nn.EmbeddingBag:
+    """The researcher's module over `table`. from_pretrained wraps the rows in a new leaf
+    Parameter, where a gradient would stop: for a table that requires grad (a caller's
+    tensor, through the public API) the module reads the table itself, so the gradient
+    reaches the caller's weight. The forward (nn.EmbeddingBag's) is the same either way."""
+    m = torch.nn.EmbeddingBag.from_pretrained(table, freeze=False, mode=mode)
+    if table.requires_grad:
+        del m.weight  # the Parameter; a plain tensor attribute takes its place
+        m.weight = table
+    return m
+
+
 def _per_table(variants: list[dict]) -> list[dict]:
     """OOTB inputs as the DLRM reference's loader hands them: one (indices, offsets) pair
     per table, and one nn.EmbeddingBag module per table sharing the packed weight."""
@@ -407,13 +499,7 @@ def _per_table(variants: list[dict]) -> list[dict]:
     tables = [v0["weight"][to[t] : to[t + 1]] for t in range(T)]
     # uint8 rows have no module: DLRM's quantized inference calls FBGEMM's op per table.
     q8 = v0["weight"].dtype == torch.uint8
-    modules = (
-        None
-        if q8
-        else [
-            torch.nn.EmbeddingBag.from_pretrained(w, freeze=False, mode=v0["mode"]) for w in tables
-        ]
-    )
+    modules = None if q8 else [_module(w, v0["mode"]) for w in tables]
     out = []
     for v in variants:
         off = v["offsets"]
@@ -441,6 +527,26 @@ def _per_table(variants: list[dict]) -> list[dict]:
 
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _no_gradient(impl: str, what: str, instead: str) -> ValueError:
+    """The error of an impl asked for a gradient it cannot make (grad mode on, an input
+    requiring grad): rather than an output that silently drops it."""
+    return ValueError(
+        f"embedding_bags impl {impl!r} computes no gradient for {what}; use {instead}, or "
+        f"call it under torch.no_grad()"
+    )
+
+
+def _wants_grad(weight: torch.Tensor, per_sample_weights: torch.Tensor | None) -> bool:
+    """Whether autograd would want a gradient of the call's inputs (a few attribute reads:
+    false at once for the benchmark's inputs, which never require grad)."""
+    return (
+        weight.requires_grad
+        or (per_sample_weights is not None and per_sample_weights.requires_grad)
+    ) and torch.is_grad_enabled()
+
+
 # torch 2.13's embedding_bag_byte_rowwise_offsets returns sums whatever mode it is given.
 Q8_OOTB_MODES = ("sum",)
 
@@ -466,6 +572,11 @@ def embedding_bags_ootb(modules, qtables, mode, lS_i, lS_o, lS_w, **_):
         if mode not in Q8_OOTB_MODES:
             raise ValueError(
                 f"embedding_bags impl 'ootb': {_q8_ootb_mode({'mode': mode}, torch.uint8, 'cpu')}"
+            )
+        if lS_w[0] is not None and lS_w[0].requires_grad and torch.is_grad_enabled():
+            # FBGEMM's op registers no autograd kernel: backward would leave .grad None.
+            raise _no_gradient(
+                "ootb", "per_sample_weights of uint8 rows (FBGEMM's op has none)", "impl 'native'"
             )
         return torch.cat(
             [
@@ -557,17 +668,85 @@ def _opt_arg(t: torch.Tensor | None):
     return None if t is None else _native.arg(t)
 
 
-def _gradient_inputs(fn, grad_out, per_sample_weights, table_offsets, indices, offsets, *more):
+_GRADIENT_INPUTS = ("grad_out", "per_sample_weights", "table_offsets", "indices", "offsets")
+_WRITTEN = ("weight", "momentum")  # what the sparse steps update in place, in this order
+
+
+def _gradient_inputs(
+    fn, grad_out, per_sample_weights, table_offsets, indices, offsets, written=(), argmax=None
+):
     """What the backward and the sparse steps (C++ CPU kernels) read: fp32 contiguous grad_out
     and per_sample_weights, contiguous index arrays. A device tensor, which would hand them a
-    device pointer, is refused (`more`: the other tensors the kernel reads or writes)."""
-    for t in (grad_out, per_sample_weights, table_offsets, indices, offsets, *more):
-        if t is not None and t.device.type != "cpu":
+    device pointer, is refused, and so is a step's input that shares memory with what it
+    updates (`written`: the step's weight, and Adagrad's momentum)."""
+    # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step
+    for t in (grad_out, table_offsets, indices, offsets, *written):
+        if not (isinstance(t, torch.Tensor) and t.is_cpu):
+            _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
+                           written, argmax)  # fmt: skip
+    for t in (per_sample_weights, argmax):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu):
+            _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
+                           written, argmax)  # fmt: skip
+    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
+    if written:
+        _refuse_overlap(fn, written, grad, psw)
+    return (grad, psw, *_contiguous(table_offsets, indices, offsets))
+
+
+def _refuse_inputs(fn, inputs, written, argmax):
+    """TypeError naming an argument that is not a tensor, else ValueError for one off the CPU
+    (`inputs`: grad_out, per_sample_weights, table_offsets, indices, offsets)."""
+    names = (*_GRADIENT_INPUTS, *_WRITTEN[: len(written)], "argmax")
+    values = (*inputs, *written, argmax)
+    _require_tensors(fn, names, values, optional=("per_sample_weights", "argmax"))
+    for t in values:
+        if t is not None and not t.is_cpu:
             raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
-    return (
-        _fp32(grad_out),
-        _fp32(per_sample_weights),
-        *_contiguous(table_offsets, indices, offsets),
+
+
+def _extent(t: torch.Tensor | None) -> tuple[int, int]:
+    """The bytes [lo, hi) from t's first element to just past its last: a dense tensor's
+    footprint, a strided view's hull; empty for None or no elements."""
+    if t is None or not (nbytes := t.nbytes):
+        return 0, 0
+    lo = t.data_ptr()
+    if t.is_contiguous():
+        return lo, lo + nbytes
+    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+    return lo, lo + (last + 1) * t.element_size()
+
+
+def _refuse_overlap(fn, written, grad, psw) -> None:
+    """The steps update the weight (and momentum) row by row while still reading grad_out
+    and per_sample_weights for later rows: memory shared between them would hand the kernel
+    values it has already overwritten. Compared are the byte ranges the tensors span (the
+    ones the kernel reads: a grad_out or per_sample_weights converted to fp32 is a fresh
+    copy), which catches views of one storage and separate storages over the same memory
+    alike, at three attribute reads a tensor; disjoint strided views interleaved in one
+    buffer count as overlapping. Written flat: it runs on every (microsecond) step."""
+    w_lo, w_hi = _extent(written[0])  # the weight
+    g_lo, g_hi = _extent(grad)
+    p_lo, p_hi = (0, 0) if psw is None else _extent(psw)
+    if g_lo < w_hi and w_lo < g_hi:
+        _overlap_error(fn, "grad_out", "weight")
+    if p_lo < w_hi and w_lo < p_hi:
+        _overlap_error(fn, "per_sample_weights", "weight")
+    if len(written) > 1:
+        m_lo, m_hi = _extent(written[1])  # Adagrad's momentum
+        if m_lo < w_hi and w_lo < m_hi:
+            _overlap_error(fn, "momentum", "weight")
+        if g_lo < m_hi and m_lo < g_hi:
+            _overlap_error(fn, "grad_out", "momentum")
+        if p_lo < m_hi and m_lo < p_hi:
+            _overlap_error(fn, "per_sample_weights", "momentum")
+
+
+def _overlap_error(fn, name, updated):
+    raise ValueError(
+        f"{fn}: {name} shares memory with {updated}, which the step updates in place (it "
+        f"would read values it has already overwritten); pass a separate tensor, e.g. "
+        f"{name}.clone()"
     )
 
 
@@ -599,36 +778,68 @@ def _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_we
 
 
 class _NativeEmbeddingBags(torch.autograd.Function):
-    """Autograd for the native kernels: the backward makes the dense fp32 weight gradient
-    (duplicates accumulated; mean divides by bag length; max routes to the argmax rows)."""
+    """Autograd for the native kernels. The weight's gradient is the dense fp32 one the C++
+    backward makes (duplicates accumulated; mean divides by bag length; max routes to the
+    argmax rows); per_sample_weights' (sum mode) is each lookup's row dotted with its bag's
+    output gradient, as torch computes it (any weight dtype, uint8 rows dequantized)."""
 
     @staticmethod
     def forward(ctx, weight, table_offsets, indices, offsets, mode, per_sample_weights):
         argmax = None
-        if mode == "max":
+        if mode == "max" and weight.requires_grad:
             T = table_offsets.numel() - 1
             argmax = torch.empty((offsets.numel() - 1) // T, T * weight.shape[1], dtype=torch.int64)
         out = _native_forward(
             weight, table_offsets, indices, offsets, mode, per_sample_weights, argmax
         )
-        ctx.save_for_backward(table_offsets, indices, offsets, per_sample_weights, argmax)
+        psw_grad = per_sample_weights is not None and per_sample_weights.requires_grad
+        ctx.save_for_backward(
+            table_offsets,
+            indices,
+            offsets,
+            per_sample_weights,
+            argmax,
+            weight if psw_grad else None,
+        )
         ctx.mode, ctx.weight_shape = mode, weight.shape
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        table_offsets, indices, offsets, psw, argmax = ctx.saved_tensors
-        grad_weight = embedding_bags_backward(
-            grad_out,
-            ctx.weight_shape,
-            table_offsets,
-            indices,
-            offsets,
-            mode=ctx.mode,
-            per_sample_weights=psw,
-            argmax=argmax,
-        )
-        return grad_weight, None, None, None, None, None
+        table_offsets, indices, offsets, psw, argmax, weight = ctx.saved_tensors
+        grad_weight = grad_psw = None
+        if ctx.needs_input_grad[0]:
+            grad_weight = embedding_bags_backward(
+                grad_out,
+                ctx.weight_shape,
+                table_offsets,
+                indices,
+                offsets,
+                mode=ctx.mode,
+                per_sample_weights=psw,
+                argmax=argmax,
+            )
+        if ctx.needs_input_grad[5]:
+            grad_psw = _per_sample_weights_grad(
+                grad_out, weight, table_offsets, indices, offsets
+            ).to(psw.dtype)
+        return grad_weight, None, None, None, None, grad_psw
+
+
+def _per_sample_weights_grad(grad_out, weight, table_offsets, indices, offsets):
+    """fp32 (N,): d out / d per_sample_weights[i] = <weight row of lookup i, grad_out of its
+    bag> (sum mode, the only one that takes per_sample_weights)."""
+    T = table_offsets.numel() - 1
+    B = (offsets.numel() - 1) // T
+    N, D = indices.numel(), row_dim(weight)
+    if N == 0:
+        return torch.zeros(0, dtype=torch.float32)
+    bag = torch.arange(T * B).repeat_interleave(torch.diff(offsets.long()))  # t*B + b
+    table = bag // B
+    rows = weight[table_offsets[table] + indices.long()]
+    rows = dequantize_rows(rows) if weight.dtype == torch.uint8 else rows.float()
+    g = grad_out.float().reshape(B, T, D)[bag % B, table]  # (N, D): each lookup's bag
+    return (rows * g).sum(1)
 
 
 def _own_tables(variants: list[dict]) -> list[dict]:
@@ -658,16 +869,22 @@ def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sam
         weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])
     ):
         weight = weight.contiguous()
-    if weight.device.type == "cuda":
-        if weight.requires_grad and torch.is_grad_enabled():
-            raise ValueError("embedding_bags: native gradients are built for the CPU only")
-        return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
-    if weight.requires_grad and torch.is_grad_enabled():
-        if weight.dtype != torch.float32:
-            raise ValueError("embedding_bags: native gradients need float32 weights")
+    if (
+        weight.requires_grad
+        or (per_sample_weights is not None and per_sample_weights.requires_grad)
+    ) and torch.is_grad_enabled():  # _wants_grad, inline: attribute reads on the timed path
+        if weight.device.type == "cuda":
+            what = "weight" if weight.requires_grad else "per_sample_weights"
+            raise _no_gradient("native", f"{what} on CUDA (CPU only)", "impl 'functional'")
+        if weight.requires_grad and weight.dtype != torch.float32:
+            raise _no_gradient(
+                "native", f"a {weight.dtype} weight (float32 only)", "impl 'functional'"
+            )
         return _NativeEmbeddingBags.apply(
             weight, table_offsets, indices, offsets, mode, per_sample_weights
         )
+    if weight.device.type == "cuda":
+        return _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
     return _native_forward(weight, table_offsets, indices, offsets, mode, per_sample_weights)
 
 
@@ -684,11 +901,12 @@ def embedding_bags_backward(
 ) -> torch.Tensor:
     """Dense fp32 gradient of the packed weight (R_total, D) for `grad_out` (B, T*D).
     Max mode needs the argmax the forward recorded."""
+    code = _mode_code("embedding_bags_backward", mode)
     if mode == "max" and argmax is None:
         raise ValueError("embedding_bags_backward: mode 'max' needs the forward's argmax")
     grad, psw, table_offsets, indices, offsets = _gradient_inputs(
         "embedding_bags_backward", grad_out, per_sample_weights, table_offsets, indices, offsets,
-        argmax,
+        argmax=argmax,
     )  # fmt: skip
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
     _native.cpu().embedding_bags_backward_dense(
@@ -697,7 +915,7 @@ def embedding_bags_backward(
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad_weight),
-        MODE_CODES[mode],
+        code,
         _opt_arg(psw),
         _opt_arg(argmax),
     )
@@ -716,10 +934,12 @@ def embedding_bags_sgd_step(
     per_sample_weights: torch.Tensor | None = None,
 ) -> None:
     """In place: weight[r] -= lr * (gradient of row r) for the rows that occur; no other row
-    is read or written (no dense gradient). Deterministic with duplicates."""
+    is read or written (no dense gradient). Deterministic with duplicates. grad_out and
+    per_sample_weights must not share memory with the weight (ValueError)."""
+    code = _mode_code("embedding_bags_sgd_step", mode, STEP_MODES)
     grad, psw, table_offsets, indices, offsets = _gradient_inputs(
         "embedding_bags_sgd_step", grad_out, per_sample_weights, table_offsets, indices, offsets,
-        weight,
+        (weight,),
     )  # fmt: skip
     _native.cpu().embedding_bags_sgd_step(
         _native.arg(weight),
@@ -728,7 +948,7 @@ def embedding_bags_sgd_step(
         _native.arg(offsets),
         _native.arg(grad),
         lr,
-        MODE_CODES[mode],
+        code,
         _opt_arg(psw),
     )
 
@@ -748,10 +968,12 @@ def embedding_bags_adagrad_step(
 ) -> None:
     """In place, row-wise Adagrad (as FBGEMM's table-batched embeddings): for each touched
     row r with aggregated gradient g, momentum[r] += mean(g^2); weight[r] -= lr * g /
-    (sqrt(momentum[r]) + eps)."""
+    (sqrt(momentum[r]) + eps). weight, momentum, grad_out and per_sample_weights must not
+    share memory (ValueError)."""
+    code = _mode_code("embedding_bags_adagrad_step", mode, STEP_MODES)
     grad, psw, table_offsets, indices, offsets = _gradient_inputs(
         "embedding_bags_adagrad_step", grad_out, per_sample_weights, table_offsets, indices,
-        offsets, weight, momentum,
+        offsets, (weight, momentum),
     )  # fmt: skip
     _native.cpu().embedding_bags_adagrad_step(
         _native.arg(weight),
@@ -762,7 +984,7 @@ def embedding_bags_adagrad_step(
         _native.arg(grad),
         lr,
         eps,
-        MODE_CODES[mode],
+        code,
         _opt_arg(psw),
     )
 
@@ -781,6 +1003,9 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
 )
 def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """Triton: one program per (bag, table), masked loop over the bag's indices."""
+    if _wants_grad(weight, per_sample_weights):
+        what = "weight" if weight.requires_grad else "per_sample_weights"
+        raise _no_gradient("triton", what, "impl 'functional' (or 'native' on the CPU)")
     from pydeepbench.kernels import embedding_bag as kernel
 
     T = table_offsets.numel() - 1

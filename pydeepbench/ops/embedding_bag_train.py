@@ -116,8 +116,11 @@ class EmbeddingBagsTrain(EmbeddingBags):
 
 
 def _train_state(variants: list[dict], sparse: bool) -> list[dict]:
-    """A private copy of the tables (the step mutates them), modules and an optimizer."""
-    weight = variants[0]["weight"].clone()
+    """A private copy of the tables (the step mutates them), modules and an optimizer. The
+    copy is detached: the modules then hold leaf Parameters for torch.optim.SGD even when
+    the tables handed in require grad (a module over a table that requires grad reads that
+    table, to route the gradient to it: see embedding_bag._module)."""
+    weight = variants[0]["weight"].detach().clone()
     per = _per_table([{**v, "weight": weight} for v in variants])
     for m in per[0]["modules"]:
         m.sparse = sparse
