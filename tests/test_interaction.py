@@ -163,3 +163,9 @@ def test_negative_views_keep_their_sign(impl):
     assert x.is_neg() and emb.is_neg()
     want = ops.dot_interaction(x.resolve_neg(), emb.resolve_neg(), impl="ootb")
     torch.testing.assert_close(ops.dot_interaction(x, emb, impl=impl), want)
+
+
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_an_empty_batch_gives_an_empty_result(impl):
+    out = ops.dot_interaction(torch.randn(0, 4), torch.randn(0, 8), impl=impl)
+    assert out.shape == (0, 4 + 3)

@@ -85,7 +85,8 @@ def dlrm_dot(x: torch.Tensor, ly: list[torch.Tensor]) -> torch.Tensor:
     bottom output and the pooled embeddings `ly`, bmm, gather the lower triangle, cat.
     The OOTB DLRM model calls this too."""
     B, D = x.shape
-    T = torch.cat([x, *ly], dim=1).view(B, -1, D)
+    cat = torch.cat([x, *ly], dim=1)
+    T = cat.view(B, cat.shape[1] // D, D)  # F spelled out: view(0, -1, D) is ambiguous
     Z = torch.bmm(T, T.transpose(1, 2))
     li, lj = torch.tril_indices(T.shape[1], T.shape[1], offset=-1)
     return torch.cat([x, Z[:, li, lj]], dim=1)
