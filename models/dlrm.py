@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from pydeepbench import _native, ops
 from pydeepbench.ops.interaction import dlrm_dot, pairs
@@ -457,6 +458,7 @@ class _Linear(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # its gemms have no autograd: a double backward says so here
     def backward(ctx, gy):
         x, w, y = ctx.saved_tensors
         if ctx.relu:  # ReLU backward in one pass: gy where y > 0, else 0
@@ -479,6 +481,7 @@ class _DotInteraction(torch.autograd.Function):
         return ops.dot_interaction(x, pooled, impl=impl)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
         x, pooled = ctx.saved_tensors
         bufs = ctx.bufs

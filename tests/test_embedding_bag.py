@@ -1,5 +1,6 @@
 """EmbeddingBag: formulas, data generation, every impl vs torch, the gate, bad input."""
 
+import importlib
 import inspect
 import re
 
@@ -700,3 +701,44 @@ def test_large_native_outputs_come_from_the_host_pool_and_cannot_grow():
         out.resize_(2048, 256)
     small = ops.embedding_bag(w, idx[:16], torch.arange(16))
     small.resize_(2048, 256)  # torch's allocator: resizable
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_native_per_sample_weights_gradient_with_more_bags_than_tables(index_dtype, monkeypatch):
+    """T = 3 tables of B = 5 bags (one empty), int32 and int64 indices, and the gradient
+    worked out in chunks of a few lookups (PSW_GRAD_CHUNK): a bag's table and batch row
+    come from its position t*B + b, which B == T fixtures cannot tell apart."""
+    if "native" not in CPU_IMPLS:
+        pytest.skip("native embedding kernels are not built")
+    eb = importlib.import_module("pydeepbench.ops.embedding_bag")  # the module, not the op
+    monkeypatch.setattr(eb, "PSW_GRAD_CHUNK", 3 * 4)  # 3 lookups of D = 4 a chunk
+    g = torch.Generator().manual_seed(8)
+    T, B, D, rows = 3, 5, 4, (7, 11, 5)
+    to = torch.tensor([0, 7, 18, 23])
+    lens = torch.tensor([2, 0, 1, 3, 1, 2, 2, 1, 1, 4, 1, 1, 3, 2, 1])  # bag t*B + b
+    off = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)]).to(index_dtype)
+    idx = torch.cat(
+        [
+            torch.randint(0, rows[t], (int(n),), generator=g)
+            for t in range(T)
+            for n in lens[t * B : (t + 1) * B]
+        ]
+    ).to(index_dtype)
+    w, go = torch.randn(23, D, generator=g), torch.randn(B, T * D, generator=g)
+    psw = torch.rand(idx.numel(), generator=g, requires_grad=True)
+    ops.embedding_bags(w, to, idx, off, per_sample_weights=psw).backward(go)
+    p2 = psw.detach().clone().requires_grad_(True)
+    outs = []
+    for t in range(T):
+        lo, hi = int(off[t * B]), int(off[(t + 1) * B])
+        outs.append(
+            F.embedding_bag(
+                idx[lo:hi].long() + to[t],
+                w,
+                off[t * B : (t + 1) * B].long() - lo,
+                mode="sum",
+                per_sample_weights=p2[lo:hi],
+            )
+        )
+    torch.cat(outs, 1).backward(go)
+    torch.testing.assert_close(psw.grad, p2.grad)

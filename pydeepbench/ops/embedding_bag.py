@@ -826,6 +826,11 @@ class _NativeEmbeddingBags(torch.autograd.Function):
         return grad_weight, None, None, None, None, grad_psw
 
 
+# Values per chunk of lookups in the per_sample_weights gradient: whole, the gathered rows
+# and their bags' gradients are N x D fp32 each (~10 GB for a FAMBench A.1dev batch).
+PSW_GRAD_CHUNK = 16 << 20
+
+
 def _per_sample_weights_grad(grad_out, weight, table_offsets, indices, offsets):
     """fp32 (N,): d out / d per_sample_weights[i] = <weight row of lookup i, grad_out of its
     bag> (sum mode, the only one that takes per_sample_weights)."""
@@ -835,11 +840,16 @@ def _per_sample_weights_grad(grad_out, weight, table_offsets, indices, offsets):
     if N == 0:
         return torch.zeros(0, dtype=torch.float32)
     bag = torch.arange(T * B).repeat_interleave(torch.diff(offsets.long()))  # t*B + b
-    table = bag // B
-    rows = weight[table_offsets[table] + indices.long()]
-    rows = dequantize_rows(rows) if weight.dtype == torch.uint8 else rows.float()
-    g = grad_out.float().reshape(B, T, D)[bag % B, table]  # (N, D): each lookup's bag
-    return (rows * g).sum(1)
+    g3 = grad_out.float().reshape(B, T, D)
+    out = torch.empty(N, dtype=torch.float32)
+    step = max(1, PSW_GRAD_CHUNK // max(D, 1))
+    for s in range(0, N, step):
+        bs = bag[s : s + step]
+        table = bs // B
+        rows = weight[table_offsets[table] + indices[s : s + step].long()]
+        rows = dequantize_rows(rows) if weight.dtype == torch.uint8 else rows.float()
+        out[s : s + step] = (rows * g3[bs % B, table]).sum(1)
+    return out
 
 
 def _own_tables(variants: list[dict]) -> list[dict]:
