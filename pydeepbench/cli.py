@@ -267,11 +267,11 @@ def cmd_op(args, con) -> int:
 
         first = [True]
         # One layout for the whole sweep, so that every case's rows line up.
-        gathers, width = registry.get_op(op).gathers, con.width
+        gathers, width, said = registry.get_op(op).gathers, con.width, set()
 
         def on_rows(rows):
             writer.add(rows)
-            table = report.table(rows, first[0], gathers, width)
+            table = report.table(rows, first[0], gathers, width, said)
             prog.console.print(table)
             first[0] = False
             prog.advance(task)

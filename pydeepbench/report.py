@@ -286,11 +286,19 @@ def _headers(gathers: bool) -> list[str]:
     return [h for h in HEADERS if gathers or h != "%gather"]
 
 
-def table(rows: list[dict], header: bool = True, gathers: bool = False, width: int | None = None):
+def table(
+    rows: list[dict],
+    header: bool = True,
+    gathers: bool = False,
+    width: int | None = None,
+    said: set | None = None,
+):
     """Rows as a terminal table of fixed column widths (the tables printed case by case
     line up), and the reasons of skipped/failed rows as lines below it: rich cuts a cell's
     text when a table is wider than the terminal, so a table fitted to `width` (the
-    console's) leaves columns out instead (NARROW_DROP)."""
+    console's) leaves columns out instead (NARROW_DROP). `said`: the (impl, dtype, reason)
+    lines already printed in this sweep, printed once (a skip for want of Triton or of a
+    kernel would otherwise repeat under every case)."""
     heads, widths = _headers(gathers), dict(WIDTHS)
     if width is not None:
         drop = [h for h in NARROW_DROP if h in heads]
@@ -306,8 +314,11 @@ def table(rows: list[dict], header: bool = True, gathers: bool = False, width: i
     for r in rows:
         cells = _cells(r, with_reason=False)
         t.add_row(*(escape(cells[h]) for h in heads))
-        if r["status"] != "ok":
-            reasons.append(escape(f"  {r['case']} {r['impl']} {r['dtype']}: {_status(r, True)}"))
+        key = (r["impl"], r["dtype"], _status(r, True))
+        if r["status"] != "ok" and (said is None or key not in said):
+            reasons.append(escape(f"  {r['case']} {r['impl']} {r['dtype']}: {key[2]}"))
+            if said is not None:
+                said.add(key)
     return Group(t, *reasons) if reasons else t
 
 

@@ -369,3 +369,15 @@ def test_summary_counts_noisy_rows():
     lines = report.summary(rows)
     assert "native float32: geomean 2.00x vs ootb over 2 cases" in lines
     assert any(line.startswith("1 ok row(s) noisy") for line in lines)
+
+
+def test_a_sweeps_repeated_skip_reason_prints_once(capsys):
+    """The same skip under every case (Triton not here, say) is said once per sweep; a
+    different reason is said again."""
+    said = set()
+    skip = {"impl": "triton", "dtype": "float32", "status": "skipped", "reason": "no Triton"}
+    for case, reason in (("a", "no Triton"), ("b", "no Triton"), ("c", "too big")):
+        row = {**skip, "case": case, "reason": reason}
+        text = _rendered(report.table([row], False, False, 170, said), 170)
+        assert (f"{case} triton float32: skipped: {reason}" in text) == (case != "b")
+    assert len(said) == 2
