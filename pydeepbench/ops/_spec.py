@@ -106,13 +106,28 @@ class OpSpec:
 STRIDED = torch.strided
 
 
+def needs_operand_care(impl: str, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> bool:
+    """Whether kernel_operands has anything to do for these tensors (c may repeat a): one
+    flat test of the attributes, since the ops are timed at microseconds and the full
+    call costs ~1 us."""
+    return impl != "ootb" and (
+        a.is_neg()
+        or b.is_neg()
+        or c.is_neg()
+        or a.layout is not STRIDED
+        or b.layout is not STRIDED
+        or c.layout is not STRIDED
+        or ((a.requires_grad or b.requires_grad or c.requires_grad) and torch.is_grad_enabled())
+    )
+
+
 def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> list[torch.Tensor]:
     """The tensors as our kernels read them, by address. Dense (strided) layout only; a
     negative view (`z.conj().imag` of a complex z: its memory holds -x) resolved to a copy,
     which the address alone would read with the wrong sign. And, since only torch's own
     (ootb) impls have autograd here, refused when grad mode is on and one requires grad:
     the result would silently carry no gradient. ootb's tensors pass as they are. The ops
-    call this only when a flat test of those attributes finds one (it costs ~1 us a call)."""
+    call this only when needs_operand_care says so."""
     if impl == "ootb":
         return [t for _, t in named]
     grad = torch.is_grad_enabled()

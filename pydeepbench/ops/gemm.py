@@ -21,7 +21,7 @@ from pydeepbench import _native
 from pydeepbench._native import DTYPE_CODES
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import STRIDED, OpSpec, kernel_operands
+from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 # fp32: accumulation-order differences grow ~sqrt(K)*eps; 1e-4 rejects a bf16-rounded
@@ -96,13 +96,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, impl: str = "native") -> torch.Ten
     why = chosen.why_not(device, a.dtype)
     if why:
         raise ValueError(f"gemm impl {impl!r} cannot run here: {why}")
-    if impl != "ootb" and (  # flat: this call is timed at microseconds
-        a.is_neg()
-        or b.is_neg()
-        or a.layout is not STRIDED
-        or b.layout is not STRIDED
-        or ((a.requires_grad or b.requires_grad) and torch.is_grad_enabled())
-    ):
+    if needs_operand_care(impl, a, b, a):
         a, b = kernel_operands("gemm", impl, ("a", a), ("b", b))
     return chosen.fn(a, b)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from pydeepbench import _native
-from pydeepbench.ops._spec import STRIDED, OpSpec, kernel_operands
+from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
 from pydeepbench.ops.gemm import TOLERANCES
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -77,13 +77,7 @@ def dot_interaction(x: torch.Tensor, emb: torch.Tensor, *, impl: str = "native")
     why = chosen.why_not(x.device.type, x.dtype)
     if why:
         raise ValueError(f"dot_interaction impl {impl!r} cannot run here: {why}")
-    if impl != "ootb" and (  # flat: this call is timed at microseconds
-        x.is_neg()
-        or emb.is_neg()
-        or x.layout is not STRIDED
-        or emb.layout is not STRIDED
-        or ((x.requires_grad or emb.requires_grad) and torch.is_grad_enabled())
-    ):
+    if needs_operand_care(impl, x, emb, x):
         x, emb = kernel_operands("dot_interaction", impl, ("x", x), ("emb", emb))
     return chosen.fn(x, emb)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from pydeepbench._native import DTYPE_CODES
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import STRIDED, OpSpec, kernel_operands
+from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
 from pydeepbench.ops.gemm import (
     NATIVE_DTYPES,
     TOLERANCES,
@@ -117,18 +117,7 @@ def linear(
     why = chosen.why_not(x.device.type, x.dtype)
     if why:
         raise ValueError(f"linear impl {impl!r} cannot run here: {why}")
-    b = bias if bias is not None else x  # x stands in: checking it twice is harmless
-    if impl != "ootb" and (  # flat: this call is timed at microseconds
-        x.is_neg()
-        or weight.is_neg()
-        or b.is_neg()
-        or x.layout is not STRIDED
-        or weight.layout is not STRIDED
-        or b.layout is not STRIDED
-        or (
-            (x.requires_grad or weight.requires_grad or b.requires_grad) and torch.is_grad_enabled()
-        )
-    ):
+    if needs_operand_care(impl, x, weight, x if bias is None else bias):
         named = [("x", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
         x, weight, *rest = kernel_operands("linear", impl, *named)
         bias = rest[0] if rest else None
