@@ -11,7 +11,7 @@ import torch
 from rich.markup import escape
 
 from pydeepbench import harness, registry, report, roofline, shapes, system
-from pydeepbench.ops._spec import parse_dtype
+from pydeepbench.ops._spec import dtype_name, parse_dtype
 from pydeepbench.runner import SweepConfig, sweep
 
 
@@ -133,12 +133,13 @@ def cmd_list(con) -> int:
                 if dev not in impl.devices:
                     continue
                 why = impl.why_not(dev) if dev in devices else "no CUDA device here"
-                dts = ",".join(str(d).removeprefix("torch.") for d in impl.dtypes[dev])
+                dts = ",".join(dtype_name(d) for d in impl.dtypes[dev])
                 state = "available" if why is None else f"unavailable: {why}"
                 where.append(f"{dev} [{dts}]: {state}")
             con.print(escape(f"  {name:8s} {'; '.join(where)}"))
             if impl.doc:  # its first paragraph, not a line cut mid-sentence
-                con.print(escape(f"           {' '.join(impl.doc.split(chr(10) * 2)[0].split())}"))
+                first = " ".join(impl.doc.split("\n\n")[0].split())
+                con.print(escape(f"           {first}"))
         sets = shapes.builtin_sets(op)
         con.print(f"  shape sets: {', '.join(sets) if sets else '(none)'}")
     from pydeepbench.models import dlrm
@@ -149,7 +150,7 @@ def cmd_list(con) -> int:
 
 
 def cmd_roofline(args, con) -> int:
-    if args.max_time <= 0:  # a probe of ~1 sample would be cached as the machine's peak
+    if args.max_time <= 0:  # (HarnessConfig refuses it too, naming max_time_s, not the flag)
         raise ValueError(f"--max-time must be > 0, got {args.max_time}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
@@ -193,7 +194,7 @@ def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.d
     impls = [registry.get_impl(op, n) for n in impl_names]
     for dtype in dtypes:
         if not any(dtype in i.dtypes.get(args.device, ()) for i in impls):
-            name = str(dtype).removeprefix("torch.")
+            name = dtype_name(dtype)
             raise ValueError(
                 f"--dtype {name}: no implementation of {op} ({', '.join(impl_names)}) "
                 f"supports it on {args.device}"
@@ -283,7 +284,7 @@ def cmd_op(args, con) -> int:
     if args.csv:
         report.write_csv(args.csv, rows)
     if args.markdown:
-        report.write_text(args.markdown, report.markdown(rows))
+        report.write_text(args.markdown, report.markdown(rows, gathers))
     con.print(escape(f"results: {json_path}"))
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 

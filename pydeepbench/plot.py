@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 from rich.markup import escape
 
-from pydeepbench import registry
+from pydeepbench import registry, report
 from pydeepbench.proxy import load_docs
 
 MARKERS = "os^Dv<>Pp*hX"
@@ -188,7 +187,7 @@ def cli_plot(args, con) -> int:
                 f"known: {', '.join(sorted(registry.ops()))}"
             )
     fig = roofline_figure(docs, machine, ops)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # as the op commands' --json
+    report.out_path(args.out)
     fig.savefig(args.out, dpi=150)
     # escaped: rich would take brackets in the file name for markup and drop them
     con.print(escape(f"wrote {args.out} ({len(points(docs, ops))} points)"))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import os
-from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
@@ -208,8 +207,7 @@ def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
 
 
 def write_csv(path: str | os.PathLike, es: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(report.out_path(path), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(es)

@@ -130,7 +130,7 @@ class JsonWriter:
         self._flush()
 
     def _flush(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        out_path(self.path)
         tmp = self.path.with_name(self.path.name + ".partial")
         tmp.write_text(json.dumps(self.doc, indent=1, allow_nan=False, default=_json_default))
         tmp.replace(self.path)
@@ -205,15 +205,19 @@ def flat(row: dict) -> dict:
     return out
 
 
+def out_path(path: str | os.PathLike) -> Path:
+    """An output file's path, its directories created (every file the commands write)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """An output file, its directories created as the results JSON's are."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
+    out_path(path).write_text(text)
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open(out_path(path), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FLAT_COLUMNS)
         w.writeheader()
         for r in rows:
@@ -322,8 +326,8 @@ def table(
     return Group(t, *reasons) if reasons else t
 
 
-def markdown(rows: list[dict]) -> str:
-    heads = _headers(any(r.get("pct_peak_gather") is not None for r in rows))
+def markdown(rows: list[dict], gathers: bool) -> str:
+    heads = _headers(gathers)
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         cells = _cells(r)

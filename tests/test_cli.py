@@ -244,7 +244,7 @@ def test_table_keeps_the_whole_reason_and_fits_the_terminal(width):
         assert kept == [h for h in report.HEADERS if h != "%gather"]
         assert header.index("impl") == report.WIDTHS["case"] + 2
         assert "%gather" in _rendered(report.table(rows, True, True, width), width)
-    md = report.markdown(rows)
+    md = report.markdown(rows, False)
     assert reason in md and "%gather" not in md.splitlines()[0]
 
 

@@ -126,10 +126,8 @@ def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> lis
     negative view (`z.conj().imag` of a complex z: its memory holds -x) resolved to a copy,
     which the address alone would read with the wrong sign. And, since only torch's own
     (ootb) impls have autograd here, refused when grad mode is on and one requires grad:
-    the result would silently carry no gradient. ootb's tensors pass as they are. The ops
-    call this only when needs_operand_care says so."""
-    if impl == "ootb":
-        return [t for _, t in named]
+    the result would silently carry no gradient. The ops call this only when
+    needs_operand_care says so (never for ootb, whose tensors torch reads itself)."""
     grad = torch.is_grad_enabled()
     out = []
     for name, t in named:

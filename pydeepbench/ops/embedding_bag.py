@@ -46,9 +46,6 @@ MODES = ("sum", "mean", "max")
 STEP_MODES = ("sum", "mean")  # the sparse optimizer steps' (max has no fused update)
 MODE_CODES = {"sum": 0, "mean": 1, "max": 2}
 INDEX_DTYPES = {"int32": torch.int32, "int64": torch.int64}
-# table_offsets, for every impl: row offsets into the packed weight, as the native kernels
-# (and TorchRec's table-batched layout) take them.
-TABLE_OFFSETS_DTYPES = (torch.int64,)
 ROTATIONS = 8
 
 # The reference sums the same (rounded) weights in float64; fp32 accumulation of up to a
@@ -322,10 +319,9 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
             f"embedding_bags: indices and offsets must both be int32 or both "
             f"int64, got {indices.dtype} and {offsets.dtype}"
         )
-    if table_offsets.dtype not in TABLE_OFFSETS_DTYPES:
+    if table_offsets.dtype != torch.int64:
         raise ValueError(
-            f"embedding_bags: table_offsets must be "
-            f"{' or '.join(str(d) for d in TABLE_OFFSETS_DTYPES)}, got {table_offsets.dtype}"
+            f"embedding_bags: table_offsets must be torch.int64, got {table_offsets.dtype}"
         )
     if indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError("embedding_bags: indices and offsets must be 1-D")
@@ -661,7 +657,10 @@ def _fp32(t: torch.Tensor | None) -> torch.Tensor | None:
     per_sample_weights come in the weight's dtype, as torch takes them). Callers bind the
     result to a name before the call: `_native.arg` keeps only the address, so a temporary
     passed inline is freed, a large one unmapped, before the kernel reads it."""
-    return None if t is None else t.float().contiguous()
+    if t is None:
+        return None
+    # A negative view (z.conj().imag) read by address alone would have the wrong sign.
+    return (t.resolve_neg() if t.is_neg() else t).float().contiguous()
 
 
 def _opt_arg(t: torch.Tensor | None):
@@ -677,8 +676,7 @@ def _gradient_inputs(
 ):
     """What the backward and the sparse steps (C++ CPU kernels) read: fp32 contiguous grad_out
     and per_sample_weights, contiguous index arrays. A device tensor, which would hand them a
-    device pointer, is refused, and so is a step's input that shares memory with what it
-    updates (`written`: the step's weight, and Adagrad's momentum)."""
+    device pointer, is refused (`written`: the step's weight, and Adagrad's momentum)."""
     # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step
     for t in (grad_out, table_offsets, indices, offsets, *written):
         if not (isinstance(t, torch.Tensor) and t.is_cpu):
@@ -688,10 +686,12 @@ def _gradient_inputs(
         if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
-    grad, psw = _fp32(grad_out), _fp32(per_sample_weights)
-    if written:
-        _refuse_overlap(fn, written, grad, psw)
-    return (grad, psw, *_contiguous(table_offsets, indices, offsets))
+    # Shared memory between what a step reads and updates is refused by the binding.
+    return (
+        _fp32(grad_out),
+        _fp32(per_sample_weights),
+        *_contiguous(table_offsets, indices, offsets),
+    )
 
 
 def _refuse_inputs(fn, inputs, written, argmax):
@@ -703,51 +703,6 @@ def _refuse_inputs(fn, inputs, written, argmax):
     for t in values:
         if t is not None and not t.is_cpu:
             raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
-
-
-def _extent(t: torch.Tensor | None) -> tuple[int, int]:
-    """The bytes [lo, hi) from t's first element to just past its last: a dense tensor's
-    footprint, a strided view's hull; empty for None or no elements."""
-    if t is None or not (nbytes := t.nbytes):
-        return 0, 0
-    lo = t.data_ptr()
-    if t.is_contiguous():
-        return lo, lo + nbytes
-    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
-    return lo, lo + (last + 1) * t.element_size()
-
-
-def _refuse_overlap(fn, written, grad, psw) -> None:
-    """The steps update the weight (and momentum) row by row while still reading grad_out
-    and per_sample_weights for later rows: memory shared between them would hand the kernel
-    values it has already overwritten. Compared are the byte ranges the tensors span (the
-    ones the kernel reads: a grad_out or per_sample_weights converted to fp32 is a fresh
-    copy), which catches views of one storage and separate storages over the same memory
-    alike, at three attribute reads a tensor; disjoint strided views interleaved in one
-    buffer count as overlapping. Written flat: it runs on every (microsecond) step."""
-    w_lo, w_hi = _extent(written[0])  # the weight
-    g_lo, g_hi = _extent(grad)
-    p_lo, p_hi = (0, 0) if psw is None else _extent(psw)
-    if g_lo < w_hi and w_lo < g_hi:
-        _overlap_error(fn, "grad_out", "weight")
-    if p_lo < w_hi and w_lo < p_hi:
-        _overlap_error(fn, "per_sample_weights", "weight")
-    if len(written) > 1:
-        m_lo, m_hi = _extent(written[1])  # Adagrad's momentum
-        if m_lo < w_hi and w_lo < m_hi:
-            _overlap_error(fn, "momentum", "weight")
-        if g_lo < m_hi and m_lo < g_hi:
-            _overlap_error(fn, "grad_out", "momentum")
-        if p_lo < m_hi and m_lo < p_hi:
-            _overlap_error(fn, "per_sample_weights", "momentum")
-
-
-def _overlap_error(fn, name, updated):
-    raise ValueError(
-        f"{fn}: {name} shares memory with {updated}, which the step updates in place (it "
-        f"would read values it has already overwritten); pass a separate tensor, e.g. "
-        f"{name}.clone()"
-    )
 
 
 def _contiguous(table_offsets, indices, offsets):
@@ -837,8 +792,6 @@ def _per_sample_weights_grad(grad_out, weight, table_offsets, indices, offsets):
     T = table_offsets.numel() - 1
     B = (offsets.numel() - 1) // T
     N, D = indices.numel(), row_dim(weight)
-    if N == 0:
-        return torch.zeros(0, dtype=torch.float32)
     bag = torch.arange(T * B).repeat_interleave(torch.diff(offsets.long()))  # t*B + b
     g3 = grad_out.float().reshape(B, T, D)
     out = torch.empty(N, dtype=torch.float32)
@@ -874,6 +827,8 @@ def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sam
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
+    if weight.is_neg():  # its memory holds -weight: the address alone reads the wrong sign
+        weight = weight.resolve_neg()
     # The kernels read rows with unit column stride, rows apart by at least a row.
     if not weight.is_contiguous() and (
         weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])

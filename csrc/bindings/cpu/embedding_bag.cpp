@@ -88,6 +88,30 @@ TensorArg parse_grad_out(const py::tuple& go_, const cpu::BagsLayout& L) {
   return go;
 }
 
+// Bytes [lo, hi) spanned by `rows` rows of `cols` elements, `stride` elements apart
+// (empty when there are none): what a sparse step reads or writes of a tensor.
+struct Span {
+  uintptr_t lo = 0, hi = 0;
+  Span() = default;
+  Span(const void* p, int64_t rows, int64_t cols, int64_t stride, int esize) {
+    if (p && rows > 0 && cols > 0) {
+      lo = reinterpret_cast<uintptr_t>(p);
+      hi = lo + static_cast<uintptr_t>((rows - 1) * stride + cols) * esize;
+    }
+  }
+  bool overlaps(const Span& o) const { return lo < o.hi && o.lo < hi; }
+};
+
+// The steps update weight (and momentum) row by row while still reading grad_out and
+// per_sample_weights for later rows: shared memory would hand the kernel values it has
+// already overwritten. Byte ranges catch views of one storage and separate storages over
+// the same memory alike; disjoint strided views interleaved in one buffer count as shared.
+void refuse_overlap(const char* name, const Span& read, const char* updated, const Span& w) {
+  PDB_CHECK(!read.overlaps(w), name, " shares memory with ", updated,
+            ", which the step updates in place (it would read values it has already "
+            "overwritten); pass a separate tensor, e.g. ", name, ".clone()");
+}
+
 }  // namespace
 
 void bind_embedding_bag(py::module_& m) {
@@ -183,6 +207,7 @@ void bind_embedding_bag(py::module_& m) {
               "weight must be float32 or bfloat16 for the sparse step, got ", dtype_name(w.dtype));
     check_rowmajor(w, "weight", w.sizes[0], w.sizes[1]);
     float* mom = nullptr;
+    Span mom_span;
     if (!mom_.is_none()) {
       const TensorArg m = tensor_arg(mom_.cast<py::tuple>(), "momentum");
       check_contiguous_1d(m, "momentum");
@@ -190,11 +215,19 @@ void bind_embedding_bag(py::module_& m) {
       PDB_CHECK(m.sizes[0] == w.sizes[0], "momentum must have one entry per weight row (",
                 w.sizes[0], "), got ", m.sizes[0]);
       mom = static_cast<float*>(m.data);
+      mom_span = Span(mom, 1, m.sizes[0], 0, 4);
     }
     const Bags s = parse_bags(toff_, idx_, off_, w.sizes[1], w.sizes[0]);
     const cpu::BagsLayout& L = s.L;
     const TensorArg go = parse_grad_out(go_, L);
     const float* psw = parse_psw(psw_, L);
+    const Span w_span(w.data, w.sizes[0], w.sizes[1], w.strides[0], dtype_size(w.dtype));
+    const Span go_span(go.data, L.B, L.T * L.D, go.strides[0], 4), psw_span(psw, 1, L.N, 0, 4);
+    refuse_overlap("grad_out", go_span, "weight", w_span);
+    refuse_overlap("per_sample_weights", psw_span, "weight", w_span);
+    refuse_overlap("momentum", mom_span, "weight", w_span);
+    refuse_overlap("grad_out", go_span, "momentum", mom_span);
+    refuse_overlap("per_sample_weights", psw_span, "momentum", mom_span);
     PDB_CHECK(L.R_total <= (int64_t{1} << 32) && L.N < (int64_t{1} << 32) &&
                   L.T * L.B < (int64_t{1} << 32),
               "sparse steps support fewer than 2^32 rows, indices and bags");
