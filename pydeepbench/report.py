@@ -97,6 +97,18 @@ MODEL_ROW_FIELDS = (
 )
 
 
+def _finite(v):
+    """v with every NaN or infinite float (a failed check's error) as None: JSON has no
+    such numbers, and writing them would end the sweep at the row that should record it."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
 def normalize(row: dict) -> dict:
     fields = MODEL_ROW_FIELDS if row.get("kind") == "model" else ROW_FIELDS
     unknown = set(row) - set(fields)
@@ -104,7 +116,7 @@ def normalize(row: dict) -> dict:
         raise ValueError(f"result row has fields outside the schema: {sorted(unknown)}")
     if row.get("status") not in STATUSES:
         raise ValueError(f"result row status must be one of {STATUSES}, got {row.get('status')!r}")
-    return {k: row.get(k) for k in fields}
+    return {k: _finite(row.get(k)) for k in fields}
 
 
 class JsonWriter:
@@ -233,7 +245,10 @@ def _status(r: dict, with_reason: bool) -> str:
 def _cells(r: dict, with_reason: bool = True) -> dict[str, str]:
     t = (r.get("time_s") or {}).get("median")
     chk = r.get("check")
-    check = "-" if chk is None else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_err']:.1e}"
+    check = "-"
+    if chk is not None:
+        err = chk["max_abs_err"]  # None once written: the error was NaN or infinite
+        check = ("pass" if chk["ok"] else "FAIL") + ("" if err is None else f" {err:.1e}")
     return {
         "case": r["case"],
         "impl": r["impl"],

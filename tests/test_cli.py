@@ -284,36 +284,32 @@ def test_module_entry_point_runs():
     assert "gemm" in out.stdout
 
 
-def test_failed_impl_is_recorded_not_hidden(tmp_path):
-    import torch
-
-    def wrong(a, b):
-        return (a.bfloat16() @ b.bfloat16()).float()
-
-    registry.register_impl("gemm", "bf16cast", devices=("cpu",), dtypes=(torch.float32,))(wrong)
+@pytest.mark.parametrize(
+    "wrong, err",
+    [
+        (lambda a, b: (a.bfloat16() @ b.bfloat16()).float(), float),  # rounded inputs
+        (lambda a, b: torch.full((a.shape[0], b.shape[1]), float("nan")), None),
+        (lambda a, b: (a @ b)[:-1], None),  # wrong shape
+    ],
+    ids=["bf16cast", "nan", "shape"],
+)
+def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err):
+    # A NaN output or a wrong shape has an infinite error, which JSON cannot hold: the
+    # row is still written (with a null error) and the sweep goes on to the next impl.
+    registry.register_impl("gemm", "wrong", devices=("cpu",), dtypes=(torch.float32,))(wrong)
     try:
         j = tmp_path / "r.json"
-        rc = run(
-            [
-                "gemm",
-                "--shape",
-                "M=32,N=32,K=512",
-                "--impl",
-                "ootb,bf16cast",
-                *FAST,
-                "--json",
-                str(j),
-                "--no-roofline",
-            ]
-        )
-        assert rc == 1  # a failed check makes the run fail
+        args = ["gemm", "--shape", "M=32,N=32,K=512", "--impl", "ootb,wrong,native", *FAST]
+        assert run([*args, "--json", str(j), "--no-roofline"]) == 1  # a failed check fails the run
         rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
-        assert rows["bf16cast"]["status"] == "failed"
-        assert "wrong result" in rows["bf16cast"]["reason"]
-        assert rows["bf16cast"]["check"]["ok"] is False and rows["bf16cast"]["time_s"] is None
-        assert rows["ootb"]["status"] == "ok"
+        assert rows["wrong"]["status"] == "failed"
+        assert "wrong result" in rows["wrong"]["reason"]
+        chk = rows["wrong"]["check"]
+        assert chk["ok"] is False and rows["wrong"]["time_s"] is None
+        assert type(chk["max_abs_err"]) is (float if err else type(None))
+        assert rows["ootb"]["status"] == rows["native"]["status"] == "ok"
     finally:
-        registry._IMPLS["gemm"].pop("bf16cast")
+        registry._IMPLS["gemm"].pop("wrong")
 
 
 def _harness_info(tmp_path, *extra):
