@@ -600,6 +600,16 @@ def test_table_offsets_dtype_is_checked_for_every_impl(impl, dtype):
         ops.embedding_bags(w, to, idx, off, impl=impl)
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+@pytest.mark.parametrize("to", [[0, 8], [0, 5, 8]])
+def test_offsets_need_t_times_b_plus_one_entries(impl, to):
+    # Empty offsets with one table passed the count check ((0 - 1) % 1 == 0) and failed
+    # later with an IndexError (ootb) or "negative dimension -1" (native).
+    w, empty = torch.randn(8, 4), torch.tensor([], dtype=torch.int64)
+    with pytest.raises(ValueError, match="offsets has 0 entries, not T\\*B\\+1"):
+        ops.embedding_bags(w, torch.tensor(to), empty, empty, impl=impl)
+
+
 @pytest.mark.parametrize(
     "arg", ["weight", "table_offsets", "indices", "offsets", "per_sample_weights"]
 )

@@ -137,6 +137,26 @@ def test_adagrad_refuses_momentum_sharing_its_other_tensors():
 
 
 @pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+@pytest.mark.parametrize("step", [_sgd, _adagrad])
+def test_steps_refuse_a_negative_view_to_update(step):
+    """z.conj().imag's memory holds -x: updated through its address, a row moved by +lr * g
+    instead of -lr * g (the step read and wrote the stored values, not the view's)."""
+    w = torch.randn(6, 4, dtype=torch.cfloat).conj().imag
+    with pytest.raises(ValueError, match="weight is a negative view"):
+        step(w, torch.randn(6, 4))
+    if step is _adagrad:
+        mom = torch.rand(6, dtype=torch.cfloat).conj().imag
+        with pytest.raises(ValueError, match="momentum is a negative view"):
+            _adagrad(torch.randn(6, 4), torch.randn(6, 4), mom=mom)
+    # grad_out and per_sample_weights are only read: resolved, and the step is exact.
+    w, go = torch.randn(6, 4), torch.randn(6, 4, dtype=torch.cfloat).conj().imag
+    psw = torch.rand(8, dtype=torch.cfloat).conj().imag
+    want = w.double() - 0.5 * _dense_grad(go, psw)
+    _sgd(w, go, psw)
+    torch.testing.assert_close(w.double(), want)
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
 def test_steps_take_disjoint_views_and_converted_copies():
     # Adjacent slices of one buffer do not overlap: the step runs and is exact.
     base = torch.randn(6 * 4 + 6 * 4)

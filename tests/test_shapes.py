@@ -79,6 +79,15 @@ def test_parse_shape_takes_lists_in_brackets():
         shapes.parse_shape("tables=2,rows=[5000,300,dim=8", "embedding_bags")
 
 
+def test_parse_shape_takes_float_fields_and_names_what_differs_from_the_defaults():
+    base = "tables=1,rows=[100],dim=8,batch=4,pooling=[2],distribution=zipf"
+    c = shapes.parse_shape(base + ",alpha=1.2,mode=mean,index_dtype=int32", "embedding_bags")
+    assert c.shape["alpha"] == 1.2 and c.shape["distribution"] == "zipf"
+    assert c.name == "T=1,D=8,B=4,L=2,zipf,alpha=1.2,mean,int32"
+    assert shapes.parse_shape(base + ",alpha=2", "embedding_bags").shape["alpha"] == 2
+    assert shapes.parse_shape(base, "embedding_bags").name == "T=1,D=8,B=4,L=2,zipf"
+
+
 def test_parse_shape():
     c = shapes.parse_shape("M=3, N=4, K=5, b_t=true", "gemm")
     assert c.shape == {"M": 3, "N": 4, "K": 5, "a_t": False, "b_t": True}

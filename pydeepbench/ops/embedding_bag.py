@@ -155,10 +155,17 @@ class EmbeddingBags(OpSpec):
     def describe(self, s: dict) -> str:
         pool = poolings(s)
         lookups = sum(pool)
-        return (
-            f"T={s['tables']},D={s['dim']},B={s['batch']},L={lookups / len(pool):.3g},"
-            f"{s['distribution']}"
-        )
+        # Fields off their defaults too: a --shape case's name is its key in comparisons.
+        extra = [
+            f"alpha={s['alpha']:g}" if s["distribution"] == "zipf" and s["alpha"] != 1.05 else "",
+            "weighted" if s["weighted"] else "",
+            s["mode"] if s["mode"] != "sum" else "",
+            s["index_dtype"] if s["index_dtype"] != "int64" else "",
+        ]
+        return ",".join(
+            [f"T={s['tables']},D={s['dim']},B={s['batch']},L={lookups / len(pool):.3g}",
+             s["distribution"], *filter(None, extra)]
+        )  # fmt: skip
 
     def lookups(self, s: dict) -> int:
         return s["batch"] * sum(poolings(s))
@@ -328,7 +335,7 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
     if table_offsets.dim() != 1 or table_offsets.numel() < 2:
         raise ValueError("embedding_bags: table_offsets must be 1-D with T+1 >= 2 entries")
     T = table_offsets.numel() - 1
-    if (offsets.numel() - 1) % T:
+    if offsets.numel() == 0 or (offsets.numel() - 1) % T:
         raise ValueError(
             f"embedding_bags: offsets has {offsets.numel()} entries, not T*B+1 for T={T} tables"
         )
@@ -631,8 +638,11 @@ def _cuda_forward(weight, table_offsets, indices, offsets, mode, per_sample_weig
         return out
     stream = torch.cuda.current_stream(weight.device).cuda_stream
     bounds = offsets[::B].tolist()  # start of each table's indices, and the end
-    # The binding reads per_sample_weights with unit stride, as the CPU path's _fp32 does.
-    psw_all = None if per_sample_weights is None else per_sample_weights.contiguous()
+    # The binding reads per_sample_weights by address with unit stride (a negative view
+    # resolved, as the CPU path's _fp32 does; .contiguous() alone keeps the neg bit).
+    psw_all = None
+    if per_sample_weights is not None:
+        psw_all = per_sample_weights.resolve_neg().contiguous()
     # The extension launches on the runtime's current device: make it the tensors' one.
     with torch.cuda.device(weight.device):
         for t in range(T):
@@ -676,16 +686,22 @@ def _gradient_inputs(
 ):
     """What the backward and the sparse steps (C++ CPU kernels) read: fp32 contiguous grad_out
     and per_sample_weights, contiguous index arrays. A device tensor, which would hand them a
-    device pointer, is refused (`written`: the step's weight, and Adagrad's momentum)."""
+    device pointer, is refused (`written`: the step's weight, and Adagrad's momentum), and so
+    is a negative view among `written`: updated through its address, it would move the
+    wrong way, and resolving it would update a copy."""
     # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step
-    for t in (grad_out, table_offsets, indices, offsets, *written):
+    optional = (t for t in (per_sample_weights, argmax) if t is not None)
+    for t in (grad_out, table_offsets, indices, offsets, *written, *optional):
         if not (isinstance(t, torch.Tensor) and t.is_cpu):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
-    for t in (per_sample_weights, argmax):
-        if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu):
-            _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
-                           written, argmax)  # fmt: skip
+    for name, t in zip(_WRITTEN, written, strict=False):
+        if t.is_neg():
+            raise ValueError(
+                f"{fn}: {name} is a negative view (e.g. z.conj().imag), which the step cannot "
+                f"update in place; pass a tensor without the negative bit ({name}.resolve_neg() "
+                "is a copy)"
+            )
     # Shared memory between what a step reads and updates is refused by the binding.
     return (
         _fp32(grad_out),

@@ -121,10 +121,12 @@ def parse_shape(text: str, op: str) -> Case:
         if low in ("true", "false"):
             raw[k] = low == "true"
         else:
-            try:
-                raw[k] = int(v)
-            except ValueError:
-                raw[k] = v
+            for parse in (int, float):  # then a name (distribution=zipf) as it is
+                try:
+                    raw[k] = parse(v)
+                    break
+                except ValueError:
+                    raw[k] = v
     spec = registry.get_op(op)
     shape = spec.validate_shape(raw)
     return Case(spec.describe(shape), shape, 0)
