@@ -112,9 +112,18 @@ def time_steps_interleaved(
 
 
 def _footprint(cfg, impls: list[str], mode: str) -> int:
+    """A model's tables per impl (fp32 even for uint8 runs, which quantize fp32 tables;
+    training OOTB's dense gradient is one more), plus the rotated batches as
+    dlrm.make_batches builds them: fp32 dense features and label; each lookup's int64
+    index in its table's list and in the concatenation, with two fp32 weights when
+    weighted; three int64 offsets per bag (per table, the lengths, the packed ones)."""
     copies = len(impls) + (1 if mode == "train" and "ootb" in impls else 0)
-    batch = cfg.batch_size * (cfg.dense_features + sum(cfg.pooling) * 16) * cfg.rotations * 2
-    return copies * cfg.table_bytes() + batch
+    per_example = (
+        4 * (cfg.dense_features + 1)
+        + sum(cfg.pooling) * (16 + (8 if cfg.weighted else 0))
+        + 24 * len(cfg.pooling)
+    )
+    return copies * cfg.table_bytes() + cfg.rotations * cfg.batch_size * per_example
 
 
 def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int, emb_dtype: str) -> dict:
