@@ -116,12 +116,12 @@ def _footprint(cfg, impls: list[str], mode: str) -> int:
     training OOTB's dense gradient is one more), plus the rotated batches as
     dlrm.make_batches builds them: fp32 dense features and label; each lookup's int64
     index in its table's list and in the concatenation, with two fp32 weights when
-    weighted; three int64 offsets per bag (per table, the lengths, the packed ones)."""
+    weighted; two int64 offsets per bag (per table, and packed)."""
     copies = len(impls) + (1 if mode == "train" and "ootb" in impls else 0)
     per_example = (
         4 * (cfg.dense_features + 1)
         + sum(cfg.pooling) * (16 + (8 if cfg.weighted else 0))
-        + 24 * len(cfg.pooling)
+        + 16 * len(cfg.pooling)
     )
     return copies * cfg.table_bytes() + cfg.rotations * cfg.batch_size * per_example
 

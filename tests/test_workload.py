@@ -1,6 +1,7 @@
 """The model benchmark driver: step timing through the harness, latency fields and the
 target marker, model rows in the results schema, and the `model` subcommand end to end."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -212,3 +213,26 @@ def test_model_cli_refuses_a_flag_below_1_by_its_name(flag, value, tmp_path, cap
     out = capsys.readouterr().out
     assert f"{flag} must be >= 1, got {value}" in out and "field" not in out
     assert not j.exists()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_memory_check_counts_the_batches_as_built(weighted):
+    cfg = dataclasses.replace(dlrm.load_config(TINY), weighted=weighted)
+    tensors = [
+        t
+        for b in dlrm.make_batches(cfg)
+        for t in (
+            b.dense,
+            b.labels,
+            *b.lS_i,
+            *b.lS_o,
+            *b.lS_w,
+            b.indices,
+            b.offsets,
+            b.per_sample_weights,
+        )  # fmt: skip
+        if t is not None
+    ]
+    built = sum(t.nbytes for t in tensors)
+    counted = workload._footprint(cfg, ["ootb"], "infer") - cfg.table_bytes()
+    assert abs(counted - built) <= 8 * cfg.rotations  # the packed offsets' last entry
