@@ -47,7 +47,12 @@ def _add_op_parser(sub, op: str) -> None:
         "--min-time", type=float, default=0.25, help="seconds of samples at least, per impl"
     )
     p.add_argument("--min-samples", type=int, default=10, help="samples at least, per impl")
-    p.add_argument("--target-noise", type=float, default=0.02, help="stop at IQR/median below")
+    p.add_argument(
+        "--target-noise",
+        type=float,
+        default=0.02,
+        help="stop at IQR/median below (0: never on noise, only at --max-time)",
+    )
     p.add_argument(
         "--sequential",
         action="store_true",
@@ -150,8 +155,7 @@ def cmd_list(con) -> int:
 
 
 def cmd_roofline(args, con) -> int:
-    if args.max_time <= 0:  # (HarnessConfig refuses it too, naming max_time_s, not the flag)
-        raise ValueError(f"--max-time must be > 0, got {args.max_time}")
+    harness.check_bounds(max_time_s=args.max_time)  # also when the cached peaks answer
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
     pk = roofline.peaks(args.device, refresh=args.refresh, max_time_s=args.max_time)
@@ -183,14 +187,6 @@ def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.d
     """Refuse flags that would run nothing or measure nonsense, naming the flag."""
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    for flag, v, ok, want in (
-        ("--max-time", args.max_time, args.max_time > 0, "> 0"),
-        ("--min-time", args.min_time, args.min_time >= 0, ">= 0"),
-        ("--min-samples", args.min_samples, args.min_samples >= 1, ">= 1"),
-        ("--target-noise", args.target_noise, args.target_noise > 0, "> 0"),
-    ):
-        if not ok:
-            raise ValueError(f"{flag} must be {want}, got {v}")
     impls = [registry.get_impl(op, n) for n in impl_names]
     for dtype in dtypes:
         if not any(dtype in i.dtypes.get(args.device, ()) for i in impls):
@@ -211,6 +207,13 @@ def cmd_op(args, con) -> int:
         impl_names.insert(0, "ootb")
     dtypes = [parse_dtype(d) for d in _csv(args.dtype)]
     _check_sweep_args(args, op, impl_names, dtypes)
+    hcfg = harness.HarnessConfig(
+        mode=args.mode,
+        max_time_s=args.max_time,
+        min_time_s=args.min_time,
+        min_samples=args.min_samples,
+        target_rel_iqr=args.target_noise,
+    )
     if args.shapes:
         sset = shapes.load(args.shapes, op)
         set_name, cases = sset.name, sset.cases
@@ -226,13 +229,7 @@ def cmd_op(args, con) -> int:
         dtypes=dtypes,
         device=args.device,
         shape_set=set_name,
-        harness=harness.HarnessConfig(
-            mode=args.mode,
-            max_time_s=args.max_time,
-            min_time_s=args.min_time,
-            min_samples=args.min_samples,
-            target_rel_iqr=args.target_noise,
-        ),
+        harness=hcfg,
         interleave=not args.sequential,
     )
     sysinfo = system.collect()

@@ -57,10 +57,27 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.min_samples < 1 or self.max_samples < self.min_samples:
-            raise ValueError("need 1 <= min_samples <= max_samples")
-        if self.max_time_s <= 0 or self.min_time_s < 0:
-            raise ValueError("max_time_s must be > 0 and min_time_s >= 0")
+        check_bounds(**{k: getattr(self, k) for k in BOUNDS})
+        if self.max_samples < self.min_samples:
+            raise ValueError("need min_samples <= max_samples")
+
+
+# Each bounded field: its lower bound, whether the bound itself is allowed, and the CLI
+# flag that sets it (an error names both, for API and command-line callers alike).
+BOUNDS = {
+    "max_time_s": (0, False, "--max-time"),
+    "min_time_s": (0, True, "--min-time"),
+    "min_samples": (1, True, "--min-samples"),
+    "target_rel_iqr": (0, True, "--target-noise"),  # 0: run to max_time_s or max_samples
+}
+
+
+def check_bounds(**fields: float) -> None:
+    """ValueError naming the flag and field of the first value out of BOUNDS."""
+    for name, v in fields.items():
+        lo, inclusive, flag = BOUNDS[name]
+        if not (v >= lo if inclusive else v > lo):
+            raise ValueError(f"{flag} ({name}) must be {'>=' if inclusive else '>'} {lo}, got {v}")
 
 
 @dataclass

@@ -70,6 +70,13 @@ def latency_fields(samples: list[float], target_ms: float | None, pct: int | Non
     return out
 
 
+def _check_steps(steps: int, warmup: int) -> None:
+    # Warm-up cannot be 0: an impl's first step pays one-time costs that would land in
+    # the latency percentiles.
+    if steps < 1 or warmup < 1:
+        raise ValueError(f"need steps >= 1 and warmup >= 1, got {steps} and {warmup}")
+
+
 def time_steps_interleaved(
     steps_by_impl: dict[str, Callable[[], object]], steps: int, warmup: int
 ) -> tuple[dict[str, harness.Measurement], dict[str, str]]:
@@ -77,8 +84,7 @@ def time_steps_interleaved(
     step per impl, the order reversed every other round. An impl whose step raises leaves
     the rotation and is removed from `steps_by_impl` (freeing what its step holds); the
     others go on. Returns the measurements and, per failed impl, "Type: message"."""
-    if steps < 1 or warmup < 1:
-        raise ValueError("need steps >= 1 and warmup >= 1")
+    _check_steps(steps, warmup)
     timer = harness.timer_for("cpu")
     live = steps_by_impl
     samples: dict[str, list[float]] = {k: [] for k in live}
@@ -172,8 +178,7 @@ def run_mode(
     "uint8": both models look up 8-bit rowwise tables (inference only)."""
     from pydeepbench.models import dlrm
 
-    if steps < 1 or warmup < 1:
-        raise ValueError(f"need steps >= 1 and warmup >= 1, got {steps} and {warmup}")
+    _check_steps(steps, warmup)
     if emb_dtype not in dlrm.EMB_DTYPES:
         raise ValueError(f"unknown embedding dtype {emb_dtype!r}; use {', '.join(dlrm.EMB_DTYPES)}")
 
@@ -286,8 +291,7 @@ def cli_model(args, con) -> int:
     if args.model not in MODELS:
         raise ValueError(f"unknown model {args.model!r}; models: {', '.join(MODELS)}")
     # Flags are checked here, so that a bad value names its flag (not the config file's
-    # field) and 0 is refused rather than taken for "not given". Warm-up cannot be 0: an
-    # impl's first step pays one-time costs that would land in the latency percentiles.
+    # field) and 0 is refused rather than taken for "not given" (see _check_steps).
     for flag, v in (
         ("--batch-size", args.batch_size),
         ("--row-cap", args.row_cap),

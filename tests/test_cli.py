@@ -158,8 +158,14 @@ def test_list_shows_impls_and_reasons(capsys):
         (["dot_interaction", "--shapes", "interaction-dlrm", "--dtype", "bf16"], "--dtype bf"),
         (["gemm", "--shapes", "dlrm", "--limit", "0"], "--limit must be >= 1"),
         (["gemm", "--shapes", "dlrm", "--limit", "-1"], "--limit must be >= 1"),
-        (["gemm", "--shapes", "dlrm", "--max-time", "-1"], "--max-time must be > 0, got -1"),
-        (["gemm", "--shapes", "dlrm", "--min-samples", "0"], "--min-samples must be >= 1"),
+        (
+            ["gemm", "--shapes", "dlrm", "--max-time", "-1"],
+            "--max-time (max_time_s) must be > 0, got -1",
+        ),
+        (
+            ["gemm", "--shapes", "dlrm", "--min-samples", "0"],
+            "--min-samples (min_samples) must be >= 1",
+        ),
         (["gemm", "--shapes", "/no/such/set.toml"], "does not exist"),
     ],
 )
@@ -170,7 +176,7 @@ def test_bad_arguments_exit_2_with_message(args, match, capsys):
 
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):
     assert run(["roofline", "--refresh", "--max-time", "0"]) == 2
-    assert "--max-time must be > 0" in capsys.readouterr().out
+    assert "--max-time (max_time_s) must be > 0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
