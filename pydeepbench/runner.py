@@ -15,9 +15,6 @@ from pydeepbench.check import compare
 from pydeepbench.ops._spec import dtype_name
 from pydeepbench.shapes import Case
 
-# Fraction of MemAvailable one case may use; the rest is headroom for torch and the OS.
-MEMORY_FRACTION = 0.7
-
 
 @dataclass
 class SweepConfig:
@@ -79,12 +76,8 @@ def run_case(
 
     need = spec.footprint_bytes(case.shape, dtype)
     _native.release_pool_cache()
-    have = system.available_memory_bytes()
-    if need > MEMORY_FRACTION * have:
-        reason = (
-            f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of the "
-            f"{have / 2**30:.1f} GiB available"
-        )
+    have = system.available_memory_bytes()  # before this case's inputs take their share
+    if reason := system.memory_shortfall(need, have):
         return rows + [_skip(row, reason) for _, row in runnable]
 
     inputs = spec.make_inputs(case.shape, dtype, cfg.device, case.seed)
@@ -125,7 +118,7 @@ def run_case(
     # Side by side when every impl's inputs fit in memory at once (the footprint counted
     # once per impl, a safe upper bound); otherwise one after the other.
     together = cfg.interleave and len(runnable) > 1
-    together = together and need * len(runnable) <= MEMORY_FRACTION * have
+    together = together and system.memory_shortfall(need * len(runnable), have) is None
     if together:
         ready = [(i, r, own) for i, r in runnable if (own := checked(i, r)) is not None]
         fns = [timed(impl, own) for impl, _, own in ready]

@@ -169,6 +169,23 @@ def machine_id(system: dict) -> str:
     return f"{system['cpu']['model']}|{system['cpu']['logical_cpus']} cpus|{mem_gib} GiB|{gpu}"
 
 
+# Fraction of MemAvailable one case or model run may use; the rest is headroom for torch
+# and the OS.
+MEMORY_FRACTION = 0.7
+
+
+def memory_shortfall(need: float, have: float | None = None) -> str | None:
+    """None when `need` bytes fit in MEMORY_FRACTION of `have` (default: MemAvailable now),
+    else the reason a skipped row gives."""
+    have = available_memory_bytes() if have is None else have
+    if need <= MEMORY_FRACTION * have:
+        return None
+    return (
+        f"needs ~{need / 2**30:.1f} GiB, more than {MEMORY_FRACTION:.0%} of the "
+        f"{have / 2**30:.1f} GiB available"
+    )
+
+
 def available_memory_bytes() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

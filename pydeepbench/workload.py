@@ -47,7 +47,6 @@ from pydeepbench import _native, harness, system
 MODEL_ATOL = 1e-4  # outputs are probabilities in (0, 1); fp32 reorderings stay ~1e-6
 UNITS = "ex/s"
 SCORE_CONVENTION = "examples/s = batch_size / median per-step time"
-MEMORY_FRACTION = 0.7
 MODELS = ("dlrm",)
 
 
@@ -190,12 +189,8 @@ def run_mode(
             on_row(r)
         return rows
     _native.release_pool_cache()
-    need, have = _footprint(cfg, impls, mode), system.available_memory_bytes()
-    if need > MEMORY_FRACTION * have:
-        reason = (
-            f"needs ~{need / 2**30:.1f} GiB (tables at row cap {cfg.row_cap}), more than "
-            f"{MEMORY_FRACTION:.0%} of the {have / 2**30:.1f} GiB available; lower --row-cap"
-        )
+    if why := system.memory_shortfall(_footprint(cfg, impls, mode)):
+        reason = f"{why} (tables at row cap {cfg.row_cap}); lower --row-cap"
         for r in rows:
             r.update(status="skipped", reason=reason)
             on_row(r)
