@@ -482,18 +482,14 @@ def main(argv=None) -> int:
             }
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "schema": report.SCHEMA,
-                    "system": sysinfo,
-                    "peaks": peaks.as_dict(),
-                    "bars": results,
-                    "results": [report.normalize(r) for r in all_rows],
-                },
-                f,
-                indent=1,
-            )
+        doc = {
+            "schema": report.SCHEMA,
+            "system": sysinfo,
+            "peaks": peaks.as_dict(),
+            "bars": report.json_safe(results),
+            "results": [report.normalize(r) for r in all_rows],
+        }
+        report.write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
     return 0 if all(r["pass"] for r in results) else 1
 
 

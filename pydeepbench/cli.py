@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
-import sys
 
 import torch
 from rich.markup import escape
@@ -236,10 +233,8 @@ def cmd_op(args, con) -> int:
     if warning := system.busy_warning(sysinfo):
         con.print(f"[yellow]warning:[/yellow] {warning}")
     pk = None if args.no_roofline else roofline.peaks(args.device)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    json_path = args.json or os.path.join("results", f"{op}-{set_name}-{stamp}.json")
+    json_path = args.json or report.default_json_path(f"{op}-{set_name}")
     run_info = {
-        "argv": sys.argv[1:],
         "op": op,
         "set": set_name,
         "impls": impl_names,

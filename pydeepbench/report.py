@@ -97,15 +97,15 @@ MODEL_ROW_FIELDS = (
 )
 
 
-def _finite(v):
+def json_safe(v):
     """v with every NaN or infinite float (a failed check's error) as None: JSON has no
     such numbers, and writing them would end the sweep at the row that should record it."""
     if isinstance(v, float):
         return v if math.isfinite(v) else None
     if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
+        return {k: json_safe(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_finite(x) for x in v]
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -116,7 +116,13 @@ def normalize(row: dict) -> dict:
         raise ValueError(f"result row has fields outside the schema: {sorted(unknown)}")
     if row.get("status") not in STATUSES:
         raise ValueError(f"result row status must be one of {STATUSES}, got {row.get('status')!r}")
-    return {k: _finite(row.get(k)) for k in fields}
+    return {k: json_safe(row.get(k)) for k in fields}
+
+
+def default_json_path(stem: str) -> str:
+    """results/<stem>-<UTC time>.json, where a sweep or model run writes without --json."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return os.path.join("results", f"{stem}-{stamp}.json")
 
 
 class JsonWriter:
@@ -125,7 +131,7 @@ class JsonWriter:
         self.doc = {
             "schema": SCHEMA,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "run": run,
+            "run": {"argv": sys.argv[1:], **run},
             "system": system,
             "peaks": peaks,
             "complete": False,

@@ -276,9 +276,6 @@ def run_mode(
 
 def cli_model(args, con) -> int:
     """`python -m pydeepbench model MODEL --config NAME ...` (parser in cli.py)."""
-    import datetime as dt
-    import os
-    import sys
 
     from pydeepbench import proxy, report
     from pydeepbench.models import dlrm
@@ -308,10 +305,8 @@ def cli_model(args, con) -> int:
             raise ValueError(f"unknown mode {m!r}; use {', '.join(dlrm.MODES)}")
     steps = cfg.steps if args.steps is None else args.steps
     warmup = cfg.warmup if args.warmup is None else args.warmup
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = args.json or os.path.join("results", f"model-{args.model}-{cfg.name}-{stamp}.json")
+    path = args.json or report.default_json_path(f"model-{args.model}-{cfg.name}")
     run_info = {
-        "argv": sys.argv[1:],
         "command": "model",
         "model": args.model,
         "config": cfg.name,
