@@ -1,13 +1,13 @@
 """Adaptive, noise-aware timing. The only module that reads clocks.
 
 Protocol for one case:
-1. Warm up until steady: at least `warmup_min_iters` calls and `warmup_min_s`, then until
-   the mean of the last 3 calls is within `warmup_tolerance` of the 3 before (first-touch
+1. Warm up until steady: at least `warmup_min_iters` (>= 6) calls and `warmup_min_s`, then
+   until the mean of the last 3 calls is within `warmup_tolerance` of the 3 before (first-touch
    page faults, caches, frequency ramps and allocator growth settle), capped at
    `warmup_max_s`.
 2. Sample: one synchronized timing per call (CPU: perf_counter_ns; CUDA: events). Calls
    shorter than `min_block_s` are timed in blocks (hot mode only) so timer overhead stays
-   negligible; samples are per call either way. In cold mode a buffer of at least the
+   negligible; samples are per call either way. In cold mode a buffer of twice the
    last-level cache is rewritten before every sample, outside the timed region.
 3. Stop when n >= min_samples, summed sample time >= min_time_s and IQR/median <=
    target_rel_iqr ("converged"); or at max_time_s ("max_time", or
@@ -17,7 +17,8 @@ Protocol for one case:
 
 Implementations compared on one case are timed side by side (`measure_interleaved`): each
 warms up, then rounds of one sample of each alternate until all of them have converged
-(or max_time_s per implementation), so drifting load on a shared machine does not land in
+(or the budget of max_time_s per implementation, shared: a slow one may use most of
+it), so drifting load on a shared machine does not land in
 their ratio.
 """
 
@@ -48,7 +49,7 @@ class HarnessConfig:
     max_time_s: float = 5.0
     target_rel_iqr: float = 0.02
     noisy_rel_iqr: float = 0.10
-    warmup_min_iters: int = 3
+    warmup_min_iters: int = 6  # >= 6: steadiness compares the last 3 calls with the 3 before
     warmup_min_s: float = 0.05
     warmup_max_s: float = 2.0
     warmup_tolerance: float = 0.05
@@ -69,6 +70,7 @@ BOUNDS = {
     "min_time_s": (0, True, "--min-time"),
     "min_samples": (1, True, "--min-samples"),
     "target_rel_iqr": (0, True, "--target-noise"),  # 0: run to max_time_s or max_samples
+    "warmup_min_iters": (6, True, None),
 }
 
 
@@ -77,7 +79,8 @@ def check_bounds(**fields: float) -> None:
     for name, v in fields.items():
         lo, inclusive, flag = BOUNDS[name]
         if not (v >= lo if inclusive else v > lo):
-            raise ValueError(f"{flag} ({name}) must be {'>=' if inclusive else '>'} {lo}, got {v}")
+            what = f"{flag} ({name})" if flag else name
+            raise ValueError(f"{what} must be {'>=' if inclusive else '>'} {lo}, got {v}")
 
 
 @dataclass
@@ -240,7 +243,7 @@ def _warm_up(fn: Callable[[], object], cfg: HarnessConfig, timer) -> tuple[int, 
         elapsed = timer.clock() - start
         if elapsed >= min(cfg.warmup_max_s, cfg.max_time_s):
             break
-        if len(warm) >= max(cfg.warmup_min_iters, 6) and elapsed >= cfg.warmup_min_s:
+        if len(warm) >= cfg.warmup_min_iters and elapsed >= cfg.warmup_min_s:
             last, prev = statistics.fmean(warm[-3:]), statistics.fmean(warm[-6:-3])
             if abs(last - prev) <= cfg.warmup_tolerance * prev:
                 break
@@ -296,7 +299,7 @@ def measure_interleaved(
     takes one sample (block) of each, in an order that alternates between rounds, so a
     change in machine load reaches all of them alike instead of landing in their ratio.
     Stops when every one has converged, when any reaches max_samples, or after
-    max_time_s of sampling per closure. One closure is plain `measure`."""
+    max_time_s of sampling per closure, all of it shared. One closure is plain `measure`."""
     cfg = config or HarnessConfig()
     if not fns:
         return []

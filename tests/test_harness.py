@@ -43,7 +43,7 @@ def cfg(**kw):
         min_time_s=0.01,
         max_time_s=1.0,
         warmup_min_s=0.0,
-        warmup_min_iters=3,
+        warmup_min_iters=6,
         min_block_s=0.0,
     )
     base.update(kw)
@@ -142,8 +142,16 @@ def test_stats_match_numpy():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="mode"):
         HarnessConfig(mode="lukewarm")
-    with pytest.raises(ValueError, match="min_samples"):
+    with pytest.raises(ValueError, match=r"--min-samples \(min_samples\) must be >= 1, got 0"):
         HarnessConfig(min_samples=0)
+    with pytest.raises(ValueError, match=r"--max-time \(max_time_s\) must be > 0, got 0"):
+        HarnessConfig(max_time_s=0)
+    with pytest.raises(ValueError, match=r"--target-noise \(target_rel_iqr\) must be >= 0"):
+        HarnessConfig(target_rel_iqr=-0.1)
+    with pytest.raises(ValueError, match=r"^warmup_min_iters must be >= 6, got 3"):
+        HarnessConfig(warmup_min_iters=3)  # steadiness compares two groups of 3 calls
+    with pytest.raises(ValueError, match="min_samples <= max_samples"):
+        HarnessConfig(min_samples=10, max_samples=5)
 
 
 def test_real_cpu_timer_measures_sleep():
