@@ -97,7 +97,7 @@ def cpu() -> ModuleType:
     return mod
 
 
-def cpu_unavailable(device: str = "cpu") -> str | None:
+def cpu_unavailable() -> str | None:
     return _load("_C")[1]
 
 
@@ -109,7 +109,7 @@ def cuda() -> ModuleType:
 
 
 @functools.cache
-def cuda_unavailable(device: str = "cuda") -> str | None:
+def cuda_unavailable() -> str | None:
     """Why the CUDA kernels cannot run here, or None."""
     mod, why = _load("_C_cuda")
     if mod is None:

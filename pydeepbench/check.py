@@ -7,7 +7,7 @@ does. NaN or Inf where the reference is finite fails.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -26,11 +26,7 @@ class CheckResult:
     atol: float
     rtol: float
     mismatched: int
-    numel: int
     message: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def tolerance_for(table: dict[torch.dtype, Tolerance], dtype: torch.dtype) -> Tolerance:
@@ -49,13 +45,12 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> CheckResult
             tol.atol,
             tol.rtol,
             ref.numel(),
-            ref.numel(),
             f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
         )
     o = out.detach().to("cpu", torch.float64)
     r = ref.detach().to("cpu", torch.float64)
     if o.numel() == 0:
-        return CheckResult(True, 0.0, 0.0, tol.atol, tol.rtol, 0, 0)
+        return CheckResult(True, 0.0, 0.0, tol.atol, tol.rtol, 0)
     diff = (o - r).abs()
     diff = torch.where(torch.isnan(o) & torch.isnan(r), torch.zeros_like(diff), diff)
     bad = ~(diff <= tol.atol + tol.rtol * r.abs())  # NaN diff counts as bad
@@ -70,6 +65,4 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> CheckResult
             f"{mismatched}/{o.numel()} elements outside atol={tol.atol:g} rtol={tol.rtol:g}; "
             f"first at {idx}: got {float(o[idx]):.6g}, expected {float(r[idx]):.6g}"
         )
-    return CheckResult(
-        mismatched == 0, max_abs, max_rel, tol.atol, tol.rtol, mismatched, o.numel(), msg
-    )
+    return CheckResult(mismatched == 0, max_abs, max_rel, tol.atol, tol.rtol, mismatched, msg)
