@@ -2,8 +2,9 @@
 gemm/linear CPU path builds the same tuples inline: see ops/gemm.py's cpu_gemm).
 
 Kernels in `_C` (CPU) and `_C_cuda` take each tensor as (data_ptr, sizes, strides,
-dtype_code); the extension never links libtorch. Only pydeepbench.ops and the roofline
-probes call into here.
+dtype_code); the extension never links libtorch. Only pydeepbench.ops, the models and the
+roofline probes call kernels through here (system reads the build's metadata, and runner
+and workload release the pool cache).
 """
 
 from __future__ import annotations

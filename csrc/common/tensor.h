@@ -1,5 +1,6 @@
-// A framework-agnostic view of a strided 2-D operand: kernels take these (or raw
-// pointers), never torch tensors, so the extension does not link libtorch.
+// Dtype codes (as pydeepbench/_native.py numbers them) and scalar bf16 <-> fp32
+// conversions, shared by the kernels and the bindings; the bindings' operand view is
+// bindings/tensor_arg.h. No torch headers: the extension does not link libtorch.
 #pragma once
 #include <cstdint>
 

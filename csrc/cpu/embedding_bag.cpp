@@ -46,7 +46,7 @@ inline float to_f32<float>(float v) { return v; }
 struct Bf16 { uint16_t v; };
 struct F16 { uint16_t v; };
 template <>
-inline float to_f32<Bf16>(Bf16 v) { return generic::ld_bf16(v.v); }
+inline float to_f32<Bf16>(Bf16 v) { return bf16_to_f32(v.v); }
 template <>
 inline float to_f32<F16>(F16 v) { return half_to_float(v.v); }
 // 8-bit rowwise-quantized rows: D codes, then the row's fp32 scale and bias.

@@ -83,7 +83,7 @@ void embedding_bags_sparse_step(const EmbSparseStepArgs& a);
 
 namespace detail {
 // Per-ISA pieces (embedding_bag_avx2.cpp is built with -mavx2 -mfma -mf16c,
-// embedding_bag_avx512.cpp with AVX-512 F/BW/VL/DQ).
+// embedding_bag_avx512.cpp with CMake's AVX-512 flags, no BF16 intrinsic).
 void forward_avx512(const EmbFwdArgs& a);
 void forward_avx2(const EmbFwdArgs& a);
 void backward_dense_avx2(const EmbBwdArgs& a);

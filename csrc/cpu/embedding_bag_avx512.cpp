@@ -1,4 +1,6 @@
-// AVX-512 (F, BW, VL, DQ) embedding-bag forward: the vector operations of the shared
+// AVX-512 embedding-bag forward (built with CMake's AVX-512 flag set, which includes
+// BF16 for the GEMM's sake; no BF16 intrinsic here, and it runs on
+// AVX-512 CPUs without BF16, e.g. Ice Lake): the vector operations of the shared
 // forward (embedding_bag_simd.h) with 16-float vectors, twice the columns per
 // accumulator of AVX2, and masked loads and stores for the tails (no bytewise tail
 // copies). The fused sparse step (embedding_bag_impl.h) is compiled here too; the dense

@@ -1,4 +1,4 @@
-// Portable embedding-bag loops shared by the generic and the AVX2 translation units.
+// Portable embedding-bag loops shared by the generic, AVX2 and AVX-512 translation units.
 // Each includer defines PDB_EMB_NS first, so every TU gets its own copy compiled with
 // its own target flags (one shared COMDAT copy could leak AVX2 code into the generic
 // path). Only raw pointers and builtins here: no std:: templates that could be
@@ -18,19 +18,6 @@ namespace pdb::cpu {
 namespace PDB_EMB_NS {
 namespace {
 
-inline float ld_bf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  __builtin_memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t st_bf16(float f) {  // round to nearest even, NaN stays quiet
-  uint32_t u;
-  __builtin_memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o);
@@ -185,7 +172,7 @@ void sparse_apply_impl(const EmbSparseStepArgs& a, const uint64_t* keys, const u
       if constexpr (sizeof(WT) == 4) {
         for (int64_t d = 0; d < D; ++d) w[d] -= mult * g[d];
       } else {
-        for (int64_t d = 0; d < D; ++d) w[d] = st_bf16(ld_bf16(w[d]) - mult * g[d]);
+        for (int64_t d = 0; d < D; ++d) w[d] = f32_to_bf16(bf16_to_f32(w[d]) - mult * g[d]);
       }
       i = j;
     }

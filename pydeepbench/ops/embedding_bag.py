@@ -971,6 +971,8 @@ def embedding_bags_adagrad_step(
 
 
 def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str | None:
+    # The interpreter's cost follows the elements moved, not the FLOPs: a lookup's one add
+    # per element counts as 20 against the GEMM-sized cap.
     return _triton.too_big_for_interpreter(EmbeddingBags().flops(s) * 20, device)
 
 
