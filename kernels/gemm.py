@@ -66,6 +66,7 @@ __all__ = ["gemm", "interpreted"]
 
 _ACTIVATIONS = (None, "relu")
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_MAX_BLOCK_K = 64  # the largest BLOCK_K among _autotune_configs (a test holds them to it)
 
 
 def interpreted() -> bool:
@@ -283,6 +284,15 @@ def gemm(
     c = torch.empty((M, N), device=device, dtype=a.dtype)
     if M == 0 or N == 0:
         return c
+
+    # The kernel steps along K with 32-bit offsets (k * stride_k, k < BLOCK_K <= 64; int64
+    # there spilled registers on sm_90): an operand whose K stride could overflow them is
+    # copied with K contiguous (stride 1). A stride of 2^27 elements per K step had read
+    # wild memory from k = 16.
+    if K > 1 and a.stride(1) * _MAX_BLOCK_K >= 2**31:
+        a = a.contiguous()
+    if K > 1 and b.stride(0) * _MAX_BLOCK_K >= 2**31:
+        b = b.t().contiguous().t()
 
     precision = "tf32" if (allow_tf32 and a.dtype == torch.float32) else "ieee"
     # Triton's interpreter stores bf16 as raw uint16 and its tl.dot multiplies the bit

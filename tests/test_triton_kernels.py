@@ -168,6 +168,18 @@ def test_gemm_relu_keeps_nan_like_torch():
     torch.testing.assert_close(out, torch.relu(a @ eye), equal_nan=True)
 
 
+def test_gemm_copies_operands_whose_k_stride_would_overflow_its_offsets():
+    # k * stride along K is 32-bit in the kernel: with 2^27 elements per K step it wrapped
+    # from k = 16 and read wild memory (a segfault under the interpreter). Strided views
+    # over an untouched buffer: only the pages the copies write become real memory.
+    S = 2**27
+    b = torch.empty(17 * S + 64, device=DEVICE).as_strided((17, 3), (S, 1))
+    b.copy_(torch.randn(17, 3))
+    a_t = torch.empty(17 * S + 64, device=DEVICE).as_strided((2, 17), (1, S))  # K stride S
+    a_t.copy_(torch.randn(2, 17))
+    torch.testing.assert_close(gemm(a_t, b), a_t @ b)
+
+
 def test_gemm_autotune_key_and_pruning(monkeypatch):
     # The best config also depends on the precision, the epilogue, the layout and the
     # alignment (which decides the configs kept).
@@ -176,6 +188,7 @@ def test_gemm_autotune_key_and_pruning(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the GPU config list
     configs = _gemm_mod._autotune_configs()
     assert len(configs) == 10
+    assert max(c.kwargs["BLOCK_K"] for c in configs) <= _gemm_mod._MAX_BLOCK_K
 
     def tiles(kept):
         return [tuple(c.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) for c in kept]
