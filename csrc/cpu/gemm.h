@@ -117,14 +117,16 @@ inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // One packed panel of width `width` (mr or nr) from a strided source: element (i, kk)
-// at src[i * s_mn + kk * s_k]; i < mn, kk < k are real, the rest is zero.
+// at src[i * s_mn + kk * s_k]; i < mn, kk < k are real, the rest is zero. 64-bit width:
+// the small-M/N paths pack a transposed operand with width K (an int cast truncated
+// K >= 2^31 and gave wrong sums).
 template <typename In, typename Out, int KP>
-void pack_panel_ref(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k, int width,
-                    Out* p) {
+void pack_panel_ref(const In* src, int64_t s_mn, int64_t s_k, int64_t mn, int64_t k,
+                    int64_t width, Out* p) {
   const int64_t kpad = round_up(k, KP);
   for (int64_t kk = 0; kk < kpad; ++kk) {
     Out* row = p + (kk / KP) * width * KP + kk % KP;
-    for (int i = 0; i < width; ++i) {
+    for (int64_t i = 0; i < width; ++i) {
       Out v = Out(0);
       if (i < mn && kk < k) {
         if constexpr (sizeof(Out) == sizeof(In)) v = src[i * s_mn + kk * s_k];  // same type

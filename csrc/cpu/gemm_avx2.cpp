@@ -298,7 +298,7 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
   float* scratch = bf16 ? static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * M * kNB))
                         : nullptr;
   if (!ap || (bf16 && !scratch)) return false;
-  pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, static_cast<int>(K), ap);
+  pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, K, ap);
   const size_t cb = bf16 ? 2 : 4;
   for (int64_t j = n0; j < n1; j += kNB) {
     const int64_t nc = imin(kNB, n1 - j);
@@ -397,7 +397,7 @@ bool small_dot_t(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t 
     } else {
       float* xp = static_cast<float*>(tls_buffer(kBufSmallA, sizeof(float) * M * K));
       if (!xp) return false;
-      pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, static_cast<int>(K), xp);
+      pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, K, xp);
       x = xp;
       ldx = K;
     }
@@ -422,7 +422,7 @@ bool small_dot_t(const GemmArgs& g, bool bf16, bool over_n, int64_t r0, int64_t 
     float* yp = static_cast<float*>(tls_buffer(kBufSmallB, sizeof(float) * N * K));
     if (!yp) return false;
     // yp[n*K + k] = B[k, n]: a "panel" of width K over the n dimension.
-    pack_panel_ref<In, float, 1>(B, g.sbk, g.sbn, K, N, static_cast<int>(K), yp);
+    pack_panel_ref<In, float, 1>(B, g.sbk, g.sbn, K, N, K, yp);
     // N = 1 (a GEMV): 8 rows at a time, so 8 FMA chains cover the FMA latency (3 rows
     // were latency bound: 2048x1x256 took 45 us against MKL's 16).
     const int mxmax = N == 1 ? 8 : 3, nymax = N == 1 ? 1 : 4;
