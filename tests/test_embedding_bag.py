@@ -512,6 +512,17 @@ def test_native_per_sample_weights_gradient_for_other_row_dtypes(dtype):
     torch.testing.assert_close(psw.grad.float(), want, atol=tol, rtol=tol)
 
 
+@pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
+def test_native_gradient_refuses_a_second_order():
+    # The C++ backward is not differentiable: create_graph=True gave a gradient without a
+    # graph, and a penalty on it silently contributed nothing.
+    w = torch.randn(30, 6, requires_grad=True)
+    out = ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, impl="native")
+    (gw,) = torch.autograd.grad((out**2).sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        (gw**2).sum().backward()
+
+
 def test_native_weight_gradient_needs_fp32():
     if "native" not in CPU_IMPLS:
         pytest.skip("native embedding kernels are not built")

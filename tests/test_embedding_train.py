@@ -157,6 +157,67 @@ def test_steps_refuse_a_negative_view_to_update(step):
 
 
 @pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+def test_a_step_is_an_in_place_update_to_autograd():
+    """The per_sample_weights gradient saves the weight: after a step updated it through its
+    address, backward used the new rows silently. The step
+    bumps the version counter, as torch's in-place ops do, so backward refuses."""
+    W, go = torch.randn(6, 4), torch.ones(6, 4)
+    psw = torch.ones(8, requires_grad=True)
+    out = ops.embedding_bags(W, TO, IDX, OFF, per_sample_weights=psw, impl="native")
+    v = W._version
+    ops.embedding_bags_sgd_step(W, TO, IDX, OFF, go, 1.0)
+    assert W._version > v
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out.sum(), psw)
+    mom = torch.zeros(6)
+    ops.embedding_bags_adagrad_step(W, mom, TO, IDX, OFF, go, 0.5)
+    assert mom._version > 0
+    # A leaf that requires grad is refused under grad mode, as W.sub_(1) is; no_grad is fine.
+    W.requires_grad_()
+    with pytest.raises(ValueError, match="weight requires grad.*torch.no_grad"):
+        ops.embedding_bags_sgd_step(W, TO, IDX, OFF, go, 1.0)
+    with torch.no_grad():
+        ops.embedding_bags_sgd_step(W, TO, IDX, OFF, go, torch.tensor(1.0))
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        (
+            {"w": torch.randn(6, 4, dtype=torch.float64)},
+            ValueError,
+            "weight must be torch.float32 or torch.bfloat16, got torch.float64",
+        ),
+        (
+            {"mom": torch.zeros(6, dtype=torch.float64)},
+            ValueError,
+            "momentum must be torch.float32, got torch.float64",
+        ),
+        (
+            {"go": torch.ones(6, 4, dtype=torch.int64)},
+            ValueError,
+            "grad_out must be a floating-point tensor",
+        ),
+        (
+            {"go": torch.ones(6, 4, dtype=torch.cfloat)},
+            ValueError,
+            "grad_out must be a floating-point tensor",
+        ),
+        ({"lr": "0.1"}, TypeError, "lr must be a real number, got str"),
+        ({"eps": True}, TypeError, "eps must be a real number, got bool"),
+    ],
+)
+def test_steps_name_a_bad_argument(kw, err, match):
+    w, mom = kw.get("w", torch.randn(6, 4)), kw.get("mom", torch.zeros(6))
+    go = kw.get("go", torch.ones(6, 4))
+    with pytest.raises(err, match=match):
+        ops.embedding_bags_adagrad_step(
+            w, mom, TO, IDX, OFF, go, kw.get("lr", 0.1), kw.get("eps", 1e-8)
+        )
+
+
+@pytest.mark.skipif(not NATIVE, reason="native embedding kernels are not built")
 def test_steps_take_disjoint_views_and_converted_copies():
     # Adjacent slices of one buffer do not overlap: the step runs and is exact.
     base = torch.randn(6 * 4 + 6 * 4)

@@ -33,8 +33,11 @@ scattered), never the same indices on consecutive calls. Tables larger than the 
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from pydeepbench import _native
 from pydeepbench.check import Tolerance
@@ -679,6 +682,15 @@ def _opt_arg(t: torch.Tensor | None):
 
 _GRADIENT_INPUTS = ("grad_out", "per_sample_weights", "table_offsets", "indices", "offsets")
 _WRITTEN = ("weight", "momentum")  # what the sparse steps update in place, in this order
+_WRITTEN_DTYPES = ((torch.float32, torch.bfloat16), (torch.float32,))
+
+
+def _updated(*written: torch.Tensor) -> None:
+    """Mark tensors a step wrote through their address as modified in place, as torch's own
+    in-place ops do: a graph that saved one (the per_sample_weights gradient saves the
+    weight) then fails at backward instead of using the new values."""
+    for t in written:
+        torch.autograd.graph.increment_version(t)
 
 
 def _gradient_inputs(
@@ -695,19 +707,39 @@ def _gradient_inputs(
         if not (isinstance(t, torch.Tensor) and t.is_cpu):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
-    for name, t in zip(_WRITTEN, written, strict=False):
+    for name, t, dtypes in zip(_WRITTEN, written, _WRITTEN_DTYPES, strict=False):
+        if t.dtype not in dtypes:
+            raise ValueError(f"{fn}: {name} must be {' or '.join(map(str, dtypes))}, got {t.dtype}")
         if t.is_neg():
             raise ValueError(
                 f"{fn}: {name} is a negative view (e.g. z.conj().imag), which the step cannot "
                 f"update in place; pass a tensor without the negative bit ({name}.resolve_neg() "
                 "is a copy)"
             )
+        if t.requires_grad and torch.is_grad_enabled():
+            raise ValueError(
+                f"{fn}: {name} requires grad; autograd cannot record an in-place step on it: "
+                "run the step under torch.no_grad(), as optimizers do"
+            )
+    for name, t in (("grad_out", grad_out), ("per_sample_weights", per_sample_weights)):
+        if t is not None and not t.is_floating_point():
+            raise ValueError(f"{fn}: {name} must be a floating-point tensor, got {t.dtype}")
     # Shared memory between what a step reads and updates is refused by the binding.
     return (
         _fp32(grad_out),
         _fp32(per_sample_weights),
         *_contiguous(table_offsets, indices, offsets),
     )
+
+
+def _number(fn: str, name: str, v) -> float:
+    """A step's lr or eps as a float: a real number or a one-element tensor (as torch's
+    optimizers take), not a string or a bool."""
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_complex():
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(v).__name__}")
+    return float(v)
 
 
 def _refuse_inputs(fn, inputs, written, argmax):
@@ -776,6 +808,7 @@ class _NativeEmbeddingBags(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # the C++ backward is not differentiable: no silent zero 2nd order
     def backward(ctx, grad_out):
         table_offsets, indices, offsets, psw, argmax, weight = ctx.saved_tensors
         grad_weight = grad_psw = None
@@ -928,10 +961,11 @@ def embedding_bags_sgd_step(
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad),
-        lr,
+        _number("embedding_bags_sgd_step", "lr", lr),
         code,
         _opt_arg(psw),
     )
+    _updated(weight)
 
 
 def embedding_bags_adagrad_step(
@@ -963,11 +997,12 @@ def embedding_bags_adagrad_step(
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad),
-        lr,
-        eps,
+        _number("embedding_bags_adagrad_step", "lr", lr),
+        _number("embedding_bags_adagrad_step", "eps", eps),
         code,
         _opt_arg(psw),
     )
+    _updated(weight, momentum)
 
 
 def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str | None:
