@@ -228,10 +228,15 @@ def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mod
     if B == 0 or T == 0 or D == 0:
         return out
 
+    # The kernel reads memory: a negative view (torch._neg_view, z.conj().imag) holds -x
+    # there, so it is resolved first. Negated indices had read rows before the table.
+    weight, indices, offsets = (t.resolve_neg() for t in (weight, indices, offsets))
     indices = indices.contiguous()
     offsets = offsets.contiguous()
+    if table_row_offsets is not None:
+        table_row_offsets = table_row_offsets.resolve_neg()
     if per_sample_weights is not None:
-        per_sample_weights = per_sample_weights.contiguous()
+        per_sample_weights = per_sample_weights.resolve_neg().contiguous()
 
     BLOCK_D, BLOCK_I, num_warps = _tiles(D, q8)
 

@@ -512,6 +512,43 @@ def test_native_per_sample_weights_gradient_for_other_row_dtypes(dtype):
     torch.testing.assert_close(psw.grad.float(), want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("impl", [i for i in ("native", "triton") if i in CPU_IMPLS])
+def test_negative_views_of_every_input_keep_their_values(impl):
+    """torch._neg_view(-x) reads as x but holds -x in memory. Triton read the memory: negated
+    indices fetched rows before the table (out of bounds), negated offsets pooled nothing."""
+    W = torch.randn(10, 4)
+    to, idx, off = (
+        torch.tensor([0, 5, 10]),
+        torch.tensor([0, 1, 2, 3, 4]),
+        torch.tensor([0, 2, 4, 4, 5]),
+    )
+    psw = torch.rand(5)
+    want = ops.embedding_bags(W, to, idx, off, per_sample_weights=psw, impl="ootb")
+    neg = torch._neg_view
+    cases = [(neg(-W), to, idx, off, psw), (W, to, idx, off, neg(-psw))]
+    if impl == "triton":  # native's binding reads index arrays by address and refuses these
+        cases += [
+            (W, neg(-to), idx, off, psw),
+            (W, to, neg(-idx), off, psw),
+            (W, to, idx, neg(-off), psw),
+        ]
+    for w, t, i, o, p in cases:
+        got = ops.embedding_bags(w, t, i, o, per_sample_weights=p, impl=impl)
+        torch.testing.assert_close(got, want)
+
+
+# torch's forward AD scripts its decompositions on first use (its own deprecation warning)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("impl", [i for i in ("native", "triton") if i in CPU_IMPLS])
+def test_impls_without_forward_mode_refuse_tangents(impl):
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        w = fwAD.make_dual(torch.randn(30, 6), torch.ones(30, 6))
+        with pytest.raises(ValueError, match=f"impl '{impl}' computes no forward-mode"):
+            ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, impl=impl)
+
+
 @pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
 def test_native_gradient_refuses_a_second_order():
     # The C++ backward is not differentiable: create_graph=True gave a gradient without a

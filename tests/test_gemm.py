@@ -182,6 +182,22 @@ def test_impls_without_autograd_refuse_inputs_that_require_grad(impl):
     assert ops.gemm(a, b, impl="ootb").requires_grad
 
 
+# torch's forward AD scripts its decompositions on first use (its own deprecation warning)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i != "ootb"])
+def test_impls_without_autograd_refuse_forward_mode_tangents(impl):
+    """A dual tensor's tangent was dropped silently (the result carried none)."""
+    import torch.autograd.forward_ad as fwAD
+
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(a, torch.ones_like(a))
+        with pytest.raises(ValueError, match=f"impl '{impl}' computes no forward-mode"):
+            ops.gemm(dual, b, impl=impl)
+        assert ops.gemm(a, b, impl=impl).shape == (3, 5)  # plain tensors inside a level: fine
+        assert fwAD.unpack_dual(ops.gemm(dual, b, impl="ootb")).tangent is not None
+
+
 def test_sparse_operands_are_refused_by_name():
     with pytest.raises(ValueError, match="gemm: b is a torch.sparse_coo tensor"):
         ops.gemm(torch.randn(3, 4), torch.randn(4, 5).to_sparse(), impl="native")

@@ -4,6 +4,7 @@ tolerance lookup. Op-specific math (inputs, reference, FLOPs, bytes) lives in ea
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from pydeepbench.check import Tolerance, tolerance_for
 
@@ -118,7 +119,22 @@ def needs_operand_care(impl: str, a: torch.Tensor, b: torch.Tensor, c: torch.Ten
         or b.layout is not STRIDED
         or c.layout is not STRIDED
         or ((a.requires_grad or b.requires_grad or c.requires_grad) and torch.is_grad_enabled())
+        or fwAD._current_level >= 0  # inside a forward-AD dual level (rare)
     )
+
+
+def refuse_tangents(op: str, impl: str, *named: tuple[str, torch.Tensor | None]) -> None:
+    """ValueError for a tensor carrying a forward-mode tangent (torch.autograd.forward_ad)
+    given to an impl that computes none: the result would silently have no tangent."""
+    if fwAD._current_level < 0:
+        return
+    for name, t in named:
+        if t is not None and fwAD.unpack_dual(t).tangent is not None:
+            raise ValueError(
+                f"{op} impl {impl!r} computes no forward-mode gradients and {name} carries "
+                "a tangent (a dual tensor), which it would drop; torch's ops (impl 'ootb') "
+                "have forward-mode AD where torch implements it"
+            )
 
 
 def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> list[torch.Tensor]:
@@ -128,6 +144,7 @@ def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> lis
     (ootb) impls have autograd here, refused when grad mode is on and one requires grad:
     the result would silently carry no gradient. The ops call this only when
     needs_operand_care says so (never for ootb, whose tensors torch reads itself)."""
+    refuse_tangents(op, impl, *named)
     grad = torch.is_grad_enabled()
     out = []
     for name, t in named:

@@ -42,7 +42,7 @@ from torch.autograd.function import once_differentiable
 from pydeepbench import _native
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import OpSpec
+from pydeepbench.ops._spec import OpSpec, refuse_tangents
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 MODES = ("sum", "mean", "max")
@@ -875,6 +875,7 @@ def _own_tables(variants: list[dict]) -> list[dict]:
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
+    refuse_tangents("embedding_bags", "native", ("weight", weight), ("psw", per_sample_weights))
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     if weight.is_neg():  # its memory holds -weight: the address alone reads the wrong sign
         weight = weight.resolve_neg()
@@ -1021,6 +1022,7 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
 )
 def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """Triton: one program per (bag, table), masked loop over the bag's indices."""
+    refuse_tangents("embedding_bags", "triton", ("weight", weight), ("psw", per_sample_weights))
     if _wants_grad(weight, per_sample_weights):
         what = "weight" if weight.requires_grad else "per_sample_weights"
         raise _no_gradient("triton", what, "impl 'functional' (or 'native' on the CPU)")
