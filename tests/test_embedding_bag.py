@@ -2,6 +2,7 @@
 
 import importlib
 import inspect
+import os
 import re
 
 import pytest
@@ -547,6 +548,26 @@ def test_impls_without_forward_mode_refuse_tangents(impl):
         w = fwAD.make_dual(torch.randn(30, 6), torch.ones(30, 6))
         with pytest.raises(ValueError, match=f"impl '{impl}' computes no forward-mode"):
             ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, impl=impl)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
+@pytest.mark.skipif(
+    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") < 20 << 30,
+    reason="needs 16 GiB of (untouched) index memory, over the kernel's overcommit limit here",
+)
+def test_max_mode_gradient_refuses_a_bag_of_2_31_lookups():
+    # The max kernel keeps a lookup's position in its bag in 32-bit lanes: with argmax (for
+    # the backward) a longer bag indexed wild memory and crashed. ~8 s: the check reads
+    # 16 GiB of zero pages (the resident set stays small).
+    n = 2**31 + 16
+    idx = torch.empty(n, dtype=torch.int64)  # fresh pages: zeros
+    idx[2**31 + 5] = 1
+    w = torch.tensor([[0.0], [5.0]], requires_grad=True)
+    with pytest.raises(ValueError, match="bags of fewer than 2\\^31 lookups; bag 0 has"):
+        ops.embedding_bags(
+            w, torch.tensor([0, 2]), idx, torch.tensor([0, n]), mode="max", impl="native"
+        )
 
 
 @pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")

@@ -147,6 +147,15 @@ void bind_embedding_bag(py::module_& m) {
           check_rowmajor(a, "argmax", L.B, L.T * L.D);
           am = static_cast<int64_t*>(a.data);
           am_stride = a.strides[0];
+          // The max kernel tracks a lookup's position in its bag in 32-bit lanes: a longer
+          // bag's argmax would index wild memory (int32 offsets cannot describe one).
+          if (L.idx64 && L.N > INT32_MAX) {
+            const int64_t* off = static_cast<const int64_t*>(L.offsets);
+            for (int64_t g = 0; g < L.T * L.B; ++g)
+              PDB_CHECK(off[g + 1] - off[g] <= INT32_MAX,
+                        "mode 'max' with gradients supports bags of fewer than 2^31 lookups; "
+                        "bag ", g, " has ", off[g + 1] - off[g]);
+          }
         }
         cpu::EmbFwdArgs args{L,   w.data, w.dtype, w.strides[0], static_cast<float*>(out.data),
                              out.strides[0], mode, psw, am, am_stride};
