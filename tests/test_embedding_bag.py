@@ -679,6 +679,16 @@ def test_offsets_need_t_times_b_plus_one_entries(impl, to):
         ops.embedding_bags(w, torch.tensor(to), empty, empty, impl=impl)
 
 
+@pytest.mark.parametrize("impl", [i for i in ("ootb", "functional") if i in CPU_IMPLS])
+def test_torchs_impls_name_per_sample_weights_off_the_weights_dtype(impl):
+    # fp32 weights for a bf16 table pass the op's check (native takes them); torch's op
+    # raised its own "Expected tensor for argument #1 'weight' to have the same type".
+    w, to = torch.randn(8, 4).bfloat16(), torch.tensor([0, 8])
+    idx, off = torch.tensor([1, 2, 3]), torch.tensor([0, 2, 3])
+    with pytest.raises(ValueError, match="takes per_sample_weights in the weight's dtype"):
+        ops.embedding_bags(w, to, idx, off, per_sample_weights=torch.ones(3), impl=impl)
+
+
 @pytest.mark.parametrize(
     "arg", ["weight", "table_offsets", "indices", "offsets", "per_sample_weights"]
 )

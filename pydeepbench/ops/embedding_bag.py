@@ -357,8 +357,9 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
             )
         if per_sample_weights.dtype not in (weight.dtype, torch.float32):
             raise ValueError(
-                f"embedding_bags: per_sample_weights must be {weight.dtype} (the weight's "
-                f"dtype, as torch takes them) or float32, got {per_sample_weights.dtype}"
+                f"embedding_bags: per_sample_weights must be in the weight's dtype "
+                f"({weight.dtype}, as torch takes them) or float32, got "
+                f"{per_sample_weights.dtype}"
             )
     devices = {
         t.device
@@ -422,6 +423,13 @@ def embedding_bags(
     if impl != "native" or weight.device.type != "cpu":  # the C++ binding checks by itself
         _check_values(weight, table_offsets, indices, offsets)
     if chosen.prepare is _per_table:  # ootb and functional take per-table tensors
+        psw = per_sample_weights
+        if psw is not None and weight.dtype != torch.uint8 and psw.dtype != weight.dtype:
+            raise ValueError(
+                f"embedding_bags impl {impl!r} (torch's op) takes per_sample_weights in the "
+                f"weight's dtype ({weight.dtype}), got {psw.dtype}; impl 'native' takes "
+                "float32 ones too"
+            )
         args = _per_table([args])[0]
     return chosen.fn(**args)
 
