@@ -95,6 +95,8 @@ def test_bad_input_is_a_clear_error():
     x, emb = torch.randn(4, 8), torch.randn(4, 24)
     with pytest.raises(ValueError, match="not a multiple"):
         ops.dot_interaction(x, torch.randn(4, 20))
+    with pytest.raises(ValueError, match="x has width 0"):
+        ops.dot_interaction(torch.randn(4, 0), torch.randn(4, 0))
     with pytest.raises(ValueError, match="rows"):
         ops.dot_interaction(x, torch.randn(5, 24))
     with pytest.raises(ValueError, match="dtype"):

@@ -62,7 +62,9 @@ def _validate(x, emb) -> None:
             raise ValueError(f"dot_interaction: {name} must be a 2-D torch.Tensor")
     if emb.shape[0] != x.shape[0]:
         raise ValueError(f"dot_interaction: x has {x.shape[0]} rows but emb has {emb.shape[0]}")
-    if x.shape[1] == 0 or emb.shape[1] % x.shape[1]:
+    if x.shape[1] == 0:
+        raise ValueError("dot_interaction: x has width 0; the features need D >= 1")
+    if emb.shape[1] % x.shape[1]:
         raise ValueError(
             f"dot_interaction: emb width {emb.shape[1]} is not a multiple of x's {x.shape[1]}"
         )
