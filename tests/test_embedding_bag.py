@@ -104,7 +104,9 @@ def test_weighted_sum(impl, dtype):
 def test_per_sample_weights_of_another_dtype_are_refused():
     w, idx, off = torch.randn(10, 4).bfloat16(), torch.tensor([1, 2]), torch.tensor([0, 1, 2])
     psw = torch.rand(2, dtype=torch.float16)
-    with pytest.raises(ValueError, match="per_sample_weights must be torch.bfloat16"):
+    with pytest.raises(
+        ValueError, match=r"per_sample_weights must be in the weight's dtype \(torch.bfloat16"
+    ):
         ops.embedding_bags(w, torch.tensor([0, 10]), idx, off, per_sample_weights=psw)
 
 
