@@ -27,6 +27,7 @@ per micro op and impl.
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 from rich.markup import escape
@@ -114,6 +115,9 @@ def entry(r: dict) -> dict | None:
             "Score": f"{r[key]:.3g}",
             "Units": units,
             "value": r[key],
+            # A --shape case's name leaves fields out (an embedding's rows, row_cap): its
+            # whole shape is part of the line's identity. Named sets' cases are unique.
+            "shape": json.dumps(r.get("shape"), sort_keys=True) if r["set"] == "custom" else "",
         }
     return None
 
@@ -151,7 +155,8 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
         es = entries(rows)
         by_key: dict[tuple, dict] = {}
         for e in es:
-            by_key.setdefault(tuple(e[c] for c in KEY), e)  # the first of repeated lines
+            # the first of repeated lines; a custom case's shape is part of its identity
+            by_key.setdefault((*(e[c] for c in KEY), e.get("shape", "")), e)
         repeats = len(es) - len(by_key)
         if repeats:
             notes_out.append(f"{repeats} repeated line(s) on side {name}: the first is compared")
@@ -168,6 +173,9 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
                 "A": ea["Score"],
                 "B": b[k]["Score"],
                 "B/A": ratio_text(ratio),
+                "a_value": ea["value"],
+                "b_value": b[k]["value"],
+                "ratio": ratio,
             }
         )
         if ratio:
@@ -206,11 +214,22 @@ def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
     return "\n".join(lines) + "\n"
 
 
+# CSV cells are numbers: the raw value behind each formatted score column, the latency
+# marker in its own column.
+CSV_NUMBERS = {"Score": "value", "A": "a_value", "B": "b_value", "B/A": "ratio"}
+
+
 def write_csv(path: str | os.PathLike, es: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    missed = "Score" in columns
+    header = (*columns, "Latency target missed") if missed else columns
     with open(report.out_path(path), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         w.writeheader()
-        w.writerows(es)
+        for e in es:
+            row = {c: e.get(CSV_NUMBERS[c]) if c in CSV_NUMBERS else e[c] for c in columns}
+            if missed:
+                row["Latency target missed"] = e["Score"].endswith("*")
+            w.writerow(row)
 
 
 def detail_table(rows: list[dict]) -> Table:

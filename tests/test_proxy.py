@@ -146,8 +146,12 @@ def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
     )
     with open(cs) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 7 and set(rows[0]) == set(proxy.COLUMNS)
+    assert len(rows) == 7 and set(rows[0]) == {*proxy.COLUMNS, "Latency target missed"}
     assert {r["Units"] for r in rows} == {"ex/s", "TF/s", "GB/s"}
+    # numbers, the latency marker in its own column (the cell read "800.0*")
+    missed = [r for r in rows if r["Latency target missed"] == "True"]
+    assert [float(r["Score"]) for r in missed] == [800.0]
+    assert all(float(r["Score"]) > 0 for r in rows)
 
 
 def test_report_cli_refuses_mixed_machines_and_bad_files(tmp_path, capsys):
@@ -230,7 +234,8 @@ def test_compare_two_systems_matches_lines_and_gives_b_over_a(tmp_path, capsys):
     )
     with open(cs) as f:
         rows = list(csv.DictReader(f))
-    assert {r["B/A"] for r in rows if r["Model"] == "Micro"} == {"4.00x"}
+    assert {float(r["B/A"]) for r in rows if r["Model"] == "Micro"} == {4.0}  # a number
+    assert all(float(r["B"]) > float(r["A"]) for r in rows)
 
 
 def test_compare_keeps_only_lines_both_sides_have():
@@ -244,6 +249,21 @@ def test_compare_keeps_only_lines_both_sides_have():
     # Repeated lines (e.g. perf_bars --repeat) compare the first and say so.
     lines, notes = proxy.compare(a + a, b)
     assert len(lines) == 1 and "4 repeated line(s) on side A: the first is compared" in notes
+
+
+def test_compare_matches_custom_cases_on_their_whole_shape():
+    # A --shape case's name leaves out an embedding's rows: a 100-row and a 4M-row table
+    # were compared as one line (B/A 269x).
+    def row(rows, gbps):
+        shape = {"tables": 2, "rows": rows, "dim": 64, "batch": 256, "pooling": 1}
+        return {"op": "embedding_bags", "impl": "native", "status": "ok", "mode": "hot",
+                "set": "custom", "case": "T=2,D=64,B=256,L=1,uniform", "shape": shape,
+                "gbps": gbps}  # fmt: skip
+
+    lines, notes = proxy.compare([row(100, 269.0)], [row(4_000_000, 1.0)])
+    assert lines == [] and "1 line(s) only on side A are not compared" in notes
+    lines, _ = proxy.compare([row(100, 2.0)], [row(100, 3.0)])
+    assert [x["B/A"] for x in lines] == ["1.50x"]
 
 
 def test_compare_refuses_a_side_that_mixes_machines(capsys):
