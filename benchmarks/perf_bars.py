@@ -20,6 +20,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -389,6 +390,14 @@ def main(argv=None) -> int:
         "run's ratio can be off by 10-20%%)",
     )
     args = p.parse_args(argv)
+    if args.repeat < 1:
+        p.error(f"--repeat must be >= 1, got {args.repeat}")
+    try:
+        harness.check_bounds(max_time_s=args.max_time)
+    except ValueError as e:
+        p.error(str(e))
+    if args.json and Path(args.json).is_dir():  # known before minutes of measuring
+        p.error(f"--json {args.json} is a directory; give a file path")
     wanted = None
     if args.only is not None:
         # Before the peaks are measured: a typo must not cost minutes and run nothing.

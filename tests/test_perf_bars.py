@@ -232,6 +232,28 @@ def test_only_refuses_unknown_bar_names_before_measuring(monkeypatch, capsys):
         assert f"--only: unknown bar(s) {named}; the bars: {names}" in err
 
 
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--repeat", "0"], "--repeat must be >= 1, got 0"),
+        (["--max-time", "0"], "--max-time (max_time_s) must be > 0, got 0.0"),
+        (["--json", "."], "--json . is a directory"),
+    ],
+)
+def test_bad_flags_are_refused_before_measuring(monkeypatch, capsys, argv, said):
+    # --max-time 0 was a traceback, --repeat 0 ran once, and a directory for --json
+    # failed after the whole run.
+    pb = load()
+
+    def measured(*a, **kw):
+        raise AssertionError("measured before checking the flags")
+
+    monkeypatch.setattr(pb.system, "collect", measured)
+    with pytest.raises(SystemExit) as e:
+        pb.main(argv)
+    assert e.value.code == 2 and said in capsys.readouterr().err
+
+
 def test_only_accepts_the_bar_names_and_help_lists_them(monkeypatch, capsys):
     pb = load()
 
