@@ -12,8 +12,16 @@ from pydeepbench.ops._spec import dtype_name, parse_dtype
 from pydeepbench.runner import SweepConfig, sweep
 
 
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def csv_list(text: str, flag: str) -> list[str]:
+    """A comma list flag's items; ValueError naming the flag when it has none (it would run
+    nothing) or repeats one (it would run twice)."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"{flag}: no names in {text!r}")
+    if len(set(items)) < len(items):
+        dup = sorted({t for t in items if items.count(t) > 1})
+        raise ValueError(f"{flag}: {', '.join(dup)} given more than once")
+    return items
 
 
 def _add_op_parser(sub, op: str) -> None:
@@ -41,7 +49,10 @@ def _add_op_parser(sub, op: str) -> None:
         help="seconds of samples per implementation and case (a case of 3 impls takes up to 3x)",
     )
     p.add_argument(
-        "--min-time", type=float, default=0.25, help="seconds of samples at least, per impl"
+        "--min-time",
+        type=float,
+        default=None,
+        help="seconds of samples at least, per impl (default 0.25, or --max-time if less)",
     )
     p.add_argument("--min-samples", type=int, default=10, help="samples at least, per impl")
     p.add_argument(
@@ -196,18 +207,20 @@ def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.d
 
 def cmd_op(args, con) -> int:
     op = args.command
-    impl_names = _csv(args.impl) if args.impl else list(registry.impls(op))
+    impl_names = csv_list(args.impl, "--impl") if args.impl else list(registry.impls(op))
     for name in impl_names:
         registry.get_impl(op, name)  # unknown names fail before anything runs
     if "ootb" in impl_names:  # baseline first, so speedups are computed against it
         impl_names.remove("ootb")
         impl_names.insert(0, "ootb")
-    dtypes = [parse_dtype(d) for d in _csv(args.dtype)]
+    dtypes = [parse_dtype(d) for d in csv_list(args.dtype, "--dtype")]
+    if len(set(dtypes)) < len(dtypes):  # two spellings of one dtype (fp32,float32)
+        raise ValueError(f"--dtype: {args.dtype!r} names a dtype more than once")
     _check_sweep_args(args, op, impl_names, dtypes)
     hcfg = harness.HarnessConfig(
         mode=args.mode,
         max_time_s=args.max_time,
-        min_time_s=args.min_time,
+        min_time_s=min(0.25, args.max_time) if args.min_time is None else args.min_time,
         min_samples=args.min_samples,
         target_rel_iqr=args.target_noise,
     )
@@ -238,7 +251,7 @@ def cmd_op(args, con) -> int:
         "op": op,
         "set": set_name,
         "impls": impl_names,
-        "dtypes": _csv(args.dtype),
+        "dtypes": [dtype_name(d) for d in dtypes],
         "device": args.device,
         "harness": vars(cfg.harness),
         "interleave": cfg.interleave,

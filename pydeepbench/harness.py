@@ -60,7 +60,15 @@ class HarnessConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         check_bounds(**{k: getattr(self, k) for k in BOUNDS})
         if self.max_samples < self.min_samples:
-            raise ValueError("need min_samples <= max_samples")
+            raise ValueError(
+                f"--min-samples (min_samples) must be <= max_samples ({self.max_samples}), "
+                f"got {self.min_samples}"
+            )
+        if self.min_time_s > self.max_time_s:  # the minimum would never be reached
+            raise ValueError(
+                f"--min-time (min_time_s) must be <= --max-time (max_time_s, "
+                f"{self.max_time_s:g}), got {self.min_time_s:g}"
+            )
 
 
 # Each bounded field: its lower bound, whether the bound itself is allowed, and the CLI

@@ -278,6 +278,7 @@ def cli_model(args, con) -> int:
     """`python -m pydeepbench model MODEL --config NAME ...` (parser in cli.py)."""
 
     from pydeepbench import proxy, report
+    from pydeepbench.cli import csv_list
     from pydeepbench.models import dlrm
 
     if args.model not in MODELS:
@@ -295,8 +296,8 @@ def cli_model(args, con) -> int:
     cfg = dlrm.load_config(args.config).with_overrides(
         batch_size=args.batch_size, row_cap=args.row_cap
     )
-    impls = [i.strip() for i in args.impl.split(",") if i.strip()]
-    modes = [m.strip() for m in (args.mode or ",".join(cfg.modes)).split(",") if m.strip()]
+    impls = csv_list(args.impl, "--impl")
+    modes = csv_list(args.mode, "--mode") if args.mode is not None else list(cfg.modes)
     for i in impls:
         if i not in dlrm.IMPLS:
             raise ValueError(f"unknown implementation {i!r}; use {', '.join(dlrm.IMPLS)}")

@@ -167,11 +167,28 @@ def test_list_shows_impls_and_reasons(capsys):
             "--min-samples (min_samples) must be >= 1",
         ),
         (["gemm", "--shapes", "/no/such/set.toml"], "does not exist"),
+        # lists that would run nothing, or something twice
+        (["gemm", "--shape", "M=8,N=8,K=8", "--dtype", ","], "--dtype: no names in ','"),
+        (["gemm", "--shape", "M=8,N=8,K=8", "--impl", ","], "--impl: no names in ','"),
+        (["gemm", "--shape", "M=8,N=8,K=8", "--impl", "native,native"], "native given more"),
+        (["gemm", "--shape", "M=8,N=8,K=8", "--dtype", "fp32,float32"], "more than once"),
+        (["gemm", "--shape", "M=8,N=8,K=8,M=16"], "field 'M' is given more than once"),
+        (
+            ["gemm", "--shapes", "dlrm", "--min-time", "3", "--max-time", "0.1"],
+            "--min-time (min_time_s) must be <= --max-time",
+        ),
+        (["gemm", "--shapes", "embedding-nope"], "built-in sets for gemm: deepbench-infer"),
     ],
 )
 def test_bad_arguments_exit_2_with_message(args, match, capsys):
     assert run(args + ["--no-roofline"]) == 2
     assert match in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--impl", "--mode"])
+def test_model_refuses_an_empty_list(flag, capsys):
+    assert cli.main(["model", "dlrm", "--config", "dlrm-kaggle", flag, ","]) == 2
+    assert f"{flag}: no names in ','" in capsys.readouterr().out
 
 
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):

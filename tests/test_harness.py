@@ -150,8 +150,10 @@ def test_bad_config_is_rejected():
         HarnessConfig(target_rel_iqr=-0.1)
     with pytest.raises(ValueError, match=r"^warmup_min_iters must be >= 6, got 3"):
         HarnessConfig(warmup_min_iters=3)  # steadiness compares two groups of 3 calls
-    with pytest.raises(ValueError, match="min_samples <= max_samples"):
+    with pytest.raises(ValueError, match=r"min_samples\) must be <= max_samples \(5\), got 10"):
         HarnessConfig(min_samples=10, max_samples=5)
+    with pytest.raises(ValueError, match=r"--min-time \(min_time_s\) must be <= --max-time"):
+        HarnessConfig(min_time_s=3, max_time_s=0.1)
 
 
 def test_real_cpu_timer_measures_sleep():

@@ -55,6 +55,13 @@ def test_unknown_set_and_bad_files(tmp_path):
     f.write_text('schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion=1\ncases=[]\n')
     with pytest.raises(ValueError, match="missing field 'source'"):
         shapes.load(str(f))
+    head = 'schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion=1\nsource="t"\n'
+    f.write_text(head + "cases=[]\n")  # would run nothing and exit 0
+    with pytest.raises(ValueError, match="the set has no cases"):
+        shapes.load(str(f))
+    f.write_text(head + "cases=[{M=1, N=2, K=3}, {M=1, N=2, K=3, b_t=false}]\n")
+    with pytest.raises(ValueError, match="case names repeat: M=1"):  # one key in reports
+        shapes.load(str(f))
 
 
 def test_wrong_op_is_refused():

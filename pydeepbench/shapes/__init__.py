@@ -63,8 +63,10 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     if path.suffix != ".toml":
         sets = builtin_sets()
         if name_or_path not in sets:
+            mine = builtin_sets(op) if op is not None else sets
             raise ValueError(
-                f"unknown shape set {name_or_path!r}; built-in sets: {', '.join(sets)} "
+                f"unknown shape set {name_or_path!r}; built-in sets"
+                f"{f' for {op}' if op is not None else ''}: {', '.join(mine)} "
                 "(or pass a path to a .toml file)"
             )
         path = sets[name_or_path]
@@ -93,6 +95,12 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
         except ValueError as e:
             raise ValueError(f"{path}: case {i} ({label or raw}): {e}") from e
         cases.append(Case(label or spec.describe(shape), shape, base_seed + i))
+    if not cases:
+        raise ValueError(f"{path}: the set has no cases")
+    names = [c.name for c in cases]
+    if len(set(names)) < len(names):  # a case's name is its identity in reports
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{path}: case names repeat: {', '.join(dup)} (give each a name)")
     return ShapeSet(
         data["name"], data["op"], int(data["version"]), data["source"], cases, str(path)
     )
@@ -111,6 +119,8 @@ def parse_shape(text: str, op: str) -> Case:
         if "=" not in part:
             raise ValueError(f"--shape: expected KEY=VALUE, got {part!r}")
         k, v = (s.strip() for s in part.split("=", 1))
+        if k in raw:
+            raise ValueError(f"--shape: field {k!r} is given more than once")
         if v.startswith("[") and v.endswith("]"):
             try:
                 raw[k] = [int(x) for x in v[1:-1].split(",")]
