@@ -245,8 +245,10 @@ def cmd_op(args, con) -> int:
     sysinfo = system.collect()
     if warning := system.busy_warning(sysinfo):
         con.print(f"[yellow]warning:[/yellow] {warning}")
-    pk = None if args.no_roofline else roofline.peaks(args.device)
     json_path = args.json or report.default_json_path(f"{op}-{set_name}")
+    for flag, path in (("--json", json_path), ("--csv", args.csv), ("--markdown", args.markdown)):
+        report.refuse_directory(flag, path)  # before the sweep, not after it
+    pk = None if args.no_roofline else roofline.peaks(args.device)
     run_info = {
         "op": op,
         "set": set_name,
@@ -282,7 +284,11 @@ def cmd_op(args, con) -> int:
             first[0] = False
             prog.advance(task)
 
-        rows = sweep(cfg, cases, pk, on_rows)
+        try:
+            rows = sweep(cfg, cases, pk, on_rows)
+        except KeyboardInterrupt:
+            con.print(escape(f"interrupted: the cases done are in {json_path} (incomplete)"))
+            return 130
     writer.close()
     for line in report.summary(rows):
         con.print(line)
@@ -315,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return cli_plot(args, con)
         return cmd_op(args, con)
+    except KeyboardInterrupt:
+        con.print("interrupted")
+        return 130
     except (ValueError, OSError) as e:
         if isinstance(e, OSError) and e.filename is None:
             raise  # not a results file or output path the user named: keep the traceback

@@ -71,10 +71,12 @@ def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
     return next(iter(ids)), docs
 
 
-def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
-    """(machine id, every row) from result files of one machine; ValueError otherwise."""
+def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict], list[str]]:
+    """(machine id, every row, the files of interrupted runs) from result files of one
+    machine; ValueError otherwise."""
     machine, docs = load_docs(paths)
-    return machine, [r for doc in docs for r in doc["results"]]
+    cut = [str(p) for p, doc in zip(paths, docs, strict=True) if doc.get("complete") is False]
+    return machine, [r for doc in docs for r in doc["results"]], cut
 
 
 def entry(r: dict) -> dict | None:
@@ -145,6 +147,11 @@ def notes(rows: list[dict]) -> list[str]:
     return out
 
 
+def line_key(e: dict) -> tuple:
+    """What identifies a line across files: KEY's columns, and a custom case's shape."""
+    return (*(e[c] for c in KEY), e.get("shape", ""))
+
+
 def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]:
     """Lines on both sides (matched on KEY) with A's and B's scores and B/A, and notes:
     the geomean of B/A per model (per micro op and impl), lines only one side has, and
@@ -155,8 +162,7 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
         es = entries(rows)
         by_key: dict[tuple, dict] = {}
         for e in es:
-            # the first of repeated lines; a custom case's shape is part of its identity
-            by_key.setdefault((*(e[c] for c in KEY), e.get("shape", "")), e)
+            by_key.setdefault(line_key(e), e)  # the first of repeated lines
         repeats = len(es) - len(by_key)
         if repeats:
             notes_out.append(f"{repeats} repeated line(s) on side {name}: the first is compared")
@@ -272,9 +278,12 @@ def detail_table(rows: list[dict]) -> Table:
 def cli_report(args, con) -> int:
     """`python -m pydeepbench report RESULTS.json... [--against RESULTS.json...]
     [--markdown PATH] [--csv PATH]`."""
-    machine, rows = load(args.results)
+    for flag, path in (("--csv", args.csv), ("--markdown", args.markdown)):
+        report.refuse_directory(flag, path)
+    machine, rows, cut = load(args.results)
     if args.against:
-        other_machine, other = load(args.against)
+        other_machine, other, other_cut = load(args.against)
+        cut += other_cut
         es, extra = compare(rows, other)
         columns = COMPARE_COLUMNS
         con.print(escape(f"A: {machine} ({', '.join(map(str, args.results))})"))
@@ -284,6 +293,10 @@ def cli_report(args, con) -> int:
         es, columns = entries(rows), COLUMNS
         con.print(escape(f"Proxy Workloads results on {machine}"))
         lines = notes(rows)
+        repeats = len(es) - len({line_key(e) for e in es})
+        if repeats:
+            lines.append(f"{repeats} repeated line(s): a case in more than one file or run")
+    lines += [f"{p}: an interrupted run (incomplete): its missing cases have no line" for p in cut]
     con.print(text_table(es, columns))
     for line in lines:
         con.print(escape(line))

@@ -223,6 +223,12 @@ def flat(row: dict) -> dict:
     return out
 
 
+def refuse_directory(flag: str, path: str | os.PathLike | None) -> None:
+    """ValueError when an output path names a directory (checked before the work)."""
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file path")
+
+
 def out_path(path: str | os.PathLike) -> Path:
     """An output file's path, its directories created (every file the commands write)."""
     p = Path(path)

@@ -307,6 +307,7 @@ def cli_model(args, con) -> int:
     steps = cfg.steps if args.steps is None else args.steps
     warmup = cfg.warmup if args.warmup is None else args.warmup
     path = args.json or report.default_json_path(f"model-{args.model}-{cfg.name}")
+    report.refuse_directory("--json", path)
     run_info = {
         "command": "model",
         "model": args.model,

@@ -191,6 +191,36 @@ def test_model_refuses_an_empty_list(flag, capsys):
     assert f"{flag}: no names in ','" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--json", "--csv", "--markdown"])
+def test_an_output_path_that_is_a_directory_is_refused_before_the_sweep(tmp_path, flag, capsys):
+    # --json left a stray .partial file; --csv and --markdown failed after the sweep.
+    args = ["gemm", "--shape", "M=8,N=8,K=8", *FAST, flag, str(tmp_path)]
+    if flag != "--json":
+        args += ["--json", str(tmp_path / "r.json")]
+    assert run(args) == 2
+    assert f"{flag} {tmp_path} is a directory" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_ctrl_c_keeps_the_cases_done_and_says_where(tmp_path, monkeypatch, capsys):
+    from pydeepbench import runner
+
+    real, calls = runner.run_case, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runner, "run_case", interrupted)
+    j = tmp_path / "r.json"
+    assert run(["gemm", "--shapes", "dlrm", "--impl", "native", *FAST, "--json", str(j)]) == 130
+    assert f"interrupted: the cases done are in {j} (incomplete)" in capsys.readouterr().out
+    doc = json.loads(j.read_text())
+    assert doc["complete"] is False and len(doc["results"]) == 1
+
+
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):
     assert run(["roofline", "--refresh", "--max-time", "0"]) == 2
     assert "--max-time (max_time_s) must be > 0" in capsys.readouterr().out

@@ -18,7 +18,7 @@ MODELS, MICRO, OTHER = (
 
 
 def test_table_from_model_and_micro_files():
-    machine, rows = proxy.load([MODELS, MICRO])
+    machine, rows, _ = proxy.load([MODELS, MICRO])
     assert machine.startswith("Test CPU 9000|2 cpus|24 GiB")
     es = proxy.entries(rows)
     by = {(e["Model"], e["Implementation"], e["Mode"]): e for e in es}
@@ -82,7 +82,7 @@ def micro_file(tmp_path, rows, name="micro.json"):
 def test_micro_lines_of_different_dtypes_stay_apart(tmp_path, capsys):
     """One embedding_bags sweep with --dtype fp32,uint8 (and linear fp32,bf16): a line per
     dtype, fp32 implicit as on model rows, and --against compares each with its own."""
-    _, rows = proxy.load([MICRO])
+    _, rows, _ = proxy.load([MICRO])
     emb, lin = (next(r for r in rows if r["op"] == op) for op in ("embedding_bags", "linear"))
     rows = [
         emb,
@@ -110,7 +110,7 @@ def test_micro_lines_of_different_dtypes_stay_apart(tmp_path, capsys):
 
 
 def test_report_of_a_gemm_file_tabulates_it(tmp_path, capsys):
-    _, rows = proxy.load([MICRO])
+    _, rows, _ = proxy.load([MICRO])
     gemm = micro_file(tmp_path, [r for r in rows if r["op"] == "gemm"])
     assert cli.main(["report", str(gemm)]) == 0
     out = capsys.readouterr().out
@@ -154,6 +154,20 @@ def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
     assert all(float(r["Score"]) > 0 for r in rows)
 
 
+def test_report_says_which_files_are_incomplete_and_which_lines_repeat(tmp_path, capsys):
+    doc = json.loads(MICRO.read_text())
+    doc["complete"] = False  # an interrupted sweep's file
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(doc))
+    assert cli.main(["report", str(cut), str(MICRO)]) == 0
+    out = capsys.readouterr().out
+    assert f"{cut}: an interrupted run (incomplete)" in out
+    n = len(proxy.entries(doc["results"]))
+    assert f"{n} repeated line(s): a case in more than one file or run" in out
+    assert cli.main(["report", str(MICRO), "--csv", str(tmp_path)]) == 2
+    assert "--csv " + str(tmp_path) + " is a directory" in capsys.readouterr().out
+
+
 def test_report_cli_refuses_mixed_machines_and_bad_files(tmp_path, capsys):
     assert cli.main(["report", str(MODELS), str(OTHER)]) == 2
     assert "different machines" in capsys.readouterr().out
@@ -187,14 +201,14 @@ def test_report_of_a_fresh_model_run(tmp_path):
         )
         == 0
     )
-    _, rows = proxy.load([j])
+    _, rows, _ = proxy.load([j])
     es = proxy.entries(rows)
     assert [e["Mode"] for e in es] == ["infer", "infer"] and es[0]["Config"] == "tiny-dot cap 100"
     assert all(e["Units"] == "ex/s" and e["Batch Size"] == 16 for e in es)
 
 
 def test_entry_names_kernels_that_stood_in():
-    _, rows = proxy.load([MODELS])
+    _, rows, _ = proxy.load([MODELS])
     r = dict(next(r for r in rows if r["impl"] == "optimized" and r["mode"] == "train"))
     assert proxy.entry(r)["Implementation"] == "optimized"
     r["dense_impl"] = "ootb"
