@@ -85,6 +85,11 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
     cap = os.environ.get("PYDEEPBENCH_ISA")
     if name == "_C" and cap is not None and cap not in ISA_CAPS:
         return None, f"PYDEEPBENCH_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}"
+    # Read once by the host pool (csrc/cpu/host_pool.cpp) with strtoull: "abc" read as 0
+    # and "-5" wrapped to a huge limit.
+    pool_mb = os.environ.get("PYDEEPBENCH_HOST_POOL_MB")
+    if name == "_C" and pool_mb is not None and not pool_mb.strip().isdigit():
+        return None, f"PYDEEPBENCH_HOST_POOL_MB={pool_mb!r} is not a number of MiB (>= 0)"
     try:
         return importlib.import_module(f"pydeepbench.{name}"), None
     except ImportError as e:  # not built (e.g. PYDEEPBENCH_CUDA=OFF) or broken install

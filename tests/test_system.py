@@ -57,6 +57,16 @@ def test_unknown_isa_cap_is_refused_by_name():
     assert "PYDEEPBENCH_ISA='avx-512' is not one of generic, avx2" in r.stderr
 
 
+@pytest.mark.parametrize("value", ["abc", "-5"])
+def test_a_bad_host_pool_size_is_refused_by_name(value):
+    """The pool read it with strtoull: "abc" became 0 MiB and "-5" a huge limit."""
+    code = "from pydeepbench import _native; _native.cpu()"
+    env = dict(os.environ, PYDEEPBENCH_HOST_POOL_MB=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert f"PYDEEPBENCH_HOST_POOL_MB='{value}' is not a number of MiB" in r.stderr
+
+
 @needs_git
 def test_git_commit_is_the_running_source_not_the_working_directory(tmp_path, monkeypatch):
     other = repo_with(tmp_path, "unrelated", ["README"])

@@ -77,7 +77,8 @@ class OpSpec:
             elif typ is int or typ is float:
                 ok = isinstance(v, int) or (typ is float and isinstance(v, float))
                 if isinstance(v, bool) or not ok:
-                    raise ValueError(f"shape field {key!r} must be a {typ.__name__}, got {v!r}")
+                    what = "an integer" if typ is int else "a number"
+                    raise ValueError(f"shape field {key!r} must be {what}, got {v!r}")
                 if v < minimum:
                     raise ValueError(f"shape field {key!r} must be >= {minimum}, got {v}")
             elif typ is str:
