@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 
 import torch
 from rich.markup import escape
@@ -166,8 +167,20 @@ def cmd_roofline(args, con) -> int:
     harness.check_bounds(max_time_s=args.max_time)  # also when the cached peaks answer
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
+    sysinfo, path = system.collect(), roofline.cache_path(args.device)
+    measuring = args.refresh or not path.exists()
+    if measuring and (warning := system.busy_warning(sysinfo)):
+        # every later %peak is placed against what this measures
+        con.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     pk = roofline.peaks(args.device, refresh=args.refresh, max_time_s=args.max_time)
-    con.print(f"peaks for {args.device} ({system.machine_id(system.collect())}):")
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    con.print(f"peaks for {args.device} ({escape(system.machine_id(sysinfo))}):")
+    con.print(
+        escape(
+            f"  {'measured now' if measuring else f'cached, measured {when}'}: {path} "
+            "(--refresh measures again; PYDEEPBENCH_CACHE moves the cache)"
+        )
+    )
     for dtype, v in pk.flops.items():
         con.print(escape(f"  {dtype:9s} {v / 1e9:10.1f} GFLOP/s   [{pk.flops_source[dtype]}]"))
     for k, v in pk.detail.items():

@@ -300,7 +300,7 @@ def measure_cuda(max_time_s: float = 2.0) -> Peaks:
     return Peaks("cuda", flops, source, bw, bw_src, detail)
 
 
-def _cache_path(device: str) -> Path:
+def cache_path(device: str) -> Path:
     from pydeepbench import __version__
 
     sysinfo = system.collect()
@@ -320,7 +320,7 @@ def _cache_path(device: str) -> Path:
 
 def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -> Peaks:
     """Cached peaks for this machine and device, measuring them on first use."""
-    path = _cache_path(device)
+    path = cache_path(device)
     if path.exists() and not refresh:
         try:
             return Peaks.from_dict(json.loads(path.read_text()))

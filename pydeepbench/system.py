@@ -166,7 +166,8 @@ def machine_id(system: dict) -> str:
     """What makes two result files comparable as 'the same machine'."""
     gpu = (system.get("gpu") or {}).get("name", "")
     mem_gib = round(system["memory_bytes"] / 2**30)
-    return f"{system['cpu']['model']}|{system['cpu']['logical_cpus']} cpus|{mem_gib} GiB|{gpu}"
+    parts = [system["cpu"]["model"], f"{system['cpu']['logical_cpus']} cpus", f"{mem_gib} GiB"]
+    return "|".join([*parts, gpu] if gpu else parts)
 
 
 # Fraction of MemAvailable one case or model run may use; the rest is headroom for torch

@@ -221,6 +221,21 @@ def test_ctrl_c_keeps_the_cases_done_and_says_where(tmp_path, monkeypatch, capsy
     assert doc["complete"] is False and len(doc["results"]) == 1
 
 
+def test_roofline_says_whether_it_measured_or_read_the_cache_and_where(
+    tmp_path, capsys, monkeypatch
+):
+    from pydeepbench import system
+
+    monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))  # short probes: not the suite's cache
+    monkeypatch.setattr(system, "busy_warning", lambda s: "the machine is busy (test)")
+    assert run(["roofline", "--refresh", "--max-time", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the machine is busy (test)" in out and "measured now: " in out
+    assert run(["roofline"]) == 0
+    out = capsys.readouterr().out
+    assert "cached, measured " in out and "PYDEEPBENCH_CACHE" in out and "warning" not in out
+
+
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):
     assert run(["roofline", "--refresh", "--max-time", "0"]) == 2
     assert "--max-time (max_time_s) must be > 0" in capsys.readouterr().out
