@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 
 from rich.markup import escape
@@ -133,6 +134,21 @@ def notes(rows: list[dict]) -> list[str]:
     out = []
     if any(latency_marker(r) for r in rows if r.get("status") == "ok"):
         out.append("* missed its latency target (MLPerf Server percentile, see the row's JSON)")
+    # A percentile p of fewer than 100 / (100 - p) steps is the slowest step or near it.
+    few = sorted(
+        {
+            (r["steps"], r["latency_percentile"])
+            for r in rows
+            if r.get("status") == "ok" and r.get("latency_met") is not None
+            and r.get("steps") and r.get("latency_percentile")
+            and r["steps"] < 100 / (100 - r["latency_percentile"])
+        }
+    )  # fmt: skip
+    for steps, pct in few:
+        out.append(
+            f"latency p{pct:g} from {steps} step(s) is about the slowest step: "
+            f"run at least {math.ceil(100 / (100 - pct))} --steps to read the percentile"
+        )
     fb = {r["fallback"] for r in rows if r.get("kind") == "model" and r.get("fallback")}
     for f in sorted(fb):
         out.append(f"fallback emb: {f}")

@@ -205,6 +205,9 @@ def test_report_of_a_fresh_model_run(tmp_path):
     es = proxy.entries(rows)
     assert [e["Mode"] for e in es] == ["infer", "infer"] and es[0]["Config"] == "tiny-dot cap 100"
     assert all(e["Units"] == "ex/s" and e["Batch Size"] == 16 for e in es)
+    # p99 of 2 steps is the slower step: said, with the steps that would read it
+    said = "latency p99 from 2 step(s) is about the slowest step: run at least 100 --steps"
+    assert any(said in n for n in proxy.notes(rows))
 
 
 def test_entry_names_kernels_that_stood_in():
