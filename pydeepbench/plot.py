@@ -1,12 +1,13 @@
 """Roofline chart from results JSON: `python -m pydeepbench plot RESULTS.json... --out F`.
 
 Every ok op row is a point at its arithmetic intensity (FLOPs / bytes, both from the op's
-own formulas) and its achieved FLOP/s (FLOPs / median time), coloured by impl, one marker
-per op (and dtype, where the points have several). The ceilings are the roofs the rows
+own formulas) and its achieved FLOP/s (FLOPs / median time), coloured by impl (the same
+colour in every chart), one marker per op (and dtype, where the points have several); the
+legend sits beside the axes. The ceilings are the roofs the rows
 were placed against: the FMA peak of each dtype (bf16 on a CPU without a bf16 dot
 product meets the fp32 one; dtypes sharing a roof share its line), the STREAM bandwidth
-times the intensity, and where the files measured it the random-row gather rate
-(dashed), the roof the embedding rows meet (the rate they were placed against). Where
+times the intensity, and, when ops that read random rows are plotted and the files
+measured it, the random-row gather rate (dashed), the roof the embedding rows meet (the rate they were placed against). Where
 rows of one machine carry different roofs (runs at different hours), the highest of each
 is drawn. Files from different machines are refused, as in `report`; so are rows of a
 --no-roofline run (no peaks, no intensity), with that reason. The format follows the file
@@ -80,12 +81,21 @@ def ceilings(docs: list[dict], pts: list[dict]) -> dict:
         top(out["flops"], (p["device"], p["dtype"]), p["peak_flops"])
         top(out["bandwidth"], p["device"], p["peak_bw"])
         top(out["gather"], p["device"], p["peak_gather"])
-    devices = {p["device"] for p in pts} - set(out["gather"])
+    # The files' gather rate only where a plotted op reads random rows (not under GEMMs).
+    devices = {p["device"] for p in pts if _gathers(p["op"])} - set(out["gather"])
     for doc in docs:
         pk = doc.get("peaks") or {}
         if pk.get("device") in devices:
             top(out["gather"], pk["device"], pk.get("gather_bandwidth"))
     return out
+
+
+def _gathers(op: str) -> bool:
+    return op in registry.ops() and registry.get_op(op).gathers
+
+
+# One colour per impl in every chart (the order of the impls present used to decide it).
+IMPL_COLORS = {"ootb": "C0", "native": "C1", "triton": "C2", "functional": "C3", "sparse": "C4"}
 
 
 def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None):
@@ -125,7 +135,7 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     for (dev, dtype), f in sorted(roofs["flops"].items()):
         same_roof.setdefault((dev, f), []).append(dtype)
     for (dev, f), dtypes in sorted(same_roof.items()):
-        label = f"{'/'.join(dtypes)} FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s"
+        label = f"FMA peak ({dev}) {f / 1e9:.1f} GFLOP/s: roof of {'/'.join(dtypes)} rows"
         ax.plot([lo, hi], [f, f], color="black", lw=1.2, label=label)
     # Each device's diagonals stop at its highest FMA roof (twice the top point without one).
     tops: dict = {}
@@ -146,7 +156,8 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     # One series per op (marker) and impl (colour); the dtype joins the label when the
     # points have more than one (bf16 and fp32 GEMMs meet different roofs).
     impls = sorted({p["impl"] for p in pts})
-    colors = {i: f"C{n % 10}" for n, i in enumerate(impls)}
+    others = [i for i in impls if i not in IMPL_COLORS]
+    colors = {**IMPL_COLORS, **{i: f"C{(5 + n) % 10}" for n, i in enumerate(others)}}
     series = sorted({(p["op"], p["dtype"]) for p in pts})
     many_dtypes = len({d for _, d in series}) > 1
     markers = {s: MARKERS[n % len(MARKERS)] for n, s in enumerate(series)}
@@ -167,7 +178,7 @@ def roofline_figure(docs: list[dict], machine: str, ops: set[str] | None = None)
     ax.set_ylabel("achieved FLOP/s (median time)")
     ax.set_title(f"Roofline: {machine}", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.legend(fontsize=8, loc="outside right upper")  # beside the axes, not over points
     return fig
 
 

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import matplotlib.colors
 import pytest
 
 from pydeepbench import cli, plot
@@ -73,8 +74,10 @@ def test_ceilings_are_the_highest_roofs_the_rows_were_placed_against():
     assert roofs == {
         "flops": {("cpu", "float32"): 4e11, ("cpu", "bfloat16"): 4e11},
         "bandwidth": {"cpu": 3e10},
-        "gather": {"cpu": 2e10},
+        "gather": {},  # GEMMs read no random rows: no gather roof under them
     }
+    docs.append(doc([row(op="embedding_bags", ai=0.2)], gather=1.5e10))
+    assert plot.ceilings(docs, plot.points(docs))["gather"] == {"cpu": 2e10}  # the files' top
     # perf_bars places gathering rows against the rate it measured around the bar, not
     # the file's cached peaks: the rows' rate is the line.
     bars = [doc([row(op="embedding_bags", gbps=3.0, pct_peak_gather=20.0)], gather=2e10)]
@@ -104,12 +107,17 @@ def test_figure_places_every_point_under_its_ceilings():
     ]
     labels = ax.get_legend_handles_labels()[1]
     # bf16 and fp32 rows met one roof: one line for both; fp16's own roof its own line.
-    assert "bfloat16/float32 FMA peak (cpu) 400.0 GFLOP/s" in labels
-    assert "float16 FMA peak (cpu) 800.0 GFLOP/s" in labels
-    assert "STREAM (cpu) 25.0 GB/s" in labels and "random-row gather (cpu) 20.0 GB/s" in labels
+    assert "FMA peak (cpu) 400.0 GFLOP/s: roof of bfloat16/float32 rows" in labels
+    assert "FMA peak (cpu) 800.0 GFLOP/s: roof of float16 rows" in labels
+    assert "STREAM (cpu) 25.0 GB/s" in labels
+    assert not any("gather" in label for label in labels)  # GEMMs only
+    # Each impl keeps its colour from chart to chart.
+    native = [c for c in ax.collections if c.get_label().endswith("[native]")]
+    want = matplotlib.colors.to_rgb(plot.IMPL_COLORS["native"])
+    assert {tuple(c.get_facecolor()[0][:3]) for c in native} == {want}
     # Two dtypes among the points: the dtype is in each series' label.
     assert {"gemm float32 [native]", "gemm float32 [ootb]", "gemm bfloat16 [native]"} <= set(labels)
-    peak = next(ln for ln in ax.lines if ln.get_label().startswith("bfloat16/float32 FMA"))
+    peak = next(ln for ln in ax.lines if ln.get_label().endswith("bfloat16/float32 rows"))
     assert set(peak.get_ydata()) == {4e11}
     stream = next(ln for ln in ax.lines if ln.get_label().startswith("STREAM"))
     (x0, x1), (y0, y1) = stream.get_xdata(), stream.get_ydata()
