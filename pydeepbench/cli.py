@@ -29,7 +29,13 @@ def _add_op_parser(sub, op: str) -> None:
     p = sub.add_parser(op, help=f"benchmark {op} over a shape set")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--shapes", help="built-in shape set name or path to a .toml file")
-    src.add_argument("--shape", help="one case, e.g. M=128,N=512,K=13,b_t=true")
+    fields = registry.get_op(op).fields
+    need = [k for k, (_, default, _) in fields.items() if default is None]
+    src.add_argument(
+        "--shape",
+        help=f"one case as KEY=VALUE,... (lists in brackets: rows=[5000,300]); fields "
+        f"{', '.join(fields)}; {', '.join(need) or 'none'} required",
+    )
     p.add_argument("--impl", default=None, help="comma list (default: all registered)")
     p.add_argument(
         "--dtype",
@@ -233,7 +239,7 @@ def cmd_op(args, con) -> int:
     hcfg = harness.HarnessConfig(
         mode=args.mode,
         max_time_s=args.max_time,
-        min_time_s=min(0.25, args.max_time) if args.min_time is None else args.min_time,
+        min_time_s=args.min_time,
         min_samples=args.min_samples,
         target_rel_iqr=args.target_noise,
     )

@@ -45,7 +45,7 @@ class HarnessConfig:
     mode: str = "hot"
     min_samples: int = 10
     max_samples: int = 100_000
-    min_time_s: float = 0.25
+    min_time_s: float | None = None  # default: 0.25 s, or max_time_s if that is less
     max_time_s: float = 5.0
     target_rel_iqr: float = 0.02
     noisy_rel_iqr: float = 0.10
@@ -58,6 +58,8 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.min_time_s is None:
+            self.min_time_s = min(0.25, self.max_time_s)
         check_bounds(**{k: getattr(self, k) for k in BOUNDS})
         if self.max_samples < self.min_samples:
             raise ValueError(

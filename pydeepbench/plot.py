@@ -7,11 +7,11 @@ legend sits beside the axes. The ceilings are the roofs the rows
 were placed against: the FMA peak of each dtype (bf16 on a CPU without a bf16 dot
 product meets the fp32 one; dtypes sharing a roof share its line), the STREAM bandwidth
 times the intensity, and, when ops that read random rows are plotted and the files
-measured it, the random-row gather rate (dashed), the roof the embedding rows meet (the rate they were placed against). Where
-rows of one machine carry different roofs (runs at different hours), the highest of each
-is drawn. Files from different machines are refused, as in `report`; so are rows of a
---no-roofline run (no peaks, no intensity), with that reason. The format follows the file
-name's extension (png, svg, pdf).
+measured it, the random-row gather rate (dashed), the roof the embedding rows meet (the
+rate they were placed against). Where rows of one machine carry different roofs (runs at
+different hours), the highest of each is drawn. Files from different machines are
+refused, as in `report`; so are rows of a --no-roofline run (no peaks, no intensity),
+with that reason. The format follows the file name's extension (png, svg, pdf).
 """
 
 from __future__ import annotations

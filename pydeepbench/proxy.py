@@ -194,7 +194,7 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
                 **{c: ea[c] for c in KEY},
                 "A": ea["Score"],
                 "B": b[k]["Score"],
-                "B/A": ratio_text(ratio),
+                "B/A": report.ratio_text(ratio),
                 "a_value": ea["value"],
                 "b_value": b[k]["value"],
                 "ratio": ratio,
@@ -204,19 +204,13 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
             group = ea["Model"] + (f" {ea['Implementation']}" if ea["Model"] == "Micro" else "")
             ratios.setdefault(group, []).append(ratio)
     for group, rs in sorted(ratios.items()):
-        g = ratio_text(report.geomean(rs))
+        g = report.ratio_text(report.geomean(rs))
         notes_out.append(f"{group}: geomean B/A {g} over {len(rs)} line(s)")
     for name, mine, theirs in (("A", a, b), ("B", b, a)):
         n = len(set(mine) - set(theirs))
         if n:
             notes_out.append(f"{n} line(s) only on side {name} are not compared")
     return lines, notes_out
-
-
-def ratio_text(ratio: float | None) -> str:
-    if ratio is None:
-        return "-"
-    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
 
 def text_table(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> Table:

@@ -181,6 +181,16 @@ def _fmt_time(s: float | None) -> str:
     return f"{s / 1e-9:.3g} ns"
 
 
+def ratio_text(ratio: float | None) -> str:
+    """A speedup or B/A: two decimals, two significant digits below 0.1 (a Triton
+    interpreter's 0.0012x read 0.00x), none from 100 on (2500.37x wrapped its cell)."""
+    if ratio is None:
+        return "-"
+    if ratio >= 100:
+        return f"{ratio:.0f}x"
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
+
+
 def _fmt(v: float | None, spec: str = ".3g", suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
@@ -272,7 +282,7 @@ def _cells(r: dict, with_reason: bool = True) -> dict[str, str]:
         "%peak BW": _fmt(r.get("pct_peak_bw"), ".0f", "%"),
         "%gather": _fmt(r.get("pct_peak_gather"), ".0f", "%"),
         "bound": r.get("bound") or "-",
-        "vs ootb": _fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
+        "vs ootb": ratio_text(r.get("speedup_vs_ootb")),
         "check": check,
         "status": _status(r, with_reason),
     }
@@ -379,7 +389,7 @@ def summary(rows: list[dict]) -> list[str]:
         ]
         g = geomean(sp)
         if g is not None:
-            out.append(f"{impl} {dtype}: geomean {g:.2f}x vs ootb over {len(sp)} cases")
+            out.append(f"{impl} {dtype}: geomean {ratio_text(g)} vs ootb over {len(sp)} cases")
     noisy = sum(r["status"] == "ok" and (r.get("harness") or {}).get("noisy") for r in rows)
     if noisy:
         out.append(
