@@ -189,6 +189,21 @@ def test_q8_single_table_pools_to_fp32_like_fbgemm():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i != "functional"])
+def test_q8_rows_as_a_column_view(impl):
+    # ootb hands each table to FBGEMM's op, which refused a non-contiguous one.
+    q = ops.quantize_rows(torch.randn(10, 8))
+    big = torch.zeros(10, 40, dtype=torch.uint8)
+    big[:, 3:19] = q
+    to, idx, off = (
+        torch.tensor([0, 4, 10]),
+        torch.tensor([1, 2, 3, 5]),
+        torch.tensor([0, 2, 3, 3, 4]),
+    )
+    want = ops.embedding_bags(q, to, idx, off, impl="ootb")
+    torch.testing.assert_close(ops.embedding_bags(big[:, 3:19], to, idx, off, impl=impl), want)
+
+
 def test_q8_bad_input():
     q = ops.quantize_rows(torch.randn(10, 4))
     idx, off, to = torch.tensor([1, 2]), torch.tensor([0, 1, 2]), torch.tensor([0, 10])

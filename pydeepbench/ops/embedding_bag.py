@@ -511,8 +511,11 @@ def _per_table(variants: list[dict]) -> list[dict]:
     to = v0["table_offsets"].tolist()
     T = len(to) - 1
     tables = [v0["weight"][to[t] : to[t + 1]] for t in range(T)]
-    # uint8 rows have no module: DLRM's quantized inference calls FBGEMM's op per table.
+    # uint8 rows have no module: DLRM's quantized inference calls FBGEMM's op per table,
+    # which takes contiguous tables only (a column view of the rows was refused there).
     q8 = v0["weight"].dtype == torch.uint8
+    if q8:
+        tables = [w.contiguous() for w in tables]
     modules = None if q8 else [_module(w, v0["mode"]) for w in tables]
     out = []
     for v in variants:
