@@ -93,7 +93,9 @@ def entry(r: dict) -> dict | None:
             "Model": r["model"].upper(),
             "Implementation": impl,
             "Mode": r["mode"],
-            "Config": f"{r['config']} cap {r['row_cap']}"
+            # "cap N" only where the cap cut a table (a small config's tables keep all rows)
+            "Config": r["config"]
+            + ("" if r.get("tables_capped") == 0 else f" cap {r['row_cap']}")
             + (", uint8 emb" if r.get("emb_dtype") == "uint8" else ""),
             "Batch Size": r["batch_size"],
             "Score": f"{r['score']:.1f}{latency_marker(r)}",
@@ -275,14 +277,19 @@ def detail_table(rows: list[dict]) -> Table:
             "-" if r.get("score") is None else f"{r['score']:.1f}{latency_marker(r)}",
             *(report._fmt_time(lat.get(p)) for p in ("p50", "p95", "p99")),
             "-" if target is None else f"p{r['latency_percentile']} <= {report._fmt_time(target)}",
-            report._fmt(r.get("speedup_vs_ootb"), ".2f", "x"),
+            report.ratio_text(r.get("speedup_vs_ootb")),
+            "-" if chk is None else ("pass" if chk["ok"] else "FAIL") + _diff(chk),
             "-"
-            if chk is None
-            else ("pass" if chk["ok"] else "FAIL") + f" {chk['max_abs_diff']:.1e}",
-            f"emb={r.get('emb_impl')} dense={r.get('dense_impl')}",
+            if r.get("emb_impl") is None  # a skipped row built no model
+            else f"emb={r['emb_impl']} dense={r.get('dense_impl')}",
             escape(r["status"] + ("" if r["status"] == "ok" else f": {r.get('reason')}")),
         )
     return t
+
+
+def _diff(chk: dict) -> str:
+    d = chk.get("max_abs_diff")  # None once written: the difference was NaN
+    return "" if d is None else f" {d:.1e}"
 
 
 def cli_report(args, con) -> int:

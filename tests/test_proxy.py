@@ -210,6 +210,22 @@ def test_report_of_a_fresh_model_run(tmp_path):
     assert any(said in n for n in proxy.notes(rows))
 
 
+def test_detail_table_takes_a_nan_difference_and_a_skipped_row():
+    # A model whose output was NaN is written with max_abs_diff null (JSON has no NaN);
+    # a skipped row built no model, so it has no kernels to name.
+    from rich.console import Console
+
+    _, rows, _ = proxy.load([MODELS])
+    failed = {**rows[0], "status": "failed", "reason": "output differs from OOTB by nan"}
+    failed["check"] = {**(rows[0]["check"] or {}), "ok": False, "max_abs_diff": None}
+    skipped = {**rows[0], "status": "skipped", "reason": "needs ~9 GiB", "emb_impl": None}
+    skipped["dense_impl"] = None
+    con = Console(width=250, record=True)
+    con.print(proxy.detail_table([failed, skipped]))
+    out = con.export_text()
+    assert "FAIL " in out and "emb=None" not in out and "skipped: needs ~9 GiB" in out
+
+
 def test_entry_names_kernels_that_stood_in():
     _, rows, _ = proxy.load([MODELS])
     r = dict(next(r for r in rows if r["impl"] == "optimized" and r["mode"] == "train"))
