@@ -673,6 +673,8 @@ def test_quantize_rows_takes_float_tables():
         assert q.dtype == torch.uint8 and q.shape == (6, t.shape[1] + 8)
     with pytest.raises(TypeError, match="weight must be a torch.Tensor"):
         ops.quantize_rows([[1.0]])
+    with pytest.raises(ValueError, match="not a meta tensor"):  # torch's gave float32 rows
+        ops.quantize_rows(torch.randn(6, 5, device="meta"))
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)

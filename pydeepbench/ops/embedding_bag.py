@@ -77,6 +77,8 @@ def quantize_rows(weight: torch.Tensor) -> torch.Tensor:
             f"quantize_rows: needs a 2-D floating-point table (R, D) with D >= 1, got a "
             f"{weight.dim()}-D {weight.dtype} tensor of shape {tuple(weight.shape)}"
         )
+    if weight.is_meta:  # torch's meta kernel for the prepack returns float32, not uint8
+        raise ValueError("quantize_rows: takes a table with data, not a meta tensor")
     return torch.ops.quantized.embedding_bag_byte_prepack(weight.float().contiguous())
 
 
