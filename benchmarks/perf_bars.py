@@ -20,7 +20,6 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -392,12 +391,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error(f"--repeat must be >= 1, got {args.repeat}")
-    try:
+    try:  # known before minutes of measuring
         harness.check_bounds(max_time_s=args.max_time)
+        report.refuse_directory("--json", args.json)
     except ValueError as e:
         p.error(str(e))
-    if args.json and Path(args.json).is_dir():  # known before minutes of measuring
-        p.error(f"--json {args.json} is a directory; give a file path")
     wanted = None
     if args.only is not None:
         # Before the peaks are measured: a typo must not cost minutes and run nothing.
@@ -495,10 +493,10 @@ def main(argv=None) -> int:
             "schema": report.SCHEMA,
             "system": sysinfo,
             "peaks": peaks.as_dict(),
-            "bars": report.json_safe(results),
+            "bars": results,
             "results": [report.normalize(r) for r in all_rows],
         }
-        report.write_text(args.json, json.dumps(doc, indent=1, allow_nan=False))
+        report.write_text(args.json, json.dumps(report.json_safe(doc), indent=1, allow_nan=False))
     return 0 if all(r["pass"] for r in results) else 1
 
 

@@ -230,9 +230,9 @@ def _launch(weight, table_row_offsets, indices, offsets, per_sample_weights, mod
 
     # The kernel reads memory: a negative view (torch._neg_view, z.conj().imag) holds -x
     # there, so it is resolved first. Negated indices had read rows before the table.
-    weight, indices, offsets = (t.resolve_neg() for t in (weight, indices, offsets))
-    indices = indices.contiguous()
-    offsets = offsets.contiguous()
+    weight = weight.resolve_neg()
+    indices = indices.resolve_neg().contiguous()
+    offsets = offsets.resolve_neg().contiguous()
     if table_row_offsets is not None:
         table_row_offsets = table_row_offsets.resolve_neg()
     if per_sample_weights is not None:

@@ -2,9 +2,9 @@
 gemm/linear CPU path builds the same tuples inline: see ops/gemm.py's cpu_gemm).
 
 Kernels in `_C` (CPU) and `_C_cuda` take each tensor as (data_ptr, sizes, strides,
-dtype_code); the extension never links libtorch. Only pydeepbench.ops, the models and the
-roofline probes call kernels through here (system reads the build's metadata, and runner
-and workload release the pool cache).
+dtype_code); the extension never links libtorch. Only pydeepbench.ops and the roofline
+probes call kernels through here (the models allocate through it, system reads the
+build's metadata, and runner and workload release the pool cache).
 """
 
 from __future__ import annotations
@@ -85,11 +85,13 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
     cap = os.environ.get("PYDEEPBENCH_ISA")
     if name == "_C" and cap is not None and cap not in ISA_CAPS:
         return None, f"PYDEEPBENCH_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}"
-    # Read once by the host pool (csrc/cpu/host_pool.cpp) with strtoull: "abc" read as 0
-    # and "-5" wrapped to a huge limit.
-    pool_mb = os.environ.get("PYDEEPBENCH_HOST_POOL_MB")
-    if name == "_C" and pool_mb is not None and not pool_mb.strip().isdigit():
-        return None, f"PYDEEPBENCH_HOST_POOL_MB={pool_mb!r} is not a number of MiB (>= 0)"
+    # Read once by the host pool (csrc/cpu/host_pool.cpp) with strtoull, in MiB shifted to
+    # bytes: "abc" read as 0, "-5" wrapped to a huge limit, and so would 2^44 MiB or more.
+    pool = os.environ.get("PYDEEPBENCH_HOST_POOL_MB")
+    if name == "_C" and pool is not None:
+        mb = pool.strip()
+        if not (mb.isascii() and mb.isdigit() and int(mb) < 2**40):
+            return None, f"PYDEEPBENCH_HOST_POOL_MB={pool!r} is not a number of MiB (>= 0)"
     try:
         return importlib.import_module(f"pydeepbench.{name}"), None
     except ImportError as e:  # not built (e.g. PYDEEPBENCH_CUDA=OFF) or broken install

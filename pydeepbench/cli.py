@@ -174,11 +174,13 @@ def cmd_roofline(args, con) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
     sysinfo, path = system.collect(), roofline.cache_path(args.device)
-    measuring = args.refresh or not path.exists()
-    if measuring and (warning := system.busy_warning(sysinfo)):
-        # every later %peak is placed against what this measures
-        con.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    pk = roofline.peaks(args.device, refresh=args.refresh, max_time_s=args.max_time)
+    pk = None if args.refresh else roofline.load_cached(args.device)
+    measuring = pk is None
+    if measuring:
+        if warning := system.busy_warning(sysinfo):
+            # every later %peak is placed against what this measures
+            con.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        pk = roofline.peaks(args.device, refresh=True, max_time_s=args.max_time)
     when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     con.print(f"peaks for {args.device} ({escape(system.machine_id(sysinfo))}):")
     con.print(

@@ -280,7 +280,8 @@ class _Sampler:
         n = len(self.samples)
         if not self.converged and n >= self.next_check:
             self.next_check = n + max(1, n // 16)
-            if sum(self.samples) * self.block >= cfg.min_time_s:
+            # target 0: never on noise (identical quartiles would meet <= 0)
+            if cfg.target_rel_iqr > 0 and sum(self.samples) * self.block >= cfg.min_time_s:
                 self.converged = Stats.of(self.samples).rel_iqr <= cfg.target_rel_iqr
         return self.converged
 

@@ -190,7 +190,9 @@ def cli_plot(args, con) -> int:
     machine, docs = load_docs(args.results)
     ops = None
     if args.op:
-        ops = {o.strip() for o in args.op.split(",") if o.strip()}
+        from pydeepbench.cli import csv_list
+
+        ops = set(csv_list(args.op, "--op"))
         unknown = ops - set(registry.ops())
         if unknown:
             raise ValueError(

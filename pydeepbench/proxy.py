@@ -4,7 +4,8 @@ Columns: Model | Implementation | Mode | Config | Batch Size | Score | Units.
 - Model rows (`kind: "model"`, from `pydeepbench model`): score in examples/s; a `*`
   after the score marks an inference row whose latency percentile missed its target.
   An implementation that ran with fallback kernels says so ("optimized (fallback emb)"),
-  as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap.
+  as does one whose MLPs ran torch GEMMs ("dense ootb"); Config carries the row cap
+  where it cut a table.
 - Micro rows, one per op row: `gemm` and `linear` give "Micro | GEMM [impl]" and
   "Micro | MLP/Linear [impl]" in TF/s, `embedding_bags`, `embedding_bags_train` and
   `dot_interaction` "Micro | EmbeddingBag [impl]", "Micro | EmbeddingBag train [impl]"
@@ -101,6 +102,7 @@ def entry(r: dict) -> dict | None:
             "Score": f"{r['score']:.1f}{latency_marker(r)}",
             "Units": r["units"],
             "value": r["score"],
+            "missed": None if r.get("latency_met") is None else not r["latency_met"],
         }
     if r.get("op") in MICRO_OPS:
         name, key, units, batch_key = MICRO_OPS[r["op"]]
@@ -136,20 +138,19 @@ def notes(rows: list[dict]) -> list[str]:
     out = []
     if any(latency_marker(r) for r in rows if r.get("status") == "ok"):
         out.append("* missed its latency target (MLPerf Server percentile, see the row's JSON)")
-    # A percentile p of fewer than 100 / (100 - p) steps is the slowest step or near it.
-    few = sorted(
-        {
-            (r["steps"], r["latency_percentile"])
-            for r in rows
-            if r.get("status") == "ok" and r.get("latency_met") is not None
-            and r.get("steps") and r.get("latency_percentile")
-            and r["steps"] < 100 / (100 - r["latency_percentile"])
-        }
-    )  # fmt: skip
-    for steps, pct in few:
+    # A percentile p of fewer than 100 / (100 - p) steps is the slowest step or near it
+    # (p = 100 is the slowest step by definition).
+    few = {}
+    for r in rows:
+        pct, steps = r.get("latency_percentile"), r.get("steps")
+        if r.get("status") == "ok" and r.get("latency_met") is not None and pct and steps:
+            need = math.ceil(100 / (100 - pct)) if pct < 100 else 1
+            if steps < need:
+                few[(steps, pct)] = need
+    for (steps, pct), need in sorted(few.items()):
         out.append(
             f"latency p{pct:g} from {steps} step(s) is about the slowest step: "
-            f"run at least {math.ceil(100 / (100 - pct))} --steps to read the percentile"
+            f"run at least {need} --steps to read the percentile"
         )
     fb = {r["fallback"] for r in rows if r.get("kind") == "model" and r.get("fallback")}
     for f in sorted(fb):
@@ -200,6 +201,8 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
                 "a_value": ea["value"],
                 "b_value": b[k]["value"],
                 "ratio": ratio,
+                "a_missed": ea.get("missed"),
+                "b_missed": b[k].get("missed"),
             }
         )
         if ratio:
@@ -233,20 +236,21 @@ def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
 
 
 # CSV cells are numbers: the raw value behind each formatted score column, the latency
-# marker in its own column.
+# marker in its own column (empty where a line has no latency target).
 CSV_NUMBERS = {"Score": "value", "A": "a_value", "B": "b_value", "B/A": "ratio"}
+CSV_MISSED = {"Score": ("Latency target missed", "missed"),
+              "A": ("A latency target missed", "a_missed"),
+              "B": ("B latency target missed", "b_missed")}  # fmt: skip
 
 
 def write_csv(path: str | os.PathLike, es: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
-    missed = "Score" in columns
-    header = (*columns, "Latency target missed") if missed else columns
+    extra = [CSV_MISSED[c] for c in columns if c in CSV_MISSED]
     with open(report.out_path(path), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=[*columns, *(h for h, _ in extra)])
         w.writeheader()
         for e in es:
             row = {c: e.get(CSV_NUMBERS[c]) if c in CSV_NUMBERS else e[c] for c in columns}
-            if missed:
-                row["Latency target missed"] = e["Score"].endswith("*")
+            row.update({h: "" if e.get(k) is None else e[k] for h, k in extra})
             w.writerow(row)
 
 

@@ -104,7 +104,7 @@ def json_safe(v):
         return v if math.isfinite(v) else None
     if isinstance(v, dict):
         return {k: json_safe(x) for k, x in v.items()}
-    if isinstance(v, list):
+    if isinstance(v, list | tuple):
         return [json_safe(x) for x in v]
     return v
 
@@ -269,7 +269,7 @@ def _cells(r: dict, with_reason: bool = True) -> dict[str, str]:
     chk = r.get("check")
     check = "-"
     if chk is not None:
-        err = chk["max_abs_err"]  # None once written: the error was NaN or infinite
+        err = json_safe(chk["max_abs_err"])  # NaN or infinite (None once written): no figure
         check = ("pass" if chk["ok"] else "FAIL") + ("" if err is None else f" {err:.1e}")
     return {
         "case": r["case"],

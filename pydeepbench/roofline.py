@@ -318,14 +318,23 @@ def cache_path(device: str) -> Path:
     return root / f"roofline-{device}-{digest}.json"
 
 
+def load_cached(device: str = "cpu") -> Peaks | None:
+    """The cached peaks of this machine and device, or None (none yet, or a stale or
+    corrupt cache, which is measured again)."""
+    path = cache_path(device)
+    if not path.exists():
+        return None
+    try:
+        return Peaks.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError):
+        return None
+
+
 def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -> Peaks:
     """Cached peaks for this machine and device, measuring them on first use."""
+    if not refresh and (cached := load_cached(device)) is not None:
+        return cached
     path = cache_path(device)
-    if path.exists() and not refresh:
-        try:
-            return Peaks.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError):
-            pass  # stale or corrupt cache: measure again
     p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

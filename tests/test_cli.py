@@ -224,16 +224,23 @@ def test_ctrl_c_keeps_the_cases_done_and_says_where(tmp_path, monkeypatch, capsy
 def test_roofline_says_whether_it_measured_or_read_the_cache_and_where(
     tmp_path, capsys, monkeypatch
 ):
-    from pydeepbench import system
+    from pydeepbench import roofline, system
 
-    monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))  # short probes: not the suite's cache
+    fake = roofline.Peaks("cpu", {"float32": 1e11}, {"float32": "test"}, 1e10, "test", {})
+    monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))  # not the suite's cache
     monkeypatch.setattr(system, "busy_warning", lambda s: "the machine is busy (test)")
+    measured = []
+    monkeypatch.setattr(roofline, "measure_cpu", lambda t: measured.append(t) or fake)
     assert run(["roofline", "--refresh", "--max-time", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "warning: the machine is busy (test)" in out and "measured now: " in out
     assert run(["roofline"]) == 0
     out = capsys.readouterr().out
     assert "cached, measured " in out and "PYDEEPBENCH_CACHE" in out and "warning" not in out
+    # A stale cache (an older schema) is measured again, and said so.
+    roofline.cache_path("cpu").write_text('{"schema": "pydeepbench.roofline/1"}')
+    assert run(["roofline"]) == 0
+    assert "measured now: " in capsys.readouterr().out and len(measured) == 2
 
 
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):
@@ -361,7 +368,7 @@ def test_module_entry_point_runs():
     ],
     ids=["bf16cast", "nan", "shape"],
 )
-def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err):
+def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err, capsys):
     # A NaN output or a wrong shape has an infinite error, which JSON cannot hold: the
     # row is still written (with a null error) and the sweep goes on to the next impl.
     registry.register_impl("gemm", "wrong", devices=("cpu",), dtypes=(torch.float32,))(wrong)
@@ -375,6 +382,8 @@ def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err):
         chk = rows["wrong"]["check"]
         assert chk["ok"] is False and rows["wrong"]["time_s"] is None
         assert type(chk["max_abs_err"]) is (float if err else type(None))
+        out = capsys.readouterr().out  # the live table: FAIL, with a figure only if finite
+        assert "FAIL" in out and "FAIL inf" not in out and "FAIL nan" not in out
         assert rows["ootb"]["status"] == rows["native"]["status"] == "ok"
     finally:
         registry._IMPLS["gemm"].pop("wrong")

@@ -50,6 +50,14 @@ def cfg(**kw):
     return HarnessConfig(**base)
 
 
+def test_a_target_of_zero_runs_to_max_time_even_on_identical_samples():
+    # Identical samples have an IQR of 0, which met "<= 0": it stopped as converged.
+    m = measure(
+        lambda: None, cfg(target_rel_iqr=0.0, max_time_s=0.05), timer=FakeTimer(steady(1e-3))
+    )
+    assert m.stop_reason == "max_time"
+
+
 def test_converges_on_quiet_timings():
     m = measure(lambda: None, cfg(), timer=FakeTimer(steady(1e-3)))
     assert m.stop_reason == "converged"

@@ -168,6 +168,8 @@ def test_plot_command_refusals(tmp_path, capsys):
     assert "no ok rows of op(s) linear" in capsys.readouterr().out
     assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", "gemm,lstm"]) == 2
     assert "unknown op(s) lstm; known: " in capsys.readouterr().out
+    assert cli.main(["plot", str(f), "--out", str(tmp_path / "x.png"), "--op", ","]) == 2
+    assert "--op: no names in ','" in capsys.readouterr().out  # it plotted every op
     assert cli.main(["plot", str(f), str(OTHER), "--out", str(tmp_path / "x.png")]) == 2
     assert "refusing to mix results from 2 different machines" in capsys.readouterr().out
     assert not (tmp_path / "x.png").exists()

@@ -22,7 +22,8 @@ def test_table_from_model_and_micro_files():
     assert machine.startswith("Test CPU 9000|2 cpus|24 GiB")
     es = proxy.entries(rows)
     by = {(e["Model"], e["Implementation"], e["Mode"]): e for e in es}
-    assert list(es[0]) == [*proxy.COLUMNS, "value"]  # value: the score as a number
+    # value: the score as a number; missed: the latency target missed (None: no target)
+    assert list(es[0]) == [*proxy.COLUMNS, "value", "missed"]
     # Model rows: score in ex/s, '*' only on the inference row that missed its target.
     assert by[("DLRM", "ootb", "train")]["Score"] == "400.0"
     assert by[("DLRM", "ootb", "infer")]["Score"] == "20000.0"
@@ -151,6 +152,7 @@ def test_report_cli_writes_markdown_and_csv(tmp_path, capsys):
     # numbers, the latency marker in its own column (the cell read "800.0*")
     missed = [r for r in rows if r["Latency target missed"] == "True"]
     assert [float(r["Score"]) for r in missed] == [800.0]
+    assert {r["Latency target missed"] for r in rows if r["Model"] == "Micro"} == {""}
     assert all(float(r["Score"]) > 0 for r in rows)
 
 
@@ -226,12 +228,29 @@ def test_detail_table_takes_a_nan_difference_and_a_skipped_row():
     assert "FAIL " in out and "emb=None" not in out and "skipped: needs ~9 GiB" in out
 
 
+def test_few_steps_note_takes_every_percentile():
+    _, rows, _ = proxy.load([MODELS])
+    base = next(x for x in rows if x["status"] == "ok")
+
+    def r(pct, steps):
+        return {**base, "latency_met": True, "latency_percentile": pct, "steps": steps}
+
+    notes = proxy.notes([r(100, 2), r(95, 19), r(95, 20)])  # p100 divided by zero before
+    assert [n for n in notes if n.startswith("latency")] == [
+        "latency p95 from 19 step(s) is about the slowest step: run at least 20 --steps to "
+        "read the percentile"
+    ]
+
+
 def test_entry_names_kernels_that_stood_in():
     _, rows, _ = proxy.load([MODELS])
     r = dict(next(r for r in rows if r["impl"] == "optimized" and r["mode"] == "train"))
     assert proxy.entry(r)["Implementation"] == "optimized"
     r["dense_impl"] = "ootb"
     assert proxy.entry(r)["Implementation"] == "optimized (dense ootb)"
+    # The row cap is named only where it cut a table.
+    assert proxy.entry({**r, "tables_capped": 0})["Config"] == "dlrm-mlperf"
+    assert proxy.entry({**r, "tables_capped": 3})["Config"] == "dlrm-mlperf cap 500000"
     r["fallback"] = "torch index_add_"
     assert proxy.entry(r)["Implementation"] == "optimized (fallback emb, dense ootb)"
 
@@ -268,6 +287,9 @@ def test_compare_two_systems_matches_lines_and_gives_b_over_a(tmp_path, capsys):
     with open(cs) as f:
         rows = list(csv.DictReader(f))
     assert {float(r["B/A"]) for r in rows if r["Model"] == "Micro"} == {4.0}  # a number
+    # the marker on each side, in its own column (800.0* on A, its 2x copy on B)
+    assert [(r["A latency target missed"], r["B latency target missed"]) for r in rows
+            if r["A"] == "800.0"] == [("True", "True")]  # fmt: skip
     assert all(float(r["B"]) > float(r["A"]) for r in rows)
 
 

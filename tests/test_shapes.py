@@ -93,6 +93,9 @@ def test_parse_shape_takes_float_fields_and_names_what_differs_from_the_defaults
     assert c.name == "T=1,D=8,B=4,L=2,zipf,alpha=1.2,mean,int32"
     assert shapes.parse_shape(base + ",alpha=2", "embedding_bags").shape["alpha"] == 2
     assert shapes.parse_shape(base, "embedding_bags").name == "T=1,D=8,B=4,L=2,zipf"
+    for bad in ("nan", "inf"):  # nan passed the ">= 0" test and sent every lookup to one row
+        with pytest.raises(ValueError, match=f"'alpha' must be a finite number, got {bad}"):
+            shapes.parse_shape(base + f",alpha={bad}", "embedding_bags")
 
 
 def test_parse_shape():

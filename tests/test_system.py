@@ -57,7 +57,7 @@ def test_unknown_isa_cap_is_refused_by_name():
     assert "PYDEEPBENCH_ISA='avx-512' is not one of generic, avx2" in r.stderr
 
 
-@pytest.mark.parametrize("value", ["abc", "-5"])
+@pytest.mark.parametrize("value", ["abc", "-5", "１２", str(2**44)])
 def test_a_bad_host_pool_size_is_refused_by_name(value):
     """The pool read it with strtoull: "abc" became 0 MiB and "-5" a huge limit."""
     code = "from pydeepbench import _native; _native.cpu()"

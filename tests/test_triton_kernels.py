@@ -168,6 +168,10 @@ def test_gemm_relu_keeps_nan_like_torch():
     torch.testing.assert_close(out, torch.relu(a @ eye), equal_nan=True)
 
 
+@pytest.mark.skipif(
+    DEVICE == "cuda" and torch.cuda.is_available() and torch.cuda.mem_get_info()[0] < 20 << 30,
+    reason="needs two 8.5 GiB strided buffers on the GPU",
+)
 def test_gemm_copies_operands_whose_k_stride_would_overflow_its_offsets():
     # k * stride along K is 32-bit in the kernel: with 2^27 elements per K step it wrapped
     # from k = 16 and read wild memory (a segfault under the interpreter). Strided views

@@ -3,6 +3,8 @@ tolerance lookup. Op-specific math (inputs, reference, FLOPs, bytes) lives in ea
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.autograd.forward_ad as fwAD
 
@@ -79,6 +81,8 @@ class OpSpec:
                 if isinstance(v, bool) or not ok:
                     what = "an integer" if typ is int else "a number"
                     raise ValueError(f"shape field {key!r} must be {what}, got {v!r}")
+                if not math.isfinite(v):  # nan passed "v < minimum"
+                    raise ValueError(f"shape field {key!r} must be a finite number, got {v}")
                 if v < minimum:
                     raise ValueError(f"shape field {key!r} must be >= {minimum}, got {v}")
             elif typ is str:

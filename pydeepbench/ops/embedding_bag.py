@@ -36,6 +36,7 @@ from __future__ import annotations
 import numbers
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
@@ -161,11 +162,14 @@ class EmbeddingBags(OpSpec):
         pool = poolings(s)
         lookups = sum(pool)
         # Fields off their defaults too: a --shape case's name is its key in comparisons.
+        default = {k: f[1] for k, f in self.fields.items()}
         extra = [
-            f"alpha={s['alpha']:g}" if s["distribution"] == "zipf" and s["alpha"] != 1.05 else "",
+            f"alpha={s['alpha']:g}"
+            if s["distribution"] == "zipf" and s["alpha"] != default["alpha"]
+            else "",
             "weighted" if s["weighted"] else "",
-            s["mode"] if s["mode"] != "sum" else "",
-            s["index_dtype"] if s["index_dtype"] != "int64" else "",
+            s["mode"] if s["mode"] != default["mode"] else "",
+            s["index_dtype"] if s["index_dtype"] != default["index_dtype"] else "",
         ]
         return ",".join(
             [f"T={s['tables']},D={s['dim']},B={s['batch']},L={lookups / len(pool):.3g}",
@@ -696,14 +700,7 @@ def _opt_arg(t: torch.Tensor | None):
 _GRADIENT_INPUTS = ("grad_out", "per_sample_weights", "table_offsets", "indices", "offsets")
 _WRITTEN = ("weight", "momentum")  # what the sparse steps update in place, in this order
 _WRITTEN_DTYPES = ((torch.float32, torch.bfloat16), (torch.float32,))
-
-
-def _updated(*written: torch.Tensor) -> None:
-    """Mark tensors a step wrote through their address as modified in place, as torch's own
-    in-place ops do: a graph that saved one (the per_sample_weights gradient saves the
-    weight) then fails at backward instead of using the new values."""
-    for t in written:
-        torch.autograd.graph.increment_version(t)
+F32, BF16 = torch.float32, torch.bfloat16  # module globals: identity tests on the hot path
 
 
 def _gradient_inputs(
@@ -714,12 +711,42 @@ def _gradient_inputs(
     device pointer, is refused (`written`: the step's weight, and Adagrad's momentum), and so
     is a negative view among `written`: updated through its address, it would move the
     wrong way, and resolving it would update a copy."""
-    # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step
-    optional = (t for t in (per_sample_weights, argmax) if t is not None)
-    for t in (grad_out, table_offsets, indices, offsets, *written, *optional):
+    # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step. One flat
+    # test per tensor; the messages are built only on a failure.
+    for t in (grad_out, table_offsets, indices, offsets, *written):
         if not (isinstance(t, torch.Tensor) and t.is_cpu):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
+    for t in (per_sample_weights, argmax):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu):
+            _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
+                           written, argmax)  # fmt: skip
+    for t in written:
+        dt = t.dtype
+        if (
+            (dt is not F32 and dt is not BF16)
+            or t.is_neg()
+            or (t.requires_grad and torch.is_grad_enabled())
+        ):
+            _refuse_written(fn, written)
+    if grad_out.dtype is not F32 or (
+        per_sample_weights is not None and per_sample_weights.dtype is not F32
+    ):
+        for name, t in (("grad_out", grad_out), ("per_sample_weights", per_sample_weights)):
+            if t is not None and not t.is_floating_point():  # complex would lose its imag
+                raise ValueError(f"{fn}: {name} must be a floating-point tensor, got {t.dtype}")
+    # Shared memory between what a step reads and updates is refused by the binding.
+    return (
+        _fp32(grad_out),
+        _fp32(per_sample_weights),
+        *_contiguous(table_offsets, indices, offsets),
+    )
+
+
+def _refuse_written(fn: str, written: tuple) -> None:
+    """ValueError naming the first tensor a step cannot update in place: a dtype the kernels
+    do not update, a negative view (updated through its address it would move the wrong
+    way; resolving it would update a copy), or a tensor autograd tracks."""
     for name, t, dtypes in zip(_WRITTEN, written, _WRITTEN_DTYPES, strict=False):
         if t.dtype not in dtypes:
             raise ValueError(f"{fn}: {name} must be {' or '.join(map(str, dtypes))}, got {t.dtype}")
@@ -734,15 +761,6 @@ def _gradient_inputs(
                 f"{fn}: {name} requires grad; autograd cannot record an in-place step on it: "
                 "run the step under torch.no_grad(), as optimizers do"
             )
-    for name, t in (("grad_out", grad_out), ("per_sample_weights", per_sample_weights)):
-        if t is not None and not t.is_floating_point():
-            raise ValueError(f"{fn}: {name} must be a floating-point tensor, got {t.dtype}")
-    # Shared memory between what a step reads and updates is refused by the binding.
-    return (
-        _fp32(grad_out),
-        _fp32(per_sample_weights),
-        *_contiguous(table_offsets, indices, offsets),
-    )
 
 
 def _number(fn: str, name: str, v) -> float:
@@ -888,7 +906,8 @@ def _own_tables(variants: list[dict]) -> list[dict]:
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
-    refuse_tangents("embedding_bags", "native", ("weight", weight), ("psw", per_sample_weights))
+    if fwAD._current_level >= 0:  # inside a forward-AD level (a global read: ~40 ns)
+        refuse_tangents("embedding_bags", "native", ("weight", weight), ("psw", per_sample_weights))
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
     if weight.is_neg():  # its memory holds -weight: the address alone reads the wrong sign
         weight = weight.resolve_neg()
@@ -975,11 +994,11 @@ def embedding_bags_sgd_step(
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad),
-        _number("embedding_bags_sgd_step", "lr", lr),
+        lr if type(lr) is float else _number("embedding_bags_sgd_step", "lr", lr),
         code,
         _opt_arg(psw),
     )
-    _updated(weight)
+    torch.autograd.graph.increment_version(weight)  # an in-place update, to autograd
 
 
 def embedding_bags_adagrad_step(
@@ -1011,12 +1030,12 @@ def embedding_bags_adagrad_step(
         _native.arg(indices),
         _native.arg(offsets),
         _native.arg(grad),
-        _number("embedding_bags_adagrad_step", "lr", lr),
-        _number("embedding_bags_adagrad_step", "eps", eps),
+        lr if type(lr) is float else _number("embedding_bags_adagrad_step", "lr", lr),
+        eps if type(eps) is float else _number("embedding_bags_adagrad_step", "eps", eps),
         code,
         _opt_arg(psw),
     )
-    _updated(weight, momentum)
+    torch.autograd.graph.increment_version((weight, momentum))  # in-place, to autograd
 
 
 def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str | None:
@@ -1035,7 +1054,8 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
 )
 def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """Triton: one program per (bag, table), masked loop over the bag's indices."""
-    refuse_tangents("embedding_bags", "triton", ("weight", weight), ("psw", per_sample_weights))
+    if fwAD._current_level >= 0:  # inside a forward-AD level (a global read: ~40 ns)
+        refuse_tangents("embedding_bags", "triton", ("weight", weight), ("psw", per_sample_weights))
     if _wants_grad(weight, per_sample_weights):
         what = "weight" if weight.requires_grad else "per_sample_weights"
         raise _no_gradient("triton", what, "impl 'functional' (or 'native' on the CPU)")
