@@ -671,6 +671,14 @@ def test_dequantize_rows_checks_its_dtype_and_arguments():
         ops.dequantize_rows(q.tolist())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dequantize_rows_rounds_once_to_a_narrow_dtype(dtype):
+    # Computed in bf16, the scale, the bias and the product were each rounded: values came
+    # 1 ulp off the fp32 result rounded once.
+    q = ops.quantize_rows(torch.randn(64, 32, generator=torch.Generator().manual_seed(1)))
+    assert torch.equal(ops.dequantize_rows(q, dtype), ops.dequantize_rows(q).to(dtype))
+
+
 @pytest.mark.parametrize("bad", [torch.randn(5), torch.randn(2, 3, 5), torch.randn(3, 0),
                                  torch.ones(3, 4, dtype=torch.int32)])  # fmt: skip
 def test_quantize_rows_needs_a_2d_float_table(bad):

@@ -102,8 +102,11 @@ def dequantize_rows(rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     # (and .contiguous() keeps a single row's view), which view(float32) cannot take.
     params = torch.empty(rows.shape[0], Q8_EXTRA, dtype=torch.uint8, device=rows.device)
     params.copy_(rows[:, D:])
-    params = params.view(torch.float32).to(dtype)  # (R, 2): scale, bias
-    return rows[:, :D].to(dtype) * params[:, :1] + params[:, 1:]
+    # In fp32 (fp64 for fp64), rounded once to `dtype`: bf16 arithmetic rounded the scale,
+    # the bias and the product each (1 ulp off the rounded fp32 value).
+    calc = torch.float64 if dtype == torch.float64 else torch.float32
+    params = params.view(torch.float32).to(calc)  # (R, 2): scale, bias
+    return (rows[:, :D].to(calc) * params[:, :1] + params[:, 1:]).to(dtype)
 
 
 def row_dim(weight: torch.Tensor) -> int:
