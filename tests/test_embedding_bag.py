@@ -870,28 +870,3 @@ def test_native_per_sample_weights_gradient_with_more_bags_than_tables(index_dty
         )
     torch.cat(outs, 1).backward(go)
     torch.testing.assert_close(psw.grad, p2.grad)
-
-
-def test_native_reads_negative_views_with_their_sign():
-    """z.conj().imag's memory holds -x (torch's neg bit): read by address alone, the
-    native forward and the sparse step had the sign of the weight, per_sample_weights and
-    grad_out wrong."""
-    if "native" not in CPU_IMPLS:
-        pytest.skip("native embedding kernels are not built")
-
-    def neg(*s):
-        t = torch.randn(*s, dtype=torch.cfloat).conj().imag
-        assert t.is_neg()
-        return t
-
-    w, psw = neg(30, 6), neg(7)
-    want = ops.embedding_bags(w.resolve_neg(), GRAD_TO, GRAD_IDX, GRAD_OFF,
-                              per_sample_weights=psw.resolve_neg(), impl="functional")  # fmt: skip
-    got = ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, per_sample_weights=psw)
-    torch.testing.assert_close(got, want)
-    go = neg(2, 12)
-    a = torch.randn(30, 6)
-    b = a.clone()
-    ops.embedding_bags_sgd_step(a, GRAD_TO, GRAD_IDX, GRAD_OFF, go, 0.5)
-    ops.embedding_bags_sgd_step(b, GRAD_TO, GRAD_IDX, GRAD_OFF, go.resolve_neg(), 0.5)
-    torch.testing.assert_close(a, b)

@@ -421,6 +421,14 @@ def embedding_bags(
     why = chosen.why_not(weight.device.type, weight.dtype)
     if why:
         raise ValueError(f"embedding_bags impl {impl!r} cannot run here: {why}")
+    # Here, not in the impls, which the runner times: ours (not torch's per-table ones)
+    # read tensors by address, so a weight holding -x in memory (a negative view) is
+    # resolved, and a forward-AD tangent, which they would drop, is refused.
+    if chosen.prepare is not _per_table:
+        if fwAD._current_level >= 0:
+            refuse_tangents("embedding_bags", impl, ("weight", weight), ("psw", per_sample_weights))
+        if weight.is_neg():
+            weight = weight.resolve_neg()
     args = dict(
         weight=weight,
         table_offsets=table_offsets,
@@ -909,11 +917,7 @@ def _own_tables(variants: list[dict]) -> list[dict]:
 def embedding_bags_native(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """C++: parallel over (table, bag), vectorized row accumulation, software prefetch;
     CUDA: one launch per table, warp (or sub-warp for small D) per bag."""
-    if fwAD._current_level >= 0:  # inside a forward-AD level (a global read: ~40 ns)
-        refuse_tangents("embedding_bags", "native", ("weight", weight), ("psw", per_sample_weights))
     table_offsets, indices, offsets = _contiguous(table_offsets, indices, offsets)
-    if weight.is_neg():  # its memory holds -weight: the address alone reads the wrong sign
-        weight = weight.resolve_neg()
     # The kernels read rows with unit column stride, rows apart by at least a row.
     if not weight.is_contiguous() and (
         weight.stride(1) != 1 or (weight.shape[0] > 1 and weight.stride(0) < weight.shape[1])
@@ -1057,8 +1061,6 @@ def _triton_interpreter_limit(s: dict, dtype: torch.dtype, device: str) -> str |
 )
 def embedding_bags_triton(weight, table_offsets, indices, offsets, mode, per_sample_weights):
     """Triton: one program per (bag, table), masked loop over the bag's indices."""
-    if fwAD._current_level >= 0:  # inside a forward-AD level (a global read: ~40 ns)
-        refuse_tangents("embedding_bags", "triton", ("weight", weight), ("psw", per_sample_weights))
     if _wants_grad(weight, per_sample_weights):
         what = "weight" if weight.requires_grad else "per_sample_weights"
         raise _no_gradient("triton", what, "impl 'functional' (or 'native' on the CPU)")
