@@ -174,7 +174,7 @@ def cmd_roofline(args, con) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
     sysinfo, path = system.collect(), roofline.cache_path(args.device)
-    pk = None if args.refresh else roofline.load_cached(args.device)
+    pk = None if args.refresh else roofline.load_cached(args.device, path)
     measuring = pk is None
     if measuring:
         if warning := system.busy_warning(sysinfo):

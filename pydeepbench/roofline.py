@@ -318,10 +318,10 @@ def cache_path(device: str) -> Path:
     return root / f"roofline-{device}-{digest}.json"
 
 
-def load_cached(device: str = "cpu") -> Peaks | None:
-    """The cached peaks of this machine and device, or None (none yet, or a stale or
-    corrupt cache, which is measured again)."""
-    path = cache_path(device)
+def load_cached(device: str = "cpu", path: Path | None = None) -> Peaks | None:
+    """The cached peaks of this machine and device (at `path`, default cache_path), or None
+    (none yet, or a stale or corrupt cache, which is measured again)."""
+    path = path or cache_path(device)
     if not path.exists():
         return None
     try:
@@ -332,9 +332,9 @@ def load_cached(device: str = "cpu") -> Peaks | None:
 
 def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -> Peaks:
     """Cached peaks for this machine and device, measuring them on first use."""
-    if not refresh and (cached := load_cached(device)) is not None:
-        return cached
     path = cache_path(device)
+    if not refresh and (cached := load_cached(device, path)) is not None:
+        return cached
     p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -106,6 +106,16 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     )
 
 
+def _scalar(v: str) -> int | float | str:
+    """A --shape value: an int, else a float, else a name (distribution=zipf) as it is."""
+    for parse in (int, float):
+        try:
+            return parse(v)
+        except ValueError:
+            pass
+    return v
+
+
 def parse_shape(text: str, op: str) -> Case:
     """`M=128,N=512,K=13,b_t=1` -> a one-case set for the CLI's --shape. A list value is
     written in brackets: `tables=2,rows=[5000,300],pooling=[4,1]`."""
@@ -131,12 +141,7 @@ def parse_shape(text: str, op: str) -> Case:
         if low in ("true", "false"):
             raw[k] = low == "true"
         else:
-            for parse in (int, float):  # then a name (distribution=zipf) as it is
-                try:
-                    raw[k] = parse(v)
-                    break
-                except ValueError:
-                    raw[k] = v
+            raw[k] = _scalar(v)
     spec = registry.get_op(op)
     shape = spec.validate_shape(raw)
     return Case(spec.describe(shape), shape, 0)
