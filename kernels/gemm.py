@@ -164,7 +164,7 @@ def _gemm_kernel(
     HAS_BIAS: tl.constexpr,
     ACTIVATION: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
-    UPCAST_OPERANDS: tl.constexpr,
+    BF16_INTERPRETED: tl.constexpr,
     ALIGNED: tl.constexpr,  # only the autotuner's: the key and _prune
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -198,7 +198,7 @@ def _gemm_kernel(
         k_left = K - k * BLOCK_K
         a = tl.load(a_ptrs, mask=mask_m[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n[None, :], other=0.0)
-        if UPCAST_OPERANDS:  # interpreter-only, see gemm()
+        if BF16_INTERPRETED:  # see gemm()
             a = a.to(tl.float32)
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=INPUT_PRECISION)
@@ -212,7 +212,14 @@ def _gemm_kernel(
     if ACTIVATION == "relu":
         # Not tl.maximum: it lowers to maxnum, which turns NaN into 0; torch.relu keeps it.
         acc = tl.where(acc < 0.0, 0.0, acc)
-    c = acc.to(c_ptr.dtype.element_ty)
+    if BF16_INTERPRETED:
+        # Round to nearest even on the fp32 bits (see gemm()); NaN stays a quiet NaN.
+        u = acc.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+        u = tl.where(acc != acc, 0x7FC0, u)
+        c = u.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        c = acc.to(c_ptr.dtype.element_ty)
 
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
     tl.store(c_ptrs, c, mask=mask_m[:, None] & mask_n[None, :])
@@ -299,8 +306,10 @@ def gemm(
     # patterns (triton-lang/triton#11584: bf16 arithmetic is unsupported there). Under
     # the interpreter only, bf16 tiles are widened to fp32 before the dot. That is
     # numerically the same product: a bf16 x bf16 product is exact in fp32, and the
-    # accumulation is fp32 either way. On GPUs the tiles go to tl.dot as bf16.
-    upcast = interpreted() and a.dtype == torch.bfloat16
+    # accumulation is fp32 either way. Its fp32 -> bf16 cast truncates (1.0078125 came
+    # out 1.0, and past the bf16 maximum finite), so the output is rounded to nearest even
+    # on the bits instead. On GPUs the tiles go to tl.dot as bf16 and the cast rounds.
+    bf16_interpreted = interpreted() and a.dtype == torch.bfloat16
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
@@ -317,7 +326,7 @@ def gemm(
             HAS_BIAS=bias is not None,
             ACTIVATION=activation or "none",
             INPUT_PRECISION=precision,
-            UPCAST_OPERANDS=upcast,
+            BF16_INTERPRETED=bf16_interpreted,
             ALIGNED=aligned,
         )  # fmt: skip
     return c

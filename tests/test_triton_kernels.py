@@ -95,6 +95,29 @@ def test_gemm_matches_torch(M, N, K, layout, with_bias, activation, dtype):
     torch.testing.assert_close(out.double(), _gemm_ref(a, b, bias, activation), **GEMM_TOL[dtype])
 
 
+def test_gemm_bf16_output_rounds_to_nearest_even():
+    """The tolerance above would pass a truncating cast (Triton's interpreter truncates
+    fp32 -> bf16): the exact sums below pin the rounding, ties, overflow and NaN."""
+    bf = torch.bfloat16
+    u = 2.0**-7  # bf16's spacing in [1, 2) (8 significant bits)
+    # Each row of a times b = [1, 1]^T is an exact fp32 sum; bias and relu also exercised.
+    sums = [
+        (1.0, 0.75 * u),  # above half an ulp: up to 1 + u (a truncation gives 1)
+        (1.0, 0.5 * u),  # a tie to even: 1
+        (1.0 + u, 0.5 * u),  # a tie to even: 1 + 2u
+        (-1.0, -0.75 * u),  # negative: -(1 + u), then relu below
+        (torch.finfo(bf).max, 2.0**119),  # rounds past the bf16 maximum: inf
+        (float("nan"), 1.0),
+    ]
+    a = torch.tensor(sums, dtype=bf, device=DEVICE)
+    b = torch.ones(2, 1, dtype=bf, device=DEVICE)
+    assert a.double().sum(1).tolist()[:4] == [1 + 0.75 * u, 1 + 0.5 * u, 1 + 1.5 * u, -1 - 0.75 * u]
+    want = torch.tensor([[1 + u], [1.0], [1 + 2 * u], [-1 - u], [float("inf")], [float("nan")]])
+    torch.testing.assert_close(gemm(a, b).float().cpu(), want, rtol=0, atol=0, equal_nan=True)
+    relu = gemm(a, b, torch.zeros(1, device=DEVICE), "relu").float().cpu()
+    torch.testing.assert_close(relu, torch.relu(want), rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("M,N,K", [(2, 7, 31), (127, 33, 65)], ids=lambda s: str(s))
 def test_gemm_fp16(M, N, K):
     gen = _gen(7)
