@@ -201,3 +201,36 @@ def test_impls_without_autograd_refuse_forward_mode_tangents(impl):
 def test_sparse_operands_are_refused_by_name():
     with pytest.raises(ValueError, match="gemm: b is a torch.sparse_coo tensor"):
         ops.gemm(torch.randn(3, 4), torch.randn(4, 5).to_sparse(), impl="native")
+
+
+@pytest.fixture
+def restore_matmul_precision():
+    m = torch.backends.cuda.matmul
+    saved = m.fp32_precision, torch.backends.fp32_precision
+    yield m
+    m.fp32_precision, torch.backends.fp32_precision = saved
+
+
+@pytest.mark.parametrize(
+    "setting, tf32",
+    [
+        (lambda m: None, False),
+        (lambda m: setattr(m, "allow_tf32", True), True),
+        (lambda m: torch.set_float32_matmul_precision("high"), True),
+        (lambda m: torch.set_float32_matmul_precision("highest"), False),
+        (lambda m: setattr(m, "fp32_precision", "tf32"), True),
+        (lambda m: setattr(m, "fp32_precision", "ieee"), False),
+        (lambda m: setattr(torch.backends, "fp32_precision", "tf32"), True),
+    ],
+    ids=["default", "allow_tf32", "high", "highest", "new-tf32", "new-ieee", "global-tf32"],
+)
+def test_tf32_switch_is_read_whichever_api_set_it(restore_matmul_precision, setting, tf32):
+    """The CUDA and Triton impls follow torch's TF32 switch. After the newer
+    fp32_precision API sets it, torch raises on a read of the legacy allow_tf32 (which
+    the CUDA impl read on every call, bf16 included)."""
+    from pydeepbench.ops.gemm import tf32_matmul
+
+    restore_matmul_precision.fp32_precision = "none"
+    torch.backends.fp32_precision = "none"
+    setting(restore_matmul_precision)
+    assert tf32_matmul() is tf32

@@ -138,6 +138,16 @@ def cpu_gemm(a: torch.Tensor, b_arg: tuple, n: int, bias: torch.Tensor | None, r
     return out
 
 
+def tf32_matmul() -> bool:
+    """Whether torch's fp32 matmuls may use TF32 (the switch our CUDA and Triton kernels
+    follow, as torch.matmul does). torch >= 2.9 reads it from `fp32_precision`, and once
+    that is set, reading the legacy `allow_tf32` raises (torch refuses the mixed APIs)."""
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if precision is None:  # torch < 2.9
+        return torch.backends.cuda.matmul.allow_tf32
+    return precision == "tf32"
+
+
 def cuda_gemm(
     a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, relu: bool = False
 ) -> torch.Tensor:
@@ -159,7 +169,7 @@ def cuda_gemm(
             bias_arg,
             relu,
             stream,
-            torch.backends.cuda.matmul.allow_tf32,
+            a.dtype == torch.float32 and tf32_matmul(),
         )
     return out
 
@@ -204,4 +214,4 @@ def gemm_triton(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Triton tl.dot kernel, grouped tile order, fp32 accumulate (interpreter on CPU)."""
     from pydeepbench.kernels import gemm as kernel
 
-    return kernel.gemm(a, b)
+    return kernel.gemm(a, b, allow_tf32=tf32_matmul())

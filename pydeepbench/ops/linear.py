@@ -24,6 +24,7 @@ from pydeepbench.ops.gemm import (
     cpu_gemm,
     cuda_gemm,
     native_available,
+    tf32_matmul,
 )
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -83,9 +84,11 @@ def _validate(x, weight, bias, activation) -> None:
             raise TypeError(f"linear: {name} must be a torch.Tensor")
     if weight.dim() != 2:
         raise ValueError(f"linear: weight must be 2-D (out, in), got {weight.dim()}-D")
-    if x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+    if x.dim() < 1:
+        raise ValueError("linear: x must be at least 1-D (..., in_features), got a 0-d tensor")
+    if x.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"linear: x has {x.shape[-1] if x.dim() else 0} features but weight "
+            f"linear: x has {x.shape[-1]} features but weight "
             f"{tuple(weight.shape)} expects {weight.shape[1]}"
         )
     if bias is not None:
@@ -165,4 +168,4 @@ def linear_triton(x, weight, bias, activation):
     """Triton tl.dot kernel with the bias/ReLU epilogue fused."""
     from pydeepbench.kernels import gemm as kernel
 
-    return kernel.gemm(x, weight.t(), bias, activation)
+    return kernel.gemm(x, weight.t(), bias, activation, allow_tf32=tf32_matmul())
