@@ -232,6 +232,41 @@ def test_cpu_kernels_refuse_device_tensors():
         ops.embedding_bags_backward(g, (10, 4), to, idx, off)
 
 
+@pytest.mark.parametrize(
+    "arg", ["weight", "table_offsets", "indices", "offsets", "per_sample_weights", "grad_out"]
+)
+def test_sparse_tensors_are_refused_by_name(arg):
+    """Every impl failed on them inside torch or the binding, with messages such as
+    "unsupported memory format option Contiguous"."""
+    t = dict(
+        weight=torch.randn(10, 4),
+        table_offsets=torch.tensor([0, 10]),
+        indices=torch.tensor([1, 2]),
+        offsets=torch.tensor([0, 1, 2]),
+        per_sample_weights=torch.ones(2),
+        grad_out=torch.randn(2, 4),
+    )
+    t[arg] = t[arg].to_sparse()
+    match = f"{arg} is a torch.sparse_coo tensor; dense"
+    lookup = dict(mode="sum", per_sample_weights=t["per_sample_weights"])
+    tables = (t["weight"], t["table_offsets"], t["indices"], t["offsets"])
+    if arg != "grad_out":
+        for impl in CPU_IMPLS:
+            with pytest.raises(ValueError, match=match):
+                ops.embedding_bags(*tables, impl=impl, **lookup)
+    if arg not in ("table_offsets", "grad_out"):
+        starts = torch.tensor([0, 1])  # one table: bag starts only
+        starts = starts.to_sparse() if arg == "offsets" else starts
+        with pytest.raises(ValueError, match=match):
+            ops.embedding_bag(t["weight"], t["indices"], starts, **lookup)
+    with pytest.raises(ValueError, match=match):
+        ops.embedding_bags_sgd_step(*tables, t["grad_out"], 0.1, **lookup)
+    if arg != "weight":
+        grad_args = (t["grad_out"], (10, 4), *tables[1:])
+        with pytest.raises(ValueError, match=match):
+            ops.embedding_bags_backward(*grad_args, **lookup)
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 @pytest.mark.parametrize("include_last_offset", [False, True])

@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 from pydeepbench import _native
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import OpSpec, refuse_tangents
+from pydeepbench.ops._spec import STRIDED, OpSpec, refuse_tangents
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 MODES = ("sum", "mean", "max")
@@ -300,6 +300,14 @@ def _require_tensors(fn: str, names: tuple, values: tuple, optional=()) -> None:
             raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
+def _require_dense(fn: str, names: tuple, values: tuple) -> None:
+    """ValueError naming the first of `values` in a sparse (or other non-strided) layout,
+    which every impl here would otherwise fail on inside torch or the binding."""
+    for name, t in zip(names, values, strict=True):
+        if t is not None and t.layout is not torch.strided:
+            raise ValueError(f"{fn}: {name} is a {t.layout} tensor; dense (strided) ones only")
+
+
 def _mode_code(fn: str, mode: str, modes: tuple = MODES) -> int:
     if mode not in modes:
         raise ValueError(f"{fn}: mode must be one of {modes}, got {mode!r}")
@@ -323,6 +331,8 @@ def _check_batched(weight, table_offsets, indices, offsets, mode, per_sample_wei
             (weight, table_offsets, indices, offsets, per_sample_weights),
             optional=("per_sample_weights",),
         )
+    tensors = (weight, table_offsets, indices, offsets, per_sample_weights)
+    _require_dense("embedding_bags", _BATCHED_ARGS, tensors)
     if mode not in MODES:
         _mode_code("embedding_bags", mode)
     if weight.dim() != 2:
@@ -470,6 +480,11 @@ def embedding_bag(
         ("weight", "indices", "offsets", "per_sample_weights"),
         (weight, indices, offsets, per_sample_weights),
         optional=("per_sample_weights",),
+    )
+    _require_dense(
+        "embedding_bag",
+        ("weight", "indices", "offsets", "per_sample_weights"),
+        (weight, indices, offsets, per_sample_weights),
     )
     if weight.dim() != 2:
         raise ValueError(f"embedding_bag: weight must be 2-D (rows, dim), got {weight.dim()}-D")
@@ -725,11 +740,11 @@ def _gradient_inputs(
     # is_cpu: 0.3 us a tensor less than .device.type, on every (microsecond) step. One flat
     # test per tensor; the messages are built only on a failure.
     for t in (grad_out, table_offsets, indices, offsets, *written):
-        if not (isinstance(t, torch.Tensor) and t.is_cpu):
+        if not (isinstance(t, torch.Tensor) and t.is_cpu and t.layout is STRIDED):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
     for t in (per_sample_weights, argmax):
-        if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu):
+        if t is not None and not (isinstance(t, torch.Tensor) and t.is_cpu and t.layout is STRIDED):
             _refuse_inputs(fn, (grad_out, per_sample_weights, table_offsets, indices, offsets),
                            written, argmax)  # fmt: skip
     for t in written:
@@ -785,11 +800,12 @@ def _number(fn: str, name: str, v) -> float:
 
 
 def _refuse_inputs(fn, inputs, written, argmax):
-    """TypeError naming an argument that is not a tensor, else ValueError for one off the CPU
-    (`inputs`: grad_out, per_sample_weights, table_offsets, indices, offsets)."""
+    """TypeError naming an argument that is not a tensor, else ValueError for a sparse one or
+    one off the CPU (`inputs`: grad_out, per_sample_weights, table_offsets, indices, offsets)."""
     names = (*_GRADIENT_INPUTS, *_WRITTEN[: len(written)], "argmax")
     values = (*inputs, *written, argmax)
     _require_tensors(fn, names, values, optional=("per_sample_weights", "argmax"))
+    _require_dense(fn, names, values)
     for t in values:
         if t is not None and not t.is_cpu:
             raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
