@@ -181,6 +181,25 @@ def test_gemm_large_and_k_tail(name):
 
 @pytest.mark.gpu
 @requires_gpu
+@pytest.mark.parametrize("layout", ["NN", "TN"])
+@pytest.mark.parametrize("name", list(GEMM_DTYPES))
+def test_gemm_taller_than_one_grid(name, layout):
+    """M's tiles sit on gridDim.y (<= 65535): 2^22 + 131 rows run as two slices, the second
+    starting 2^22 rows into A and C (A row-major, or contiguous along M when transposed)."""
+    dtype, tf32 = GEMM_DTYPES[name]
+    torch.manual_seed(4)
+    m, n, k = (1 << 22) + 131, 24, 40
+    a = make_operand(m, k, layout[0], dtype, "cuda")
+    b = make_operand(k, n, "N", dtype, "cuda")
+    bias = torch.randn(n, device="cuda")
+    out = run_gemm(a, b, bias, True, tf32)
+    for rows in (slice(0, 256), slice((1 << 22) - 256, m)):  # both sides of the seam
+        want = ref_gemm(a[rows], b, bias, True)
+        torch.testing.assert_close(out[rows].double(), want, **gemm_tol(name, k))
+
+
+@pytest.mark.gpu
+@requires_gpu
 @pytest.mark.parametrize("name", list(GEMM_DTYPES))
 def test_gemm_relu_keeps_nan(name):
     dtype, tf32 = GEMM_DTYPES[name]

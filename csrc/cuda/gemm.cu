@@ -552,8 +552,6 @@ void gemm(const GemmArgs& g, DType dtype, bool allow_tf32, void* stream_ptr) {
   constexpr int64_t kMaxDim = INT_MAX - 1024;
   PDB_CHECK(g.M <= kMaxDim && g.N <= kMaxDim && g.K <= kMaxDim,
             "gemm: M, N and K must be at most 2^31 - 1025");
-  PDB_CHECK((g.M + kBM - 1) / kBM <= 65535, "gemm: M too large for the grid (max ",
-            int64_t{65535} * kBM, ")");
   if (g.M == 0 || g.N == 0) return;
   PDB_CHECK(g.C != nullptr, "gemm: null output");
   PDB_CHECK(g.K == 0 || (g.A != nullptr && g.B != nullptr), "gemm: null operand");
@@ -590,15 +588,33 @@ void gemm(const GemmArgs& g, DType dtype, bool allow_tf32, void* stream_ptr) {
               ".x");
     const int64_t pair = 2 * esize;
     p.pair_ok = reinterpret_cast<uintptr_t>(g.C) % pair == 0 && (g.M <= 1 || g.ldc % 2 == 0);
-    if (dtype == DType::bf16) dispatch_tc<Kind::bf16>(p, a_kmajor, b_kmajor, stream, dev);
-    else if (dtype == DType::f16) dispatch_tc<Kind::f16>(p, a_kmajor, b_kmajor, stream, dev);
-    else dispatch_tc<Kind::tf32>(p, a_kmajor, b_kmajor, stream, dev);
   } else {
     p.pair_ok = aligned16(g.C) && (g.M <= 1 || g.ldc % 4 == 0);
-    if (a_kmajor && b_kmajor) launch_simt<true, true>(p, stream, dev);
-    else if (a_kmajor) launch_simt<true, false>(p, stream, dev);
-    else if (b_kmajor) launch_simt<false, true>(p, stream, dev);
-    else launch_simt<false, false>(p, stream, dev);
+  }
+  // M's tiles go on gridDim.y (at most 65535): taller problems run as slices of rows, one
+  // launch each. A slice starts 2^22 rows on, a multiple of 16 bytes into A (its row
+  // stride is a multiple of 16 bytes when `aligned`, or A is contiguous along M) and of
+  // the store width into C (ldc is even / a multiple of 4 when `pair_ok`).
+  constexpr int64_t kSliceRows = int64_t{1} << 22;
+  static_assert(kSliceRows / kBM <= 65535, "a slice's row tiles must fit gridDim.y");
+  for (int64_t m0 = 0; m0 < g.M; m0 += kSliceRows) {
+    Params q = p;
+    q.M = static_cast<int>(std::min(kSliceRows, g.M - m0));
+    q.A = static_cast<const char*>(g.A) + m0 * g.sam * esize;
+    q.C = static_cast<char*>(g.C) + m0 * g.ldc * esize;
+    if (tensor_cores) {
+      if (dtype == DType::bf16) dispatch_tc<Kind::bf16>(q, a_kmajor, b_kmajor, stream, dev);
+      else if (dtype == DType::f16) dispatch_tc<Kind::f16>(q, a_kmajor, b_kmajor, stream, dev);
+      else dispatch_tc<Kind::tf32>(q, a_kmajor, b_kmajor, stream, dev);
+    } else if (a_kmajor && b_kmajor) {
+      launch_simt<true, true>(q, stream, dev);
+    } else if (a_kmajor) {
+      launch_simt<true, false>(q, stream, dev);
+    } else if (b_kmajor) {
+      launch_simt<false, true>(q, stream, dev);
+    } else {
+      launch_simt<false, false>(q, stream, dev);
+    }
   }
 }
 
