@@ -82,7 +82,7 @@ def _compile_all() -> list[dict]:
                     sig.update(stride_cm="i32")
                     consts = dict(
                         stride_ak=1, stride_bn=1, stride_bias=1, stride_cn=1, HAS_BIAS=True,
-                        ACTIVATION="relu", INPUT_PRECISION=prec, UPCAST_OPERANDS=False,
+                        ACTIVATION="relu", INPUT_PRECISION=prec, BF16_INTERPRETED=False,
                         ALIGNED=aligned, **c.kwargs,
                     )  # fmt: skip
                     m, n, kk = (c.kwargs[x] for x in ("BLOCK_M", "BLOCK_N", "BLOCK_K"))
