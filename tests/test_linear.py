@@ -88,6 +88,7 @@ def test_native_on_random_shapes(M, N, K, bias, relu, seed):
     "kwargs, err, match",
     [
         (dict(x=torch.randn(4, 5), weight=torch.randn(3, 6)), ValueError, "expects 6"),
+        (dict(x=torch.tensor(1.0), weight=torch.randn(3, 1)), ValueError, "at least 1-D"),
         (
             dict(x=torch.randn(4, 5), weight=torch.randn(3, 5), bias=torch.randn(4)),
             ValueError,

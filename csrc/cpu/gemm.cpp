@@ -36,10 +36,12 @@ struct TlsBuffers {
     for (void* q : p) std::free(q);
   }
 };
+thread_local TlsBuffers tls_buffers;
 }  // namespace
 
 void* tls_buffer(int slot, size_t bytes) {
-  static thread_local TlsBuffers b;
+  TlsBuffers& b = tls_buffers;
+  if (bytes > SIZE_MAX / 2) return nullptr;  // the headroom below would wrap
   if (b.cap[slot] < bytes || !b.p[slot]) {
     std::free(b.p[slot]);
     b.p[slot] = nullptr;
@@ -52,6 +54,16 @@ void* tls_buffer(int slot, size_t bytes) {
     b.cap[slot] = cap - 256;
   }
   return b.p[slot];
+}
+
+void tls_release_large() {
+  TlsBuffers& b = tls_buffers;
+  for (int slot = 0; slot < kBufSlots; ++slot)
+    if (b.cap[slot] > kKeepScratchBytes) {
+      std::free(b.p[slot]);
+      b.p[slot] = nullptr;
+      b.cap[slot] = 0;
+    }
 }
 
 #if !PDB_HAVE_AMX
@@ -388,13 +400,16 @@ template <typename Fn>
 bool parallel_tasks(int ntasks, Fn fn) {
   std::atomic<bool> ok{true};
   if (ntasks <= 1) {
-    return fn(0);
+    const bool r = fn(0);
+    tls_release_large();
+    return r;
   }
 #pragma omp parallel num_threads(ntasks)
   {
     const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
     for (int t = tid; t < ntasks; t += nt)
       if (!fn(t)) ok.store(false, std::memory_order_relaxed);
+    tls_release_large();
   }
   return ok.load();
 }

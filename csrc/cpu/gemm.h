@@ -100,8 +100,24 @@ void gemv_f32(const GemmArgs& g, int64_t r0, int64_t r1);
 
 // Thread-local, 64-byte aligned scratch per slot, grown on demand and reused across
 // calls (with 256 bytes of slack past `bytes`). nullptr if allocation failed.
-enum : int { kBufA = 0, kBufB = 1, kBufC = 2, kBufSmallA = 3, kBufSmallB = 4, kBufSlots = 5 };
+enum : int {
+  kBufA = 0, kBufB = 1, kBufC = 2, kBufSmallA = 3, kBufSmallB = 4, kBufSum = 5, kBufSlots = 6
+};
 void* tls_buffer(int slot, size_t bytes);
+// Frees this thread's buffers larger than kKeepScratchBytes (each gemm task ends with
+// it): kept, a small-M call's fp32 copy of a long A stayed allocated in every thread
+// that ran one (512 MiB a thread for a bf16 16 x 2^23 input).
+constexpr size_t kKeepScratchBytes = size_t{32} << 20;
+void tls_release_large();
+// Bytes of a x b floats, or SIZE_MAX when that overflows (stride-0 views make any K
+// possible), which tls_buffer then fails to allocate instead of wrapping to a small size.
+inline size_t f32_bytes(int64_t a, int64_t b) {
+  size_t n;
+  if (a < 0 || b < 0 || __builtin_mul_overflow(static_cast<size_t>(a), static_cast<size_t>(b), &n) ||
+      __builtin_mul_overflow(n, sizeof(float), &n))
+    return SIZE_MAX;
+  return n;
+}
 
 // Internal linkage on purpose: every TU gets its own copy compiled with its own target
 // flags, so the linker can never pick an AVX-512 instance for the generic path.
