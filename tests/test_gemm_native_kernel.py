@@ -285,3 +285,54 @@ def test_malformed_tensor_arguments_raise():
             C.gemm(arg, _arg(b), _arg(out), None, False)
     with pytest.raises(OverflowError):
         C.gemm((-1, [2, 3], [3, 1], 0), _arg(b), _arg(out), None, False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_row_streaming_path_sums_long_k_in_blocks(dtype):
+    """Tiny M with row-major B streams B's rows, summing in memory. One running sum over
+    all of K read 3.5e-5 to 9.5e-5 here (seeds 0-2; MKL 1.9e-6 to 2.8e-6, K = 2^25 failed
+    the gate); summed in blocks of 512 it reads 2.2e-6 to 2.9e-6."""
+    from pydeepbench import _native
+
+    g = torch.Generator().manual_seed(1)
+    M, K, N = 4, 2**21, 8
+    a = torch.randn(M, K, generator=g).to(dtype)
+    b = (torch.randn(K, N, generator=g) / K**0.5).to(dtype)
+    out = torch.empty(M, N, dtype=dtype)
+    args = (_native.arg(a), _native.arg(b), _native.arg(out), None, False)
+    assert "small_m_rowb" in _native.cpu().gemm_path(*args) or _native.cpu().isa() == "generic"
+    _native.cpu().gemm(*args)
+    ref = a.double() @ b.double()
+    err = (out.double() - ref).abs()
+    if dtype == torch.float32:
+        assert err.max().item() < 1e-5
+    else:  # the blocked sums in the bf16 scratch, rounded once: half a bf16 ulp (2^-8 |x|)
+        assert (err <= ref.abs() * 2.0**-8 + 1e-5).all()
+
+
+def test_scratch_size_overflow_is_a_memory_error():
+    """Stride-0 views allow any K: the small-M path's fp32 copy of A, 4 * M * K bytes,
+    wrapped to a few bytes at K = 2^61 and the packing wrote past it (a segfault)."""
+    from pydeepbench.ops.gemm import gemm
+
+    with pytest.raises(MemoryError):
+        gemm(torch.randn(1, 1).expand(2, 2**61), torch.randn(1, 2).expand(2**61, 2))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_large_scratch_is_released_after_the_call():
+    """A small-M call's fp32 copy of a long bf16 A (256 MiB here) stayed allocated in every
+    thread that ran one, for the life of the process."""
+    from pydeepbench.ops.linear import linear
+
+    x = torch.randn(16, 2**22).bfloat16()
+    w = torch.randn(8, 2**22).bfloat16()
+    before = _rss_bytes()
+    y = linear(x, w, impl="native")
+    torch.testing.assert_close(y.double(), x.double() @ w.double().t(), rtol=8e-3, atol=1e-2)
+    assert _rss_bytes() - before < 64 << 20
