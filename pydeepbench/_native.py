@@ -13,6 +13,7 @@ import functools
 import importlib
 import math
 import os
+import threading
 from types import ModuleType
 
 import torch
@@ -98,10 +99,19 @@ def _load(name: str) -> tuple[ModuleType | None, str | None]:
         return None, f"pydeepbench.{name} is not available ({e})"
 
 
+_thread = threading.local()
+
+
 def cpu() -> ModuleType:
     mod, why = _load("_C")
     if mod is None:
         raise RuntimeError(why)
+    if not hasattr(_thread, "omp_synced"):
+        # Our kernels size their OpenMP teams from this thread's setting, which
+        # torch.set_num_threads reaches in a new Python thread only when torch first asks
+        # for it there (until then a 1-thread setting ran our kernels on every core).
+        torch.get_num_threads()
+        _thread.omp_synced = True
     return mod
 
 

@@ -336,3 +336,34 @@ def test_large_scratch_is_released_after_the_call():
     y = linear(x, w, impl="native")
     torch.testing.assert_close(y.double(), x.double() @ w.double().t(), rtol=8e-3, atol=1e-2)
     assert _rss_bytes() - before < 64 << 20
+
+
+def test_new_python_threads_follow_torch_set_num_threads():
+    """OpenMP keeps the thread count per thread, and torch.set_num_threads reaches a new
+    Python thread's setting only when torch first asks for it there: our kernels, asking
+    first, ran on every core after torch.set_num_threads(1)."""
+    import ctypes
+    import threading
+
+    from pydeepbench.ops.gemm import gemm
+
+    try:
+        omp_max = ctypes.CDLL("libgomp.so.1").omp_get_max_threads
+    except OSError:
+        pytest.skip("no libgomp.so.1 to ask")
+    saved = torch.get_num_threads()
+    seen = []
+    a = torch.randn(64, 64)
+
+    def worker():
+        gemm(a, a, impl="native")
+        seen.append(omp_max())
+
+    try:
+        torch.set_num_threads(1)
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(saved)
+    assert seen == [1]
