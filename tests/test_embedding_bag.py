@@ -317,7 +317,14 @@ def test_random_ragged_bags(lengths, dim, seed, mode):
     [
         ([0, 20], [0, 1], {}, r"indices\[1\] = 20 is out of range for table 0 with 20 rows"),
         ([0, -1], [0, 1], {}, "out of range"),
-        ([0, 1, 2], [0, 2, 1], {}, "non-decreasing"),
+        ([0, 1, 2], [0, 2, 1], {}, r"non-decreasing: offsets\[2\] = 1 < offsets\[1\] = 2"),
+        ([0, 1], [1, 1], {}, r"offsets\[0\] must be 0, got 1"),
+        (
+            [0, 1, 2],
+            [0, 1, 2],
+            {"include_last_offset": True},
+            r"offsets\[-1\] = 2 must equal the number of indices 3",
+        ),
         ([0, 1], [0, 1], {"mode": "median"}, "mode must be one of"),
         ([0, 1], [0, 1], {"mode": "mean", "per_sample_weights": torch.ones(2)}, "mode='sum'"),
         # weights elsewhere than the rows: the kernels would be handed a foreign pointer

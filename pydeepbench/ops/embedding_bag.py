@@ -396,10 +396,20 @@ def _check_values(weight, table_offsets, indices, offsets):
     if int(to[0]) != 0 or int(to[-1]) != weight.shape[0] or bool((to[1:] < to[:-1]).any()):
         raise ValueError(f"embedding_bags: table_offsets must rise from 0 to {weight.shape[0]}")
     off = offsets.cpu().long()
-    if int(off[0]) != 0 or int(off[-1]) != indices.numel() or bool((off[1:] < off[:-1]).any()):
+    # The native binding's messages: which condition failed, and where.
+    if int(off[0]) != 0:
+        raise ValueError(f"embedding_bags: offsets[0] must be 0, got {int(off[0])}")
+    if int(off[-1]) != indices.numel():
         raise ValueError(
-            f"embedding_bags: offsets must be non-decreasing from 0 to "
-            f"{indices.numel()} (the number of indices)"
+            f"embedding_bags: offsets[-1] = {int(off[-1])} must equal the number of indices "
+            f"{indices.numel()}"
+        )
+    drops = (off[1:] < off[:-1]).nonzero()
+    if drops.numel():
+        i = int(drops[0])
+        raise ValueError(
+            f"embedding_bags: offsets must be non-decreasing: offsets[{i + 1}] = "
+            f"{int(off[i + 1])} < offsets[{i}] = {int(off[i])}"
         )
     B = (off.numel() - 1) // T
     idx = indices.cpu().long()
