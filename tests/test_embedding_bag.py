@@ -267,6 +267,15 @@ def test_sparse_tensors_are_refused_by_name(arg):
             ops.embedding_bags_backward(*grad_args, **lookup)
 
 
+def test_tensors_without_memory_are_named():
+    """The native kernels read tensors by address; vmap's and zero tensors have none."""
+    to, idx, off = torch.tensor([0, 10]), torch.tensor([1, 2]), torch.tensor([0, 1, 2])
+    with pytest.raises(ValueError, match="weight is batched by torch.func.vmap"):
+        torch.func.vmap(lambda w: ops.embedding_bags(w, to, idx, off))(torch.randn(3, 10, 4))
+    with pytest.raises(ValueError, match="weight is a zero tensor"):
+        ops.embedding_bags(torch._efficientzerotensor((10, 4)), to, idx, off)
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 @pytest.mark.parametrize("include_last_offset", [False, True])

@@ -234,3 +234,33 @@ def test_tf32_switch_is_read_whichever_api_set_it(restore_matmul_precision, sett
     torch.backends.fp32_precision = "none"
     setting(restore_matmul_precision)
     assert tf32_matmul() is tf32
+
+
+@pytest.mark.parametrize("op", ["gemm", "linear"])
+@pytest.mark.parametrize(
+    "wrap, kind",
+    [
+        (lambda f, x: torch.func.vmap(f)(x.expand(3, *x.shape)), "batched by torch.func.vmap"),
+        (lambda f, x: torch.func.functionalize(f)(x), "functionalized"),
+        (lambda f, x: f(torch._efficientzerotensor(x.shape)), "a zero tensor"),
+    ],
+    ids=["vmap", "functionalize", "zerotensor"],
+)
+def test_tensors_without_memory_are_named(op, wrap, kind):
+    """Our kernels read tensors by address; these have none to read, and torch's own
+    messages spoke of data pointers."""
+    w = torch.randn(3, 4)
+    call = {
+        "gemm": lambda x: ops.gemm(x, w.t(), impl="native"),
+        "linear": lambda x: ops.linear(x, w, impl="native"),
+    }[op]
+    first = "a" if op == "gemm" else "x"
+    with pytest.raises(
+        ValueError, match=f"impl 'native' reads tensors by address and {first} is {kind}"
+    ):
+        wrap(call, torch.randn(2, 4))
+    ootb = {
+        "gemm": lambda x: ops.gemm(x, w.t(), impl="ootb"),
+        "linear": lambda x: ops.linear(x, w, impl="ootb"),
+    }
+    assert wrap(ootb[op], torch.randn(2, 4)).shape[-1] == 3  # torch's ops take them

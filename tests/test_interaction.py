@@ -171,3 +171,13 @@ def test_negative_views_keep_their_sign(impl):
 def test_an_empty_batch_gives_an_empty_result(impl):
     out = ops.dot_interaction(torch.randn(0, 4), torch.randn(0, 8), impl=impl)
     assert out.shape == (0, 4 + 3)
+
+
+def test_vmapped_tensors_are_named():
+    """The kernel reads tensors by address: a vmap-batched one has none (torch's message
+    spoke of a data pointer); the ootb impl takes it."""
+    x, emb = torch.randn(3, 2, 4), torch.randn(3, 2, 8)
+    with pytest.raises(ValueError, match="x is batched by torch.func.vmap"):
+        torch.func.vmap(lambda a, e: ops.dot_interaction(a, e, impl="native"))(x, emb)
+    out = torch.func.vmap(lambda a, e: ops.dot_interaction(a, e, impl="ootb"))(x, emb)
+    torch.testing.assert_close(out[1], ops.dot_interaction(x[1], emb[1], impl="ootb"))

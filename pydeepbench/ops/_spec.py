@@ -142,6 +142,32 @@ def refuse_tangents(op: str, impl: str, *named: tuple[str, torch.Tensor | None])
             )
 
 
+def _unaddressable(t: torch.Tensor) -> str | None:
+    """What `t` is when it has no memory of its own for a kernel to read, else None."""
+    if t._is_zerotensor():
+        return "a zero tensor (torch._efficientzerotensor: no memory)"
+    if torch._C._functorch.is_batchedtensor(t):
+        return "batched by torch.func.vmap"
+    if torch._C._functorch.is_functionaltensor(t) or torch._is_functional_tensor(t):
+        return "functionalized (torch.func.functionalize)"
+    return None
+
+
+def explain_unaddressable(op: str, impl: str, error: Exception, *named) -> None:
+    """For an impl of ours that failed with `error`: raise a ValueError saying which tensor
+    has no memory to read (vmap's, functionalize's and zero tensors: torch's own messages
+    name a data pointer), or return so the caller re-raises `error`. Called only on the
+    error path, so it costs the calls nothing."""
+    if impl == "ootb":
+        return
+    for name, t in named:
+        if isinstance(t, torch.Tensor) and (kind := _unaddressable(t)):
+            raise ValueError(
+                f"{op} impl {impl!r} reads tensors by address and {name} is {kind}; "
+                "impl 'ootb' (torch's ops) takes it"
+            ) from error
+
+
 def kernel_operands(op: str, impl: str, *named: tuple[str, torch.Tensor]) -> list[torch.Tensor]:
     """The tensors as our kernels read them, by address. Dense (strided) layout only; a
     negative view (`z.conj().imag` of a complex z: its memory holds -x) resolved to a copy,

@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 from pydeepbench import _native
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import STRIDED, OpSpec, refuse_tangents
+from pydeepbench.ops._spec import STRIDED, OpSpec, explain_unaddressable, refuse_tangents
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 MODES = ("sum", "mean", "max")
@@ -467,8 +467,13 @@ def embedding_bags(
                 f"weight's dtype ({weight.dtype}), got {psw.dtype}; impl 'native' takes "
                 "float32 ones too"
             )
-        args = _per_table([args])[0]
-    return chosen.fn(**args)
+        return chosen.fn(**_per_table([args])[0])
+    try:
+        return chosen.fn(**args)
+    except (RuntimeError, ValueError) as e:
+        named = [(k, args[k]) for k in _BATCHED_ARGS]
+        explain_unaddressable("embedding_bags", impl, e, *named)
+        raise
 
 
 def embedding_bag(

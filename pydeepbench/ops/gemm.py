@@ -21,7 +21,12 @@ from pydeepbench import _native
 from pydeepbench._native import DTYPE_CODES
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
+from pydeepbench.ops._spec import (
+    OpSpec,
+    explain_unaddressable,
+    kernel_operands,
+    needs_operand_care,
+)
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 # fp32: accumulation-order differences grow ~sqrt(K)*eps; 1e-4 rejects a bf16-rounded
@@ -98,7 +103,11 @@ def gemm(a: torch.Tensor, b: torch.Tensor, *, impl: str = "native") -> torch.Ten
         raise ValueError(f"gemm impl {impl!r} cannot run here: {why}")
     if needs_operand_care(impl, a, b, a):
         a, b = kernel_operands("gemm", impl, ("a", a), ("b", b))
-    return chosen.fn(a, b)
+    try:
+        return chosen.fn(a, b)
+    except (RuntimeError, ValueError) as e:
+        explain_unaddressable("gemm", impl, e, ("a", a), ("b", b))
+        raise
 
 
 @register_impl(

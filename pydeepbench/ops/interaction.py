@@ -16,7 +16,12 @@ from __future__ import annotations
 import torch
 
 from pydeepbench import _native
-from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
+from pydeepbench.ops._spec import (
+    OpSpec,
+    explain_unaddressable,
+    kernel_operands,
+    needs_operand_care,
+)
 from pydeepbench.ops.gemm import TOLERANCES
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -81,7 +86,11 @@ def dot_interaction(x: torch.Tensor, emb: torch.Tensor, *, impl: str = "native")
         raise ValueError(f"dot_interaction impl {impl!r} cannot run here: {why}")
     if needs_operand_care(impl, x, emb, x):
         x, emb = kernel_operands("dot_interaction", impl, ("x", x), ("emb", emb))
-    return chosen.fn(x, emb)
+    try:
+        return chosen.fn(x, emb)
+    except (RuntimeError, ValueError) as e:
+        explain_unaddressable("dot_interaction", impl, e, ("x", x), ("emb", emb))
+        raise
 
 
 def dlrm_dot(x: torch.Tensor, ly: list[torch.Tensor]) -> torch.Tensor:

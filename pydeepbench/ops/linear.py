@@ -16,7 +16,12 @@ import torch.nn.functional as F
 
 from pydeepbench._native import DTYPE_CODES
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import OpSpec, kernel_operands, needs_operand_care
+from pydeepbench.ops._spec import (
+    OpSpec,
+    explain_unaddressable,
+    kernel_operands,
+    needs_operand_care,
+)
 from pydeepbench.ops.gemm import (
     NATIVE_DTYPES,
     TOLERANCES,
@@ -126,7 +131,11 @@ def linear(
         bias = rest[0] if rest else None
     lead = x.shape[:-1]
     # The rows spelled out: reshape(-1, 0) is ambiguous when in_features is 0.
-    y = chosen.fn(x.reshape(math.prod(lead), x.shape[-1]), weight, bias, activation)
+    try:
+        y = chosen.fn(x.reshape(math.prod(lead), x.shape[-1]), weight, bias, activation)
+    except (RuntimeError, ValueError) as e:
+        explain_unaddressable("linear", impl, e, ("x", x), ("weight", weight), ("bias", bias))
+        raise
     return y.reshape(*lead, weight.shape[0])
 
 
