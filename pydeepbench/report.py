@@ -53,6 +53,7 @@ ROW_FIELDS = (
     "speedup_vs_ootb",
     "check",
     "harness",
+    "telemetry",  # CUDA rows only: the GPU's NVML readings after the case was timed
 )
 STATUSES = ("ok", "skipped", "failed")
 

@@ -140,6 +140,25 @@ def test_results_of_the_previous_schema_still_load(tmp_path):
         report.load_results(old)
 
 
+def test_cuda_rows_with_telemetry_fit_the_schema(monkeypatch):
+    """A CUDA row carries the GPU's NVML readings; the schema refused the field, so every
+    CUDA sweep ended at its first timed row."""
+    from pydeepbench import harness, runner, system
+
+    monkeypatch.setattr(system, "gpu_telemetry", lambda index: {"sm_clock_mhz": 1980})
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    hcfg = harness.HarnessConfig(max_time_s=0.01, min_time_s=0)
+    cfg = runner.SweepConfig(
+        op="gemm", impls=["ootb"], dtypes=[torch.float32], device="cuda", shape_set="custom",
+        harness=hcfg,
+    )  # fmt: skip
+    m = harness.measure(lambda: None, hcfg)
+    base = dict(op="gemm", impl="ootb", device="cuda", dtype="float32", set="custom")
+    row = dict(base, case="c", shape={"M": 1, "N": 1, "K": 1}, seed=0, mode="hot")
+    row = runner._timed_row(row, m, 2.0, 12.0, torch.float32, None, cfg, False)
+    assert report.normalize(row)["telemetry"] == {"sm_clock_mhz": 1980}
+
+
 def test_list_shows_impls_and_reasons(capsys):
     assert run(["list"]) == 0
     out = capsys.readouterr().out
