@@ -51,13 +51,19 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> CheckResult
     r = ref.detach().to("cpu", torch.float64)
     if o.numel() == 0:
         return CheckResult(True, 0.0, 0.0, tol.atol, tol.rtol, 0)
-    diff = (o - r).abs()
-    diff = torch.where(torch.isnan(o) & torch.isnan(r), torch.zeros_like(diff), diff)
-    bad = ~(diff <= tol.atol + tol.rtol * r.abs())  # NaN diff counts as bad
+    # Equal values (an infinity of the reference's sign included) and NaN where the
+    # reference has NaN match exactly. Elsewhere the tolerance applies where the reference
+    # is finite only: rtol * inf had passed any output against an infinite reference, and
+    # inf - inf (a NaN) had failed an equal infinity.
+    inf = float("inf")
+    same = (o == r) | (torch.isnan(o) & torch.isnan(r))
+    diff = torch.where(same, 0.0, (o - r).abs().nan_to_num(nan=inf, posinf=inf))
+    close = torch.isfinite(r) & (diff <= tol.atol + tol.rtol * r.abs())
+    bad = ~(same | close)
     mismatched = int(bad.sum())
-    max_abs = float(diff.nan_to_num(nan=float("inf")).max())
-    rel = diff / r.abs().clamp_min(1e-30)
-    max_rel = float(rel.nan_to_num(nan=float("inf")).max())
+    max_abs = float(diff.max())  # infinite when an infinity or NaN is off
+    rel = torch.where(same, 0.0, diff / r.abs().clamp_min(1e-30))
+    max_rel = float(rel.nan_to_num(nan=inf, posinf=inf).max())
     msg = ""
     if mismatched:
         idx = tuple(int(i) for i in torch.nonzero(bad)[0])

@@ -22,3 +22,18 @@ def test_nan_output_fails_and_shape_mismatch_fails():
 
 def test_empty_outputs_pass():
     assert compare(torch.empty(0, 3), torch.empty(0, 3, dtype=torch.float64), TOL).ok
+
+
+def test_infinities_and_nans_match_only_themselves():
+    inf, nan = float("inf"), float("nan")
+
+    def check(out, ref):
+        o, r = torch.tensor([out]), torch.tensor([ref], dtype=torch.float64)
+        return compare(o, r, TOL)
+
+    assert check(inf, inf).ok and check(-inf, -inf).ok  # inf - inf is NaN: it had failed
+    assert check(nan, nan).ok
+    for out, ref in [(1.0, inf), (-inf, inf), (3e38, inf), (nan, inf), (inf, 1.0), (nan, 1.0)]:
+        r = check(out, ref)  # rtol * inf had passed the first three
+        assert not r.ok and r.mismatched == 1, (out, ref)
+        assert r.max_abs_err == inf, (out, ref)  # not 1.8e308 (nan_to_num's default)
