@@ -81,8 +81,20 @@ def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict], list[str]]:
     return machine, [r for doc in docs for r in doc["results"]], cut
 
 
-def entry(r: dict) -> dict | None:
-    """One table line for a result row, or None when the row is not tabulated."""
+def devices(rows: list[dict]) -> set[str]:
+    return {r.get("device", "cpu") for r in rows if r.get("status") == "ok"}
+
+
+def entry(r: dict, device_tag: bool = False) -> dict | None:
+    """One table line for a result row, or None when the row is not tabulated. With
+    device_tag, Config names the device (see `entries`)."""
+    e = _entry(r)
+    if e is not None and device_tag:
+        e["Config"] += f", {r.get('device', 'cpu')}"
+    return e
+
+
+def _entry(r: dict) -> dict | None:
     if r.get("status") != "ok":
         return None
     if r.get("kind") == "model":
@@ -109,8 +121,9 @@ def entry(r: dict) -> dict | None:
         if r.get(key) is None:
             return None
         # The dtype is part of a line's identity: a sweep of several dtypes gives one line
-        # per dtype, and --against must not match fp32 with uint8. The device is not: a
-        # CPU system's lines compare with a GPU system's.
+        # per dtype, and --against must not match fp32 with uint8. The device is only
+        # where a side holds several (`entries`): a CPU system's lines compare with a GPU
+        # system's.
         dtype = r.get("dtype", "float32")
         tags = [] if dtype == "float32" else [SHORT_DTYPES.get(dtype, dtype)]
         return {
@@ -129,8 +142,13 @@ def entry(r: dict) -> dict | None:
     return None
 
 
-def entries(rows: list[dict]) -> list[dict]:
-    out = [e for e in map(entry, rows) if e is not None]
+def entries(rows: list[dict], device_tag: bool | None = None) -> list[dict]:
+    """The table's lines. Config names the device when device_tag is true, by default when
+    the rows hold more than one device: one GPU machine's cpu and cuda rows of a case are
+    two lines, which --against had matched with another file's one."""
+    if device_tag is None:
+        device_tag = len(devices(rows)) > 1
+    out = [e for e in (entry(r, device_tag) for r in rows) if e is not None]
     return sorted(out, key=lambda e: (e["Model"] == "Micro", e["Model"], e["Config"], e["Mode"]))
 
 
@@ -177,8 +195,9 @@ def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]
     repeated lines."""
     notes_out = []
     sides = []
+    device_tag = len(devices(base)) > 1 or len(devices(other)) > 1
     for name, rows in (("A", base), ("B", other)):
-        es = entries(rows)
+        es = entries(rows, device_tag)
         by_key: dict[tuple, dict] = {}
         for e in es:
             by_key.setdefault(line_key(e), e)  # the first of repeated lines

@@ -321,6 +321,26 @@ def test_compare_matches_custom_cases_on_their_whole_shape():
     assert [x["B/A"] for x in lines] == ["1.50x"]
 
 
+def test_a_side_holding_two_devices_names_them():
+    """One GPU machine's cpu and cuda rows of a case: --against had compared its cuda row
+    with the other side's cpu row (B/A 0.0012x). Single-device sides stay untagged, so a
+    CPU system still compares with a GPU system."""
+
+    def row(device, tflops):
+        return {"op": "gemm", "impl": "native", "status": "ok", "mode": "hot", "set": "dlrm",
+                "case": "kaggle.bot0", "device": device, "dtype": "float32",
+                "shape": {"M": 128}, "tflops": tflops}  # fmt: skip
+
+    a = [row("cuda", 50.0), row("cpu", 0.05)]
+    configs = [e["Config"] for e in proxy.entries(a)]
+    assert configs == ["dlrm:kaggle.bot0, cpu", "dlrm:kaggle.bot0, cuda"]
+    lines, notes = proxy.compare(a, [row("cpu", 0.06)])
+    assert [(x["Config"], x["B/A"]) for x in lines] == [("dlrm:kaggle.bot0, cpu", "1.20x")]
+    assert "1 line(s) only on side A are not compared" in notes
+    lines, _ = proxy.compare([row("cpu", 0.05)], [row("cuda", 50.0)])
+    assert [(x["Config"], x["B/A"]) for x in lines] == [("dlrm:kaggle.bot0", "1000x")]
+
+
 def test_compare_refuses_a_side_that_mixes_machines(capsys):
     assert cli.main(["report", str(MODELS), "--against", str(MODELS), str(OTHER)]) == 2
     assert "different machines" in capsys.readouterr().out
