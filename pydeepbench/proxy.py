@@ -250,7 +250,7 @@ def text_table(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> Table:
 def markdown(es: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for e in es:
-        lines.append("| " + " | ".join(str(e[c]).replace("|", "\\|") for c in columns) + " |")
+        lines.append("| " + " | ".join(report.md_cell(e[c]) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -176,8 +176,10 @@ def load_results(path: str | os.PathLike) -> dict:
 def _fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
+    # A unit from where the value lands once rounded to 3 digits: 999.7e-6 s is "1 ms",
+    # not "1e+03 us".
     for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if s >= scale:
+        if s >= scale * 0.9995:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
 
@@ -187,7 +189,7 @@ def ratio_text(ratio: float | None) -> str:
     interpreter's 0.0012x read 0.00x), none from 100 on (2500.37x wrapped its cell)."""
     if ratio is None:
         return "-"
-    if ratio >= 100:
+    if ratio >= 99.995:  # what rounds to 100.00x
         return f"{ratio:.0f}x"
     return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"
 
@@ -364,12 +366,18 @@ def table(
     return Group(t, *reasons) if reasons else t
 
 
+def md_cell(text: object) -> str:
+    """Text for one Markdown table cell: pipes escaped, line breaks (multi-line error
+    reasons from torch or Triton split the row) as spaces."""
+    return " ".join(str(text).replace("|", "\\|").splitlines())
+
+
 def markdown(rows: list[dict], gathers: bool) -> str:
     heads = _headers(gathers)
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for r in rows:
         cells = _cells(r)
-        lines.append("| " + " | ".join(cells[h].replace("|", "\\|") for h in heads) + " |")
+        lines.append("| " + " | ".join(md_cell(cells[h]) for h in heads) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -342,6 +342,26 @@ def test_table_keeps_the_whole_reason_and_fits_the_terminal(width):
     assert reason in md and "%gather" not in md.splitlines()[0]
 
 
+def test_markdown_cells_keep_a_multi_line_reason_on_its_row():
+    row = {"case": "c", "impl": "triton", "dtype": "float32", "status": "failed",
+           "reason": "error: CompilationError: at 1:2\nbad | thing\r\nthird line"}  # fmt: skip
+    md = report.markdown([row], False).splitlines()
+    assert len(md) == 3 and md[2].count(" | ") == md[0].count(" | ")
+    assert "at 1:2 bad \\| thing third line" in md[2]
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(999.7e-6, "1 ms"), (0.9996, "1 s"), (999.6e-9, "1 us"), (1.5e-3, "1.5 ms"), (2e-9, "2 ns")],
+)
+def test_times_take_the_unit_they_round_into(seconds, text):
+    assert report._fmt_time(seconds) == text  # 999.7e-6 s had read "1e+03 us"
+
+
+def test_ratios_that_round_to_100_lose_their_decimals():
+    assert report.ratio_text(99.996) == "100x" and report.ratio_text(99.99) == "99.99x"
+
+
 def test_list_names_the_model_configs_and_whole_first_paragraphs(capsys):
     assert run(["list"]) == 0
     out = capsys.readouterr().out
