@@ -62,7 +62,13 @@ def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
     docs = []
     for p in paths:
         doc = report.load_results(p)
-        ids.setdefault(system.machine_id(doc["system"]), []).append(str(p))
+        if not isinstance(doc.get("system"), dict) or not isinstance(doc.get("results"), list):
+            raise ValueError(f"{p}: needs a 'system' object and a 'results' list")
+        try:
+            mid = system.machine_id(doc["system"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{p}: its 'system' lacks the CPU and memory fields ({e})") from None
+        ids.setdefault(mid, []).append(str(p))
         docs.append(doc)
     if len(ids) > 1:
         detail = "; ".join(f"{mid}: {', '.join(files)}" for mid, files in ids.items())
@@ -73,10 +79,25 @@ def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
     return next(iter(ids)), docs
 
 
+# What the table reads of every row (a hand-edited or cut file ended in a KeyError).
+_NEEDED = ("op", "impl", "set", "case", "status")
+_NEEDED_MODEL = ("model", "impl", "mode", "config", "batch_size", "status")
+
+
+def _check_fields(path, doc: dict) -> None:
+    for i, row in enumerate(doc["results"]):
+        model = isinstance(row, dict) and row.get("kind") == "model"
+        missing = [k for k in (_NEEDED_MODEL if model else _NEEDED) if k not in (row or {})]
+        if missing or not isinstance(row, dict):
+            raise ValueError(f"{path}: results[{i}] lacks {', '.join(missing) or 'an object'}")
+
+
 def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict], list[str]]:
     """(machine id, every row, the files of interrupted runs) from result files of one
     machine; ValueError otherwise."""
     machine, docs = load_docs(paths)
+    for p, doc in zip(paths, docs, strict=True):
+        _check_fields(p, doc)
     cut = [str(p) for p, doc in zip(paths, docs, strict=True) if doc.get("complete") is False]
     return machine, [r for doc in docs for r in doc["results"]], cut
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pydeepbench import cli, registry, report
+from pydeepbench import cli, proxy, registry, report
 
 FAST = ["--max-time", "0.05", "--min-time", "0.0", "--min-samples", "3"]
 
@@ -138,6 +138,25 @@ def test_results_of_the_previous_schema_still_load(tmp_path):
     old.write_text(json.dumps({"schema": "pydeepbench.results/0", "results": []}))
     with pytest.raises(ValueError, match="results/0"):
         report.load_results(old)
+
+
+@pytest.mark.parametrize(
+    "doc, match",
+    [
+        ({"system": None, "results": []}, "needs a 'system' object"),
+        ({"system": {}, "results": []}, "its 'system' lacks the CPU and memory fields"),
+        ({"results": [{"op": "gemm", "impl": "native"}]}, "results.0. lacks set"),
+        ({"results": [{"kind": "model", "status": "ok"}]}, "lacks model"),
+    ],
+)
+def test_malformed_results_files_are_named(tmp_path, doc, match):
+    """A file missing the system or a row's fields ended `report` in a KeyError."""
+    fixture = Path(__file__).parent / "fixtures" / "results-micro.json"
+    doc = {"system": json.loads(fixture.read_text())["system"], **doc}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"schema": report.SCHEMA, **doc}))
+    with pytest.raises(ValueError, match=match):
+        proxy.load([path])
 
 
 def test_cuda_rows_with_telemetry_fit_the_schema(monkeypatch):
