@@ -16,7 +16,10 @@ pages); MLP layers through `ops.linear` (bias and ReLU fused) wrapped in an auto
 Function whose backward runs `ops.gemm` for dX and dW and applies the ReLU mask; the fused
 `ops.dot_interaction` (C++: each sample's rows read once, only the lower-triangle dot
 products computed; a hand-written bmm backward); sigmoid + BCE fused as
-BCE-with-logits; buffers reused across steps.
+BCE-with-logits; buffers reused across steps. The one place the two differ: once a logit
+passes ~17, fp32 sigmoid rounds to 1.0, where nn.BCELoss clamps its log at -100 and
+passes no gradient, while BCE-with-logits keeps the exact p - y; the models' updates part
+only for such saturated outputs.
 
 Embedding kernels: `emb_impl()` picks "native" when `ops.available("embedding_bags")`
 says the C++ kernels are built, else the fallback: impl "functional" for the forward and

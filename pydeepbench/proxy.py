@@ -197,6 +197,14 @@ def notes(rows: list[dict]) -> list[str]:
     n = sum(r.get("status") != "ok" for r in rows)
     if n:
         out.append(f"{n} row(s) skipped or failed are not tabulated")
+    noisy = sum(
+        bool((r.get("harness") or {}).get("noisy")) for r in rows if r.get("status") == "ok"
+    )
+    if noisy:
+        out.append(
+            f"{noisy} line(s) from noisy timings (IQR over the bound, or out of time below "
+            "the minimum samples; see each row's harness in the JSON)"
+        )
     # ok rows without a line (an op unknown here, or no score): said, not dropped silently
     lost = [r for r in rows if r.get("status") == "ok" and entry(r) is None]
     if lost:

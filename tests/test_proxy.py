@@ -118,6 +118,18 @@ def test_report_of_a_gemm_file_tabulates_it(tmp_path, capsys):
     assert "GEMM [native]" in out and "fixture-set:g" in out and "TF/s" in out
 
 
+def test_noisy_lines_are_counted_in_a_note():
+    """The op sweep's summary counts them; the table had taken them in silently."""
+    ok = {"status": "ok", "impl": "native", "set": "s", "op": "gemm", "shape": {}}
+    rows = [
+        {**ok, "case": "a", "tflops": 1.0, "harness": {"noisy": True}},
+        {**ok, "case": "b", "tflops": 1.0, "harness": {"noisy": False}},
+        {**ok, "case": "c", "tflops": 1.0},
+    ]
+    assert any(n.startswith("1 line(s) from noisy timings") for n in proxy.notes(rows))
+    assert not any("noisy" in n for n in proxy.notes(rows[1:]))
+
+
 def test_ok_rows_without_a_line_are_counted_in_a_note():
     ok = {"status": "ok", "impl": "native", "set": "s", "case": "c", "shape": {}}
     rows = [{**ok, "op": "softmax", "gbps": 1.0}, {**ok, "op": "linear", "tflops": None}]
