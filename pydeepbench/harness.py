@@ -8,8 +8,9 @@ Protocol for one case:
 2. Sample: one synchronized timing per call (CPU: perf_counter_ns; CUDA: events). Calls
    shorter than `min_block_s` are timed in blocks (hot mode only) so timer overhead stays
    negligible; a sample is then the block's time per call (its mean), so `n` counts
-   blocks and the spread is that of block means, narrower than single calls'. In cold mode a buffer of twice the
-   last-level cache is rewritten before every sample, outside the timed region.
+   blocks and the spread is that of block means, narrower than single calls'. In cold
+   mode a buffer of twice the last-level cache is rewritten before every sample, outside
+   the timed region.
 3. Stop when n >= min_samples, summed sample time >= min_time_s and IQR/median <=
    target_rel_iqr ("converged"); or at max_time_s ("max_time", or
    "max_time_below_min_samples" when n < min_samples) or max_samples ("max_samples").
