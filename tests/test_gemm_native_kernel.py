@@ -310,6 +310,29 @@ def test_row_streaming_path_sums_long_k_in_blocks(dtype):
         assert (err <= ref.abs() * 2.0**-8 + 1e-5).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("M, K", [(1, 513), (3, 1025), (2, 7)])
+def test_row_streaming_blocks_with_epilogue_and_padding(M, K, dtype):
+    """The blocked sums at K one past a block (and short K), with a column tail under 8,
+    bias, ReLU, padded rows of A (fp32 A read in place at its stride) and of C."""
+    from pydeepbench import _native
+
+    g = torch.Generator().manual_seed(M * 1000 + K)
+    N = 9
+    a = torch.randn(M, K + 3, generator=g).to(dtype)[:, :K]
+    b = (torch.randn(K, N, generator=g) / K**0.5).to(dtype)
+    bias = torch.randn(N, generator=g)
+    full = torch.full((M, N + 4), 7.0, dtype=dtype)
+    out = full[:, :N]
+    args = (_native.arg(a), _native.arg(b), _native.arg(out), _native.arg(bias), True)
+    assert "small_m_rowb" in _native.cpu().gemm_path(*args) or _native.cpu().isa() == "generic"
+    _native.cpu().gemm(*args)
+    ref = torch.relu(a.double() @ b.double() + bias.double())
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-5, rtol=2**-8)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    assert bool((full[:, N:] == 7.0).all()), "wrote past out's columns"
+
+
 def test_scratch_size_overflow_is_a_memory_error():
     """Stride-0 views allow any K: the small-M path's fp32 copy of A, 4 * M * K bytes,
     wrapped to a few bytes at K = 2^61 and the packing wrote past it (a segfault)."""

@@ -104,9 +104,12 @@ enum : int {
   kBufA = 0, kBufB = 1, kBufC = 2, kBufSmallA = 3, kBufSmallB = 4, kBufSum = 5, kBufSlots = 6
 };
 void* tls_buffer(int slot, size_t bytes);
-// Frees this thread's buffers larger than kKeepScratchBytes (each gemm task ends with
-// it): kept, a small-M call's fp32 copy of a long A stayed allocated in every thread
-// that ran one (512 MiB a thread for a bf16 16 x 2^23 input).
+// Frees this thread's buffers requested larger than kKeepScratchBytes (each gemm task
+// ends with it): kept, a small-M call's fp32 copy of a long A stayed allocated in every
+// thread that ran one (512 MiB a thread for a bf16 16 x 2^23 input). Such a call pays the
+// allocation again next time (64 MiB allocated and touched: ~16 ms on the 2-core Ice Lake
+// guest, where a 4 x 2^22 x 16 fp32 GEMM took 83 ms); the row-streaming path reads fp32 A
+// with unit stride along K in place, so only bf16 or strided A is copied there.
 constexpr size_t kKeepScratchBytes = size_t{32} << 20;
 void tls_release_large();
 // Bytes of a x b floats, or SIZE_MAX when that overflows (stride-0 views make any K

@@ -288,8 +288,8 @@ void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64
 constexpr int64_t kRowSumBlock = 512;
 
 template <int R, typename BIn>
-void rowstream_block(const float* a, int64_t K, const typename BIn::T* b, int64_t sbk,
-                     int64_t ncols, float* w, int64_t ldw, float* p, int64_t ldp,
+void rowstream_block(const float* a, int64_t lda, int64_t K, const typename BIn::T* b,
+                     int64_t sbk, int64_t ncols, float* w, int64_t ldw, float* p, int64_t ldp,
                      const TileEpi& e) {
   constexpr int KU = R == 1 ? 8 : (R == 2 ? 4 : 2);
   static_assert(kRowSumBlock % KU == 0, "passes must not straddle blocks");
@@ -305,10 +305,10 @@ void rowstream_block(const float* a, int64_t K, const typename BIn::T* b, int64_
       float* out = end ? (k1 == K ? nullptr : w) : acc;
       const int64_t ld_out = end ? ldw : ld_acc;
       if (step == KU)
-        rowstream_pass<R, KU, BIn>(a + k, K, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
+        rowstream_pass<R, KU, BIn>(a + k, lda, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
                                    out, ld_out, e);
       else
-        rowstream_pass<R, 1, BIn>(a + k, K, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
+        rowstream_pass<R, 1, BIn>(a + k, lda, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
                                   out, ld_out, e);
       k += step;
     }
@@ -322,15 +322,23 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
   const int64_t M = g.M, K = g.K;
   const In* A = static_cast<const In*>(g.A);
   const In* B = static_cast<const In*>(g.B);
-  // A as fp32 rows [M][K]; fp32 sums: C itself for f32, else scratch [M][kNB]; the later
-  // K blocks' partial sums [M][kNB] (see rowstream_block).
-  float* ap = static_cast<float*>(tls_buffer(kBufSmallA, f32_bytes(M, K)));
+  // A as fp32 rows: fp32 A with unit stride along K in place, else copied to [M][K]
+  // (bf16 widened); fp32 sums: C itself for f32, else scratch [M][kNB]; the later K
+  // blocks' partial sums [M][kNB] (see rowstream_block).
+  const bool a_in_place = !bf16 && g.sak == 1;
+  const float* ap = reinterpret_cast<const float*>(A);
+  const int64_t lda = a_in_place ? g.sam : K;
+  if (!a_in_place) {
+    float* copy = static_cast<float*>(tls_buffer(kBufSmallA, f32_bytes(M, K)));
+    if (!copy) return false;
+    pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, K, copy);
+    ap = copy;
+  }
   float* scratch = bf16 ? static_cast<float*>(tls_buffer(kBufSmallB, f32_bytes(M, kNB)))
                         : nullptr;
   float* partial =
       K > kRowSumBlock ? static_cast<float*>(tls_buffer(kBufSum, f32_bytes(M, kNB))) : nullptr;
-  if (!ap || (bf16 && !scratch) || (K > kRowSumBlock && !partial)) return false;
-  pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, K, ap);
+  if ((bf16 && !scratch) || (K > kRowSumBlock && !partial)) return false;
   const size_t cb = bf16 ? 2 : 4;
   for (int64_t j = n0; j < n1; j += kNB) {
     const int64_t nc = imin(kNB, n1 - j);
@@ -344,10 +352,10 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
     const int64_t ldw = bf16 ? kNB : g.ldc;
     const In* bj = B + j;
     switch (M) {
-      case 1: rowstream_block<1, BIn>(ap, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      case 2: rowstream_block<2, BIn>(ap, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      case 3: rowstream_block<3, BIn>(ap, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      default: rowstream_block<4, BIn>(ap, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
+      case 1: rowstream_block<1, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
+      case 2: rowstream_block<2, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
+      case 3: rowstream_block<3, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
+      default: rowstream_block<4, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
     }
   }
   return true;
