@@ -81,15 +81,17 @@ def load_docs(paths: list[str | os.PathLike]) -> tuple[str, list[dict]]:
 
 # What the table reads of every row (a hand-edited or cut file ended in a KeyError).
 _NEEDED = ("op", "impl", "set", "case", "status")
-_NEEDED_MODEL = ("model", "impl", "mode", "config", "batch_size", "status")
+_NEEDED_MODEL = ("model", "impl", "mode", "config", "batch_size", "status", "score", "units")
 
 
 def _check_fields(path, doc: dict) -> None:
     for i, row in enumerate(doc["results"]):
-        model = isinstance(row, dict) and row.get("kind") == "model"
-        missing = [k for k in (_NEEDED_MODEL if model else _NEEDED) if k not in (row or {})]
-        if missing or not isinstance(row, dict):
-            raise ValueError(f"{path}: results[{i}] lacks {', '.join(missing) or 'an object'}")
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: results[{i}] is not an object")
+        need = _NEEDED_MODEL if row.get("kind") == "model" else _NEEDED
+        missing = [k for k in need if k not in row]
+        if missing:
+            raise ValueError(f"{path}: results[{i}] lacks {', '.join(missing)}")
 
 
 def load(paths: list[str | os.PathLike]) -> tuple[str, list[dict], list[str]]:
@@ -129,7 +131,7 @@ def _entry(r: dict) -> dict | None:
             "Mode": r["mode"],
             # "cap N" only where the cap cut a table (a small config's tables keep all rows)
             "Config": r["config"]
-            + ("" if r.get("tables_capped") == 0 else f" cap {r['row_cap']}")
+            + ("" if r.get("tables_capped") == 0 else f" cap {r.get('row_cap')}")
             + (", uint8 emb" if r.get("emb_dtype") == "uint8" else ""),
             "Batch Size": r["batch_size"],
             "Score": f"{r['score']:.1f}{latency_marker(r)}",

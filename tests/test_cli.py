@@ -147,6 +147,24 @@ def test_results_of_the_previous_schema_still_load(tmp_path):
         ({"system": {}, "results": []}, "its 'system' lacks the CPU and memory fields"),
         ({"results": [{"op": "gemm", "impl": "native"}]}, "results.0. lacks set"),
         ({"results": [{"kind": "model", "status": "ok"}]}, "lacks model"),
+        ({"results": [5]}, r"results\[0\] is not an object"),
+        (
+            {
+                "results": [
+                    dict(
+                        kind="model",
+                        model="dlrm",
+                        impl="ootb",
+                        mode="train",
+                        config="c",
+                        batch_size=1,
+                        status="ok",
+                        units="ex/s",
+                    )
+                ]
+            },
+            "lacks score",
+        ),  # fmt: skip
     ],
 )
 def test_malformed_results_files_are_named(tmp_path, doc, match):
