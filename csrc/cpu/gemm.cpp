@@ -59,7 +59,7 @@ void* tls_buffer(int slot, size_t bytes) {
 void tls_release_large() {
   TlsBuffers& b = tls_buffers;
   for (int slot = 0; slot < kBufSlots; ++slot)
-    if (b.cap[slot] > kKeepScratchBytes + kKeepScratchBytes / 4) {  // cap: request + 1/4
+    if (b.cap[slot] > kKeepScratchBytes) {
       std::free(b.p[slot]);
       b.p[slot] = nullptr;
       b.cap[slot] = 0;

@@ -104,11 +104,10 @@ enum : int {
   kBufA = 0, kBufB = 1, kBufC = 2, kBufSmallA = 3, kBufSmallB = 4, kBufSum = 5, kBufSlots = 6
 };
 void* tls_buffer(int slot, size_t bytes);
-// Frees this thread's buffers requested larger than kKeepScratchBytes (each gemm task
+// Frees this thread's buffers whose capacity exceeds kKeepScratchBytes (each gemm task
 // ends with it): kept, a small-M call's fp32 copy of a long A stayed allocated in every
-// thread that ran one (512 MiB a thread for a bf16 16 x 2^23 input). Such a call pays the
-// allocation again next time (64 MiB allocated and touched: ~16 ms on the 2-core Ice Lake
-// guest, where a 4 x 2^22 x 16 fp32 GEMM took 83 ms); the row-streaming path reads fp32 A
+// thread that ran one (512 MiB a thread for a bf16 16 x 2^23 input). Such a call then
+// allocates and touches its copy again each time; the row-streaming path reads fp32 A
 // with unit stride along K in place, so only bf16 or strided A is copied there.
 constexpr size_t kKeepScratchBytes = size_t{32} << 20;
 void tls_release_large();
@@ -116,7 +115,8 @@ void tls_release_large();
 // possible), which tls_buffer then fails to allocate instead of wrapping to a small size.
 inline size_t f32_bytes(int64_t a, int64_t b) {
   size_t n;
-  if (a < 0 || b < 0 || __builtin_mul_overflow(static_cast<size_t>(a), static_cast<size_t>(b), &n) ||
+  if (a < 0 || b < 0 ||
+      __builtin_mul_overflow(static_cast<size_t>(a), static_cast<size_t>(b), &n) ||
       __builtin_mul_overflow(n, sizeof(float), &n))
     return SIZE_MAX;
   return n;

@@ -243,7 +243,8 @@ void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64
     }
     if (add) {
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(add + r * ld_add + j));
+      for (int r = 0; r < R; ++r)
+        acc[r] = _mm256_add_ps(acc[r], _mm256_loadu_ps(add + r * ld_add + j));
     }
     if (out) {
 #pragma GCC unroll 4
