@@ -107,8 +107,8 @@ void* tls_buffer(int slot, size_t bytes);
 // Frees this thread's buffers whose capacity exceeds kKeepScratchBytes (each gemm task
 // ends with it): kept, a small-M call's fp32 copy of a long A stayed allocated in every
 // thread that ran one (512 MiB a thread for a bf16 16 x 2^23 input). Such a call then
-// allocates and touches its copy again each time; the row-streaming path reads fp32 A
-// with unit stride along K in place, so only bf16 or strided A is copied there.
+// allocates and touches its copy again each time (the dot form's bf16 or strided A; the
+// row-streaming path reads A in place).
 constexpr size_t kKeepScratchBytes = size_t{32} << 20;
 void tls_release_large();
 // Bytes of a x b floats, or SIZE_MAX when that overflows (stride-0 views make any K

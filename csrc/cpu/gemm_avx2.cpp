@@ -221,14 +221,15 @@ const PackedKernel kAvx2Kernel = {kMR, kNR, 1, 4, 50, 512, 50, pack_a_avx2, pack
 // (+ add, when not null), then written to out, or, when out is null, finished: + bias,
 // ReLU, stored to C (as fp32 or bf16).
 template <int R, int KU, typename BIn>
-void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64_t sbk,
+void rowstream_pass(const typename BIn::T* a, int64_t sam, int64_t sak,
+                    const typename BIn::T* b, int64_t sbk,
                     int64_t ncols, const float* in, int64_t ld_in, const float* add,
                     int64_t ld_add, float* out, int64_t ld_out, const TileEpi& e) {
   __m256 av[R][KU];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
-    for (int u = 0; u < KU; ++u) av[r][u] = _mm256_broadcast_ss(a + r * lda + u);
+    for (int u = 0; u < KU; ++u) av[r][u] = _mm256_set1_ps(to_f32(a[r * sam + u * sak]));
   const __m256 zero = _mm256_setzero_ps();
   int64_t j = 0;
   for (; j + 8 <= ncols; j += 8) {
@@ -268,7 +269,7 @@ void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64
   for (; j < ncols; ++j) {
     for (int r = 0; r < R; ++r) {
       float x = in ? in[r * ld_in + j] : 0.f;
-      for (int u = 0; u < KU; ++u) x += a[r * lda + u] * to_f32(b[u * sbk + j]);
+      for (int u = 0; u < KU; ++u) x += to_f32(a[r * sam + u * sak]) * to_f32(b[u * sbk + j]);
       if (add) x += add[r * ld_add + j];
       if (out) {
         out[r * ld_out + j] = x;
@@ -289,9 +290,9 @@ void rowstream_pass(const float* a, int64_t lda, const typename BIn::T* b, int64
 constexpr int64_t kRowSumBlock = 512;
 
 template <int R, typename BIn>
-void rowstream_block(const float* a, int64_t lda, int64_t K, const typename BIn::T* b,
-                     int64_t sbk, int64_t ncols, float* w, int64_t ldw, float* p, int64_t ldp,
-                     const TileEpi& e) {
+void rowstream_block(const typename BIn::T* a, int64_t sam, int64_t sak, int64_t K,
+                     const typename BIn::T* b, int64_t sbk, int64_t ncols, float* w,
+                     int64_t ldw, float* p, int64_t ldp, const TileEpi& e) {
   constexpr int KU = R == 1 ? 8 : (R == 2 ? 4 : 2);
   static_assert(kRowSumBlock % KU == 0, "passes must not straddle blocks");
   for (int64_t k0 = 0; k0 < K; k0 += kRowSumBlock) {
@@ -306,11 +307,11 @@ void rowstream_block(const float* a, int64_t lda, int64_t K, const typename BIn:
       float* out = end ? (k1 == K ? nullptr : w) : acc;
       const int64_t ld_out = end ? ldw : ld_acc;
       if (step == KU)
-        rowstream_pass<R, KU, BIn>(a + k, lda, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
-                                   out, ld_out, e);
+        rowstream_pass<R, KU, BIn>(a + k * sak, sam, sak, b + k * sbk, sbk, ncols, in,
+                                   ld_acc, add, ldw, out, ld_out, e);
       else
-        rowstream_pass<R, 1, BIn>(a + k, lda, b + k * sbk, sbk, ncols, in, ld_acc, add, ldw,
-                                  out, ld_out, e);
+        rowstream_pass<R, 1, BIn>(a + k * sak, sam, sak, b + k * sbk, sbk, ncols, in,
+                                  ld_acc, add, ldw, out, ld_out, e);
       k += step;
     }
   }
@@ -323,18 +324,11 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
   const int64_t M = g.M, K = g.K;
   const In* A = static_cast<const In*>(g.A);
   const In* B = static_cast<const In*>(g.B);
-  // A as fp32 rows: fp32 A with unit stride along K in place, else copied to [M][K]
-  // (bf16 widened); fp32 sums: C itself for f32, else scratch [M][kNB]; the later K
-  // blocks' partial sums [M][kNB] (see rowstream_block).
-  const bool a_in_place = !bf16 && g.sak == 1;
-  const float* ap = reinterpret_cast<const float*>(A);
-  const int64_t lda = a_in_place ? g.sam : K;
-  if (!a_in_place) {
-    float* copy = static_cast<float*>(tls_buffer(kBufSmallA, f32_bytes(M, K)));
-    if (!copy) return false;
-    pack_panel_ref<In, float, 1>(A, g.sak, g.sam, K, M, K, copy);
-    ap = copy;
-  }
+  // A is read in place: each pass broadcasts R x KU of its elements, at any strides. (A
+  // fp32 copy of A, allocated and touched on every call once large scratch was freed,
+  // took bf16 4 x 16 x 2^22 on one thread to 57-75 ms; in place 27-29 ms, against 34-48
+  // for the copy kept across calls.) fp32 sums: C itself for f32, else scratch [M][kNB];
+  // the later K blocks' partial sums [M][kNB] (see rowstream_block).
   float* scratch = bf16 ? static_cast<float*>(tls_buffer(kBufSmallB, f32_bytes(M, kNB)))
                         : nullptr;
   float* partial =
@@ -352,11 +346,15 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
     float* w = bf16 ? scratch : static_cast<float*>(g.C) + j;
     const int64_t ldw = bf16 ? kNB : g.ldc;
     const In* bj = B + j;
+    auto rows = [&](auto r) {
+      rowstream_block<decltype(r)::value, BIn>(A, g.sam, g.sak, K, bj, g.sbk, nc, w, ldw,
+                                               partial, kNB, e);
+    };
     switch (M) {
-      case 1: rowstream_block<1, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      case 2: rowstream_block<2, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      case 3: rowstream_block<3, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
-      default: rowstream_block<4, BIn>(ap, lda, K, bj, g.sbk, nc, w, ldw, partial, kNB, e); break;
+      case 1: rows(std::integral_constant<int, 1>{}); break;
+      case 2: rows(std::integral_constant<int, 2>{}); break;
+      case 3: rows(std::integral_constant<int, 3>{}); break;
+      default: rows(std::integral_constant<int, 4>{}); break;
     }
   }
   return true;
