@@ -24,7 +24,8 @@ Counting (per call):
           N*(D+8) for uint8 rows, whose scale and bias are read too)
           + indices (N*index size) + offsets ((T*B+1)*index size)
           + per_sample_weights (N*element size: the weight's dtype, as torch takes
-          them; 4 bytes for uint8 rows) + output written (B*T*D*4).
+          them; 4 bytes for uint8 rows) + output written (B*T*D*4: the fp32 output of
+          the optimized impls; OOTB writes bf16/fp16 outputs for such weights, half that).
 Data: each timed call uses the next of `ROTATIONS` index batches drawn before timing from
 the case's distribution (uniform, or Zipf over a seeded permutation of rows, so hot rows are
 scattered), never the same indices on consecutive calls. Tables larger than the case's
