@@ -274,6 +274,34 @@ def test_tensors_without_memory_are_named():
         torch.func.vmap(lambda w: ops.embedding_bags(w, to, idx, off))(torch.randn(3, 10, 4))
     with pytest.raises(ValueError, match="weight is a zero tensor"):
         ops.embedding_bags(torch._efficientzerotensor((10, 4)), to, idx, off)
+    # The backward and the steps too (they had torch's "doesn't have storage").
+    w = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="embedding_bags_sgd_step .* grad_out is batched"):
+        torch.func.vmap(lambda g: ops.embedding_bags_sgd_step(w, to, idx, off, g, 0.1))(
+            torch.randn(3, 2, 4)
+        )
+    with pytest.raises(ValueError, match="embedding_bags_backward .* grad_out is batched"):
+        torch.func.vmap(lambda g: ops.embedding_bags_backward(g, (10, 4), to, idx, off))(
+            torch.randn(3, 2, 4)
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float64, torch.bool])
+def test_gradient_index_dtypes_are_named(dtype):
+    # The backward and the steps said only "dtype ... cannot be passed to native kernels".
+    w, m, g = torch.randn(10, 4), torch.zeros(10), torch.ones(1, 4)
+    to, idx, off = torch.tensor([0, 10]), torch.tensor([1], dtype=dtype), torch.tensor([0, 1])
+    off = off.to(dtype)
+    match = f"indices must be int32 or int64, got {dtype}"
+    with pytest.raises(ValueError, match=f"embedding_bags_sgd_step: {match}"):
+        ops.embedding_bags_sgd_step(w, to, idx, off, g, 0.1)
+    with pytest.raises(ValueError, match=f"embedding_bags_adagrad_step: {match}"):
+        ops.embedding_bags_adagrad_step(w, m, to, idx, off, g, 0.1)
+    with pytest.raises(ValueError, match=f"embedding_bags_backward: {match}"):
+        ops.embedding_bags_backward(g, (10, 4), to, idx, off)
+    with pytest.raises(ValueError, match=f"table_offsets must be int64, got {dtype}"):
+        ops.embedding_bags_backward(g, (10, 4), to.to(dtype), idx.long(), off.long())
+    assert torch.equal(m, torch.zeros(10))  # nothing was updated
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
@@ -328,6 +356,8 @@ def test_random_ragged_bags(lengths, dim, seed, mode):
         ([0, -1], [0, 1], {}, "out of range"),
         ([0, 1, 2], [0, 2, 1], {}, r"non-decreasing: offsets\[2\] = 1 < offsets\[1\] = 2"),
         ([0, 1], [1, 1], {}, r"offsets\[0\] must be 0, got 1"),
+        # a bag starting past the end: the appended end offset was reported as out of order
+        ([0, 1], [0, 3], {}, r"offsets\[-1\] = 3 is past the end of indices \(length 2\)"),
         (
             [0, 1, 2],
             [0, 1, 2],

@@ -142,7 +142,7 @@ def refuse_tangents(op: str, impl: str, *named: tuple[str, torch.Tensor | None])
             )
 
 
-def _unaddressable(t: torch.Tensor) -> str | None:
+def unaddressable(t: torch.Tensor) -> str | None:
     """What `t` is when it has no memory of its own for a kernel to read, else None."""
     if t._is_zerotensor():
         return "a zero tensor (torch._efficientzerotensor: no memory)"
@@ -161,7 +161,7 @@ def explain_unaddressable(op: str, impl: str, error: Exception, *named) -> None:
     if impl == "ootb":
         return
     for name, t in named:
-        if isinstance(t, torch.Tensor) and (kind := _unaddressable(t)):
+        if isinstance(t, torch.Tensor) and (kind := unaddressable(t)):
             raise ValueError(
                 f"{op} impl {impl!r} reads tensors by address and {name} is {kind}; "
                 "impl 'ootb' (torch's ops) takes it"

@@ -44,7 +44,13 @@ from torch.autograd.function import once_differentiable
 from pydeepbench import _native
 from pydeepbench.check import Tolerance
 from pydeepbench.ops import _triton
-from pydeepbench.ops._spec import STRIDED, OpSpec, explain_unaddressable, refuse_tangents
+from pydeepbench.ops._spec import (
+    STRIDED,
+    OpSpec,
+    explain_unaddressable,
+    refuse_tangents,
+    unaddressable,
+)
 from pydeepbench.registry import get_impl, register_impl, register_op
 
 MODES = ("sum", "mean", "max")
@@ -525,15 +531,25 @@ def embedding_bag(
     elif offsets.numel() == 0:
         raise ValueError("embedding_bag: include_last_offset needs at least one offset")
     table_offsets = torch.tensor([0, weight.shape[0]], device=weight.device)
-    out = embedding_bags(
-        weight,
-        table_offsets,
-        indices,
-        offsets,
-        mode=mode,
-        per_sample_weights=per_sample_weights,
-        impl=impl,
-    )
+    try:
+        out = embedding_bags(
+            weight,
+            table_offsets,
+            indices,
+            offsets,
+            mode=mode,
+            per_sample_weights=per_sample_weights,
+            impl=impl,
+        )
+    except (RuntimeError, ValueError) as e:
+        # The appended end would be reported as out of order: name the caller's offset.
+        n = indices.numel()
+        if not include_last_offset and offsets.numel() > 1 and int(offsets[-2]) > n:
+            raise ValueError(
+                f"embedding_bag: offsets[-1] = {int(offsets[-2])} is past the end of indices "
+                f"(length {n})"
+            ) from e
+        raise
     return out if weight.dtype == torch.uint8 else out.to(weight.dtype)
 
 
@@ -827,6 +843,31 @@ def _refuse_inputs(fn, inputs, written, argmax):
             raise ValueError(f"{fn}: runs on the CPU only; got a tensor on {t.device}")
 
 
+# What the backward and the steps' index arrays must be (the forward's checks say the same).
+_INDEX_DTYPES = {
+    "table_offsets": "int64",
+    "indices": "int32 or int64",
+    "offsets": "int32 or int64, as indices",
+    "argmax": "int64",
+}
+
+
+def _explain_native_failure(fn: str, error: Exception, **named) -> None:
+    """On the error path of the backward's or a step's C++ call only: a ValueError naming
+    the tensor the kernels cannot read (one with no memory of its own, or an index array of
+    a dtype they take none of), as the forward's errors name theirs; else return so the
+    caller re-raises `error`."""
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        if kind := unaddressable(t):
+            raise ValueError(f"{fn} reads tensors by address and {name} is {kind}") from error
+        if name in _INDEX_DTYPES and t.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"{fn}: {name} must be {_INDEX_DTYPES[name]}, got {t.dtype}"
+            ) from error
+
+
 def _contiguous(table_offsets, indices, offsets):
     """The index arrays as the C++ kernels read them: contiguous (torch takes strided views;
     those are copied, and they are small next to the rows they select). The common case
@@ -995,16 +1036,23 @@ def embedding_bags_backward(
         argmax=argmax,
     )  # fmt: skip
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
-    _native.cpu().embedding_bags_backward_dense(
-        _native.arg(grad),
-        _native.arg(table_offsets),
-        _native.arg(indices),
-        _native.arg(offsets),
-        _native.arg(grad_weight),
-        code,
-        _opt_arg(psw),
-        _opt_arg(argmax),
-    )
+    try:
+        _native.cpu().embedding_bags_backward_dense(
+            _native.arg(grad),
+            _native.arg(table_offsets),
+            _native.arg(indices),
+            _native.arg(offsets),
+            _native.arg(grad_weight),
+            code,
+            _opt_arg(psw),
+            _opt_arg(argmax),
+        )
+    except (TypeError, RuntimeError, ValueError) as e:
+        _explain_native_failure(
+            "embedding_bags_backward", e, grad_out=grad, per_sample_weights=psw,
+            table_offsets=table_offsets, indices=indices, offsets=offsets, argmax=argmax,
+        )  # fmt: skip
+        raise
     return grad_weight
 
 
@@ -1027,16 +1075,23 @@ def embedding_bags_sgd_step(
         "embedding_bags_sgd_step", grad_out, per_sample_weights, table_offsets, indices, offsets,
         (weight,),
     )  # fmt: skip
-    _native.cpu().embedding_bags_sgd_step(
-        _native.arg(weight),
-        _native.arg(table_offsets),
-        _native.arg(indices),
-        _native.arg(offsets),
-        _native.arg(grad),
-        lr if type(lr) is float else _number("embedding_bags_sgd_step", "lr", lr),
-        code,
-        _opt_arg(psw),
-    )
+    try:
+        _native.cpu().embedding_bags_sgd_step(
+            _native.arg(weight),
+            _native.arg(table_offsets),
+            _native.arg(indices),
+            _native.arg(offsets),
+            _native.arg(grad),
+            lr if type(lr) is float else _number("embedding_bags_sgd_step", "lr", lr),
+            code,
+            _opt_arg(psw),
+        )
+    except (TypeError, RuntimeError, ValueError) as e:
+        _explain_native_failure(
+            "embedding_bags_sgd_step", e, weight=weight, grad_out=grad, per_sample_weights=psw,
+            table_offsets=table_offsets, indices=indices, offsets=offsets,
+        )  # fmt: skip
+        raise
     torch.autograd.graph.increment_version(weight)  # an in-place update, to autograd
 
 
@@ -1062,18 +1117,26 @@ def embedding_bags_adagrad_step(
         "embedding_bags_adagrad_step", grad_out, per_sample_weights, table_offsets, indices,
         offsets, (weight, momentum),
     )  # fmt: skip
-    _native.cpu().embedding_bags_adagrad_step(
-        _native.arg(weight),
-        _native.arg(momentum),
-        _native.arg(table_offsets),
-        _native.arg(indices),
-        _native.arg(offsets),
-        _native.arg(grad),
-        lr if type(lr) is float else _number("embedding_bags_adagrad_step", "lr", lr),
-        eps if type(eps) is float else _number("embedding_bags_adagrad_step", "eps", eps),
-        code,
-        _opt_arg(psw),
-    )
+    try:
+        _native.cpu().embedding_bags_adagrad_step(
+            _native.arg(weight),
+            _native.arg(momentum),
+            _native.arg(table_offsets),
+            _native.arg(indices),
+            _native.arg(offsets),
+            _native.arg(grad),
+            lr if type(lr) is float else _number("embedding_bags_adagrad_step", "lr", lr),
+            eps if type(eps) is float else _number("embedding_bags_adagrad_step", "eps", eps),
+            code,
+            _opt_arg(psw),
+        )
+    except (TypeError, RuntimeError, ValueError) as e:
+        _explain_native_failure(
+            "embedding_bags_adagrad_step", e, weight=weight, momentum=momentum, grad_out=grad,
+            per_sample_weights=psw, table_offsets=table_offsets, indices=indices,
+            offsets=offsets,
+        )  # fmt: skip
+        raise
     torch.autograd.graph.increment_version((weight, momentum))  # in-place, to autograd
 
 
