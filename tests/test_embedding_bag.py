@@ -649,8 +649,6 @@ def test_impls_without_forward_mode_refuse_tangents(impl):
             ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, impl=impl)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
 def _overcommits_16_gib() -> bool:
     """Whether a 16 GiB allocation that is never touched succeeds here: heuristic
     overcommit (mode 0) with that much RAM, or mode 1 (always)."""
@@ -662,6 +660,8 @@ def _overcommits_16_gib() -> bool:
     return mode == 1 or (mode == 0 and ram >= 20 << 30)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
 @pytest.mark.skipif(
     not _overcommits_16_gib(),
     reason="needs 16 GiB of untouched index memory, past this machine's overcommit limit",

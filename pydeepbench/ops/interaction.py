@@ -58,7 +58,15 @@ class DotInteraction(OpSpec):
         return {"x": x.to(device=device, dtype=dtype), "emb": emb.to(device=device, dtype=dtype)}
 
     def reference(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return interaction_ootb(x.cpu().double(), emb.cpu().double())
+        """Each pair's dot product on its own, in float64, in the documented column order:
+        independent of the OOTB code (one bmm, then a gather of its lower triangle)."""
+        x = x.cpu().double()
+        B, D = x.shape
+        rows = [x, *emb.cpu().double().reshape(B, emb.shape[1] // D, D).unbind(1)]
+        dots = [
+            (rows[i] * rows[j]).sum(1, keepdim=True) for i in range(len(rows)) for j in range(i)
+        ]
+        return torch.cat([x, *dots], dim=1)
 
 
 def _validate(x, emb) -> None:
