@@ -18,9 +18,11 @@ def pool():
     gc.collect()
 
 
-def test_small_tensors_come_from_torch():
+def test_small_tensors_come_from_torch(pool):
+    before = pool.host_pool_stats()
     t = _native.empty((4, 5), torch.float32)
     assert t.shape == (4, 5) and t.dtype == torch.float32 and t.is_contiguous()
+    assert pool.host_pool_stats() == before  # no pool block was taken or cached
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int64])
