@@ -90,9 +90,12 @@ def _embedding_bag_kernel(
     # -- this bag's index range [start, end) ----------------------------------
     # Without include_last_offset the last bag has no closing offset: it runs to
     # the end of `indices`.
+    # (n_indices is not the load's `other`: that takes the offsets' dtype, and int32
+    # offsets would cut 2^31 or more indices short.)
     start = tl.load(offsets_ptr + bag).to(tl.int64)
-    end = tl.load(offsets_ptr + bag + 1, mask=bag + 1 < n_offsets, other=n_indices)
-    end = end.to(tl.int64)
+    has_end = bag + 1 < n_offsets
+    end = tl.load(offsets_ptr + bag + 1, mask=has_end, other=0).to(tl.int64)
+    end = tl.where(has_end, end, n_indices)
 
     # -- this table's rows inside the packed weight ----------------------------
     if MULTI_TABLE:
@@ -114,7 +117,8 @@ def _embedding_bag_kernel(
 
     # -- gather BLOCK_I rows at a time and reduce them over the bag axis -------
     for i0 in range(start, end, BLOCK_I):
-        offs_i = i0 + tl.arange(0, BLOCK_I)
+        # int64 lanes: the interpreter runs i0 as int32 whenever its value fits.
+        offs_i = tl.arange(0, BLOCK_I).to(tl.int64) + i0
         mask_i = offs_i < end
         idx = tl.load(indices_ptr + offs_i, mask=mask_i, other=0).to(tl.int64)
         mask = mask_i[:, None] & mask_d[None, :]
@@ -123,9 +127,11 @@ def _embedding_bag_kernel(
         # has no bf16 arithmetic).
         rows = tl.load(w_ptrs, mask=mask, other=0.0).to(tl.float32)
         if Q8:
+            # Byte steps in int64: 4 * stride_wd wraps int32 from a column stride of 2^29.
+            step = tl.cast(stride_wd, tl.int64)
             row_ptrs = weight_ptr + idx * stride_wr + q8_param_off
-            scale = _f32_from_bytes(row_ptrs, stride_wd, mask_i)
-            bias = _f32_from_bytes(row_ptrs + 4 * stride_wd, stride_wd, mask_i)
+            scale = _f32_from_bytes(row_ptrs, step, mask_i)
+            bias = _f32_from_bytes(row_ptrs + 4 * step, step, mask_i)
             rows = tl.where(mask, rows * scale[:, None] + bias[:, None], 0.0)
         if MODE == "max":
             is_nan = mask & (rows != rows)
@@ -159,8 +165,9 @@ def _embedding_bag_kernel(
 
 @triton.jit
 def _f32_from_bytes(ptrs, stride, mask):
-    """The little-endian fp32 at each of `ptrs` (uint8 pointers, bytes `stride` apart),
-    from four byte loads: a uint8 row's scale and bias need not be 4-byte aligned."""
+    """The little-endian fp32 at each of `ptrs` (uint8 pointers, bytes `stride` apart; an
+    int64 stride), from four byte loads: a uint8 row's scale and bias need not be 4-byte
+    aligned."""
     bits = tl.load(ptrs, mask=mask, other=0).to(tl.uint32)
     bits |= tl.load(ptrs + stride, mask=mask, other=0).to(tl.uint32) << 8
     bits |= tl.load(ptrs + 2 * stride, mask=mask, other=0).to(tl.uint32) << 16

@@ -2,9 +2,7 @@
 
 import importlib
 import inspect
-import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nan_bags import nan_bags
+from overcommit import overcommits
 
 from pydeepbench import ops, registry
 from pydeepbench.check import compare
@@ -649,21 +648,10 @@ def test_impls_without_forward_mode_refuse_tangents(impl):
             ops.embedding_bags(w, GRAD_TO, GRAD_IDX, GRAD_OFF, impl=impl)
 
 
-def _overcommits_16_gib() -> bool:
-    """Whether a 16 GiB allocation that is never touched succeeds here: heuristic
-    overcommit (mode 0) with that much RAM, or mode 1 (always)."""
-    try:
-        mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
-    except OSError:
-        return False
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return mode == 1 or (mode == 0 and ram >= 20 << 30)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif("native" not in CPU_IMPLS, reason="native embedding kernels are not built")
 @pytest.mark.skipif(
-    not _overcommits_16_gib(),
+    not overcommits(16 << 30),
     reason="needs 16 GiB of untouched index memory, past this machine's overcommit limit",
 )
 def test_max_mode_gradient_refuses_a_bag_of_2_31_lookups():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from nan_bags import nan_bags
+from overcommit import overcommits
 from quantized_rows import q8_rows
 
 pytest.importorskip("triton", reason="Triton kernels need the triton package")
@@ -373,6 +374,41 @@ def test_embedding_bag_uint8_rows(mode, psw, D):
     # fp32 dequantization (values up to ~16) and accumulation of up to 70 rows
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
     assert (out[0] == 0).all() and (out[-1] == 0).all()  # empty bags
+
+
+@pytest.mark.skipif(
+    DEVICE == "cpu" and not overcommits(5 << 30),
+    reason="needs 4 GiB of untouched memory, past this machine's overcommit limit",
+)
+def test_embedding_bag_uint8_rows_with_a_column_stride_of_2_29():
+    # A row's scale and bias are read bytes stride_wd apart, and 4 * stride_wd (the step
+    # to the bias) wrapped int32 from a column stride of 2^29: a segfault, or zeros at
+    # 2^31 - 1. Only a few bytes of the 4 GiB buffer are written.
+    rows, values, _ = q8_rows(4, 1, _gen(29))
+    S = 2**29
+    buf = torch.empty(8 * S + 4, dtype=torch.uint8, device=DEVICE)
+    weight = buf.as_strided((4, 9), (1, S))
+    weight.copy_(rows)
+    indices, offsets = torch.tensor([0, 3, 1], device=DEVICE), torch.tensor([0, 1], device=DEVICE)
+    out = embedding_bag(weight, indices, offsets)
+    ref = torch.nn.functional.embedding_bag(indices, values.to(DEVICE), offsets, mode="sum")
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    DEVICE == "cpu" and not overcommits(9 << 30),
+    reason="needs 8 GiB of untouched index memory, past this machine's overcommit limit",
+)
+def test_embedding_bag_last_bag_runs_past_2_31_indices_with_int32_offsets():
+    # The last bag (no closing offset) ends at n_indices, which the load of the closing
+    # offset had taken as `other`, in the offsets' dtype: int32 cut it short to nothing.
+    n = 2**31 + 5
+    indices = torch.empty(n, dtype=torch.int32, device=DEVICE)  # untouched but the tail
+    indices[-6:] = torch.tensor([1, 2, 3, 1, 2, 3], dtype=torch.int32)
+    w = torch.arange(8, dtype=torch.float32, device=DEVICE).view(4, 2)
+    # One bag of the last 6 lookups: a bag of 2^31 would take the interpreter hours.
+    out = embedding_bag(w, indices, torch.tensor([n - 6], dtype=torch.int32, device=DEVICE))
+    assert out.tolist() == [[24.0, 30.0]]
 
 
 def test_embedding_bag_rejects_bad_input():
