@@ -238,6 +238,30 @@ def baseline(bar: Bar) -> str | None:
     return next((i for i in bar.impls if i != bar.measure.impl), None)
 
 
+def needed(bar: Bar) -> set[str]:
+    """The impls the bar's value is made of (a % bar's baseline is context only)."""
+    return {bar.measure.impl} if isinstance(bar.measure, Pct) else set(bar.impls)
+
+
+def left_out(bar: Bar, rows: list[dict]) -> list[str]:
+    """The cases the bar's value leaves out: a needed impl's row that did not run (skipped:
+    an unsupported shape, not enough memory), as "case (impl: reason)"."""
+    named = (
+        f"{r['case']} ({r['impl']}: {r.get('reason') or r['status']})"
+        for r in rows
+        if r["impl"] in needed(bar) and r["status"] != "ok"
+    )
+    return list(dict.fromkeys(named))  # once, however many runs left it out
+
+
+class BarFailed(Exception):
+    """A needed impl failed a case (its check, or an error): the bar has no value."""
+
+    def __init__(self, message: str, rows: list[dict]):
+        super().__init__(message)
+        self.rows = rows
+
+
 def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict], dict | None]:
     """The bar's value, its rows, and the roofs measured just before and just after the
     sweep: memory for ops that gather rows, the FMA peak for `flops_roof` bars (None for
@@ -267,10 +291,9 @@ def run_bar(bar: Bar, peaks, max_time: float) -> tuple[float | None, list[dict],
     before = remeasure()
     rows = sweep(cfg, cases, peaks, lambda rows: None)
     # A % bar's baseline is context: a failure of it leaves `beside` empty, not the bar.
-    needed = {bar.measure.impl} if isinstance(bar.measure, Pct) else set(bar.impls)
-    failed = [r for r in rows if r["status"] == "failed" and r["impl"] in needed]
+    failed = [r for r in rows if r["status"] == "failed" and r["impl"] in needed(bar)]
     if failed:
-        raise SystemExit(f"{bar.name}: {len(failed)} failed row(s): {failed[0]['reason']}")
+        raise BarFailed(f"{len(failed)} failed row(s): {failed[0]['reason']}", rows)
     if before is None:
         return bar.measure(rows), rows, None
     after = remeasure()
@@ -315,6 +338,7 @@ def higher_memory_roof(before: roofline.Peaks, after: roofline.Peaks) -> rooflin
 
 
 DRIFT = 0.15  # a roof that moves more than this across one sweep marks the run unstable
+NOISY = harness.HarnessConfig().noisy_rel_iqr  # the bars' sweeps use the harness default
 
 
 def drifted(roofs: dict) -> list[str]:
@@ -419,28 +443,36 @@ def main(argv=None) -> int:
     for bar in BARS:
         if wanted and bar.name not in wanted:
             continue
-        runs, bar_rows, roofs, at_roof, beside = [], [], [], [], []
-        base = baseline(bar)
+        runs, bar_rows, roofs, at_roof, beside, cases = [], [], [], [], [], []
+        base, failure = baseline(bar), None
         for _ in range(max(1, args.repeat)):
-            v, rows, r = run_bar(bar, peaks, args.max_time)
+            try:
+                v, rows, r = run_bar(bar, peaks, args.max_time)
+            except BarFailed as e:  # the other bars still run, and the JSON is written
+                failure = str(e)
+                bar_rows.extend(e.rows)
+                break
             runs.append(v)
             bar_rows.extend(rows)
             roofs += [r] if r else []
-            if isinstance(bar.measure, Ratio) and (c := bar.measure.at_roofline(rows)):
-                at_roof.append(c)
+            if isinstance(bar.measure, Ratio):
+                cases.append(len(bar.measure._cases(rows)))
+                if c := bar.measure.at_roofline(rows):
+                    at_roof.append(c)
             if base:
                 beside.append(bar.measure(rows, base))
         all_rows.extend(bar_rows)
-        measured = [v for v in runs if v is not None]
-        value = statistics.median(measured) if measured else None
+        # A run without a value (no case ran) leaves the bar without one: the median of
+        # the others would pass on less than was asked.
+        value = None if failure or not runs or None in runs else statistics.median(runs)
         ok = value is not None and value >= bar.target
         shown = "-" if value is None else f"{value:.2f}{bar.unit}"
         unstable = [
             f"run {i + 1}: {', '.join(d)}" for i, r in enumerate(roofs) if (d := drifted(r))
         ]
-        spread = ""
-        if len(measured) > 1:
-            spread = f"  runs {', '.join(f'{v:.2f}' for v in measured)}"
+        spread = f"  [{'/'.join(map(str, sorted(set(cases))))} cases]" if cases else ""
+        if len(runs) > 1:
+            spread += f"  runs {', '.join('-' if v is None else f'{v:.2f}' for v in runs)}"
         ceiling = statistics.median(at_roof) if at_roof else None
         if ceiling is not None:
             past = "; the bar is past it" if ceiling < bar.target else ""
@@ -450,22 +482,39 @@ def main(argv=None) -> int:
         if base:
             shown_base = "no ok row" if beside_value is None else f"{beside_value:.2f}{bar.unit}"
             spread += f"  [{base} beside it: {shown_base}]"
+        verdict = "FAIL" if failure else "PASS" if ok else "MISS"
         print(
-            f"{'PASS' if ok else 'MISS'}  {bar.name:24s} {shown:>9s}  (bar >= {bar.target:g}"
+            f"{verdict}  {bar.name:24s} {shown:>9s}  (bar >= {bar.target:g}"
             f"{bar.unit})  {bar.what}{spread}{roof_note(bar_rows, roofs)}",
             flush=True,
         )
+        if failure:
+            print(f"      failed: {failure}", flush=True)
+        if skipped := left_out(bar, [r for r in bar_rows if r["status"] != "failed"]):
+            print(
+                f"      {len(skipped)} case(s) left out of the value, their rows not run: "
+                f"{skipped[0]}{' ...' if len(skipped) > 1 else ''}",
+                flush=True,
+            )
         if unstable:
             print(
                 f"      unstable: a roof moved more than {DRIFT:.0%} across the sweep "
                 f"({'; '.join(unstable)}); rerun with --repeat",
                 flush=True,
             )
-        short = sum((r.get("harness") or {}).get("stop_reason") == harness.SHORT for r in bar_rows)
+        timed = [r.get("harness") or {} for r in bar_rows]
+        short = sum(h.get("stop_reason") == harness.SHORT for h in timed)
+        noisy = sum(bool(h.get("noisy")) for h in timed) - short
         if short:
             print(
                 f"      {short} row(s) ran out of time below the minimum sample count (the "
                 "machine was slow): rerun with a larger --max-time",
+                flush=True,
+            )
+        if noisy:
+            print(
+                f"      {noisy} other row(s) noisy (IQR above {NOISY:.0%} of the median): "
+                "their times are less certain",
                 flush=True,
             )
         results.append(
@@ -486,6 +535,10 @@ def main(argv=None) -> int:
                 **({"flops_roofs" if bar.flops_roof else "memory_roofs": roofs} if roofs else {}),
                 "unstable": unstable,
                 "short_rows": short,
+                "noisy_rows": noisy,
+                **({"cases": cases} if cases else {}),
+                "left_out": skipped,
+                **({"failed": failure} if failure else {}),
             }
         )
     if args.json:

@@ -288,3 +288,83 @@ def test_rows_out_of_time_below_min_samples_are_counted_and_said(tmp_path, monke
     assert b["short_rows"] == len(doc["results"]) == 2
     assert all(r["harness"]["noisy"] for r in doc["results"])
     assert "2 row(s) ran out of time below the minimum sample count" in capsys.readouterr().out
+
+
+def _doctored_sweep(pb, monkeypatch, change):
+    """pb.sweep with `change(row)` applied to every row it returns."""
+    real = pb.sweep
+
+    def sweep(*a, **kw):
+        rows = real(*a, **kw)
+        for r in rows:
+            change(r)
+        return rows
+
+    monkeypatch.setattr(pb, "sweep", sweep)
+
+
+def test_noisy_rows_are_counted_and_said(tmp_path, monkeypatch, capsys):
+    pb = load()
+
+    def noisy_ootb(r):
+        if r["impl"] == "ootb":
+            r["harness"] = {**r["harness"], "noisy": True, "stop_reason": "max_time"}
+
+    _doctored_sweep(pb, monkeypatch, noisy_ootb)
+    doc = run_tiny(pb, monkeypatch, tmp_path, "gemm-dlrm-fp32", "shape:M=64,N=48,K=32")
+    (b,) = doc["bars"]
+    assert b["noisy_rows"] == 1 and b["short_rows"] == 0 and b["cases"] == [1]
+    assert "1 other row(s) noisy (IQR above 10% of the median)" in capsys.readouterr().out
+
+
+def test_a_case_a_needed_impl_skipped_is_named_and_the_bar_has_no_value(
+    tmp_path, monkeypatch, capsys
+):
+    # Skipped rows used to leave the geomean without a word: a bar over fewer cases than
+    # its set read like one over all of them.
+    pb = load()
+
+    def skip_native(r):
+        if r["impl"] == "native":
+            r.update(status="skipped", reason="not enough memory")
+
+    _doctored_sweep(pb, monkeypatch, skip_native)
+    doc = run_tiny(
+        pb, monkeypatch, tmp_path, "gemm-dlrm-fp32", "shape:M=64,N=48,K=32", "--repeat", "2"
+    )
+    (b,) = doc["bars"]
+    assert b["value"] is None and b["pass"] is False and b["cases"] == [0, 0]
+    assert b["left_out"] == ["M=64,N=48,K=32,NN (native: not enough memory)"]
+    out = capsys.readouterr().out
+    assert "MISS  gemm-dlrm-fp32" in out and "[0 cases]" in out and "runs -, -" in out
+    assert "1 case(s) left out of the value, their rows not run: M=64,N=48,K=32,NN" in out
+
+
+def test_a_failed_bar_says_so_and_the_other_bars_still_run(tmp_path, monkeypatch, capsys):
+    # A failed row used to end the whole script before the JSON was written, losing the
+    # bars measured before it.
+    pb = load()
+
+    def fail_fp32_native(r):
+        if r["impl"] == "native" and r["dtype"] == "float32":
+            r.update(status="failed", reason="check: max error 1.0")
+
+    _doctored_sweep(pb, monkeypatch, fail_fp32_native)
+    bars = {b.name: b for b in pb.BARS}
+    tiny = "shape:M=16,N=16,K=16"
+    monkeypatch.setattr(
+        pb,
+        "BARS",
+        [
+            pb.Bar(**{**bars["gemm-dlrm-fp32"].__dict__, "cases": tiny}),
+            pb.Bar(**{**bars["gemm-dlrm-bf16"].__dict__, "cases": tiny}),
+        ],
+    )
+    out_file = tmp_path / "bars.json"
+    assert pb.main(["--max-time", "0.02", "--json", str(out_file)]) == 1
+    failed, bf16 = json.loads(out_file.read_text())["bars"]
+    assert failed["value"] is None and failed["pass"] is False
+    assert failed["failed"] == "1 failed row(s): check: max error 1.0"
+    assert bf16["value"] > 0 and bf16["runs"] == [bf16["value"]]
+    out = capsys.readouterr().out
+    assert "FAIL  gemm-dlrm-fp32" in out and "failed: 1 failed row(s)" in out
