@@ -5,7 +5,10 @@ Protocol for one (config, mode):
    batches; every timed step takes the next one, never the same batch twice in a row.
 2. Equivalence: each impl's output on batch 0 (inference, before any training) is compared
    with OOTB's; the max abs difference is recorded, and a row above MODEL_ATOL fails
-   without being timed. The optimized model is built from OOTB's weights.
+   without being timed. The optimized model is built from OOTB's weights. In training,
+   each model then takes one step on batch 0 and its loss and its output on batch 1 after
+   the step are compared with OOTB's the same way (so the backward and the update are
+   checked, not only the forward).
 3. Warm-up: `warmup` untimed steps of each impl.
 4. Timed: exactly `steps` rounds; in each, every impl runs one step, timed by itself (no
    blocking), so the samples are per-step latencies. The impls take turns within a round
@@ -122,13 +125,29 @@ def _footprint(cfg, impls: list[str], mode: str) -> int:
     dlrm.make_batches builds them: fp32 dense features and label; each lookup's int64
     index in its table's list and in the concatenation, with two fp32 weights when
     weighted; two int64 offsets per bag (per table, and packed)."""
-    copies = len(impls) + (1 if mode == "train" and "ootb" in impls else 0)
+    # OOTB is always built (the reference and the optimized model's source of weights).
+    copies = len(set(impls) | {"ootb"}) + (1 if mode == "train" and "ootb" in impls else 0)
     per_example = (
         4 * (cfg.dense_features + 1)
         + sum(cfg.pooling) * (16 + (8 if cfg.weighted else 0))
         + 16 * len(cfg.pooling)
     )
     return copies * cfg.table_bytes() + cfg.rotations * cfg.batch_size * per_example
+
+
+def _train_reference(ootb, batches) -> tuple:
+    """OOTB's loss for one training step on batch 0, and its output on batch 1 after it."""
+    loss = float(ootb.train_step(batches[0], ootb.make_optimizer()))
+    return loss, ootb.infer(batches[1 % len(batches)]).clone()
+
+
+def _train_diff(model, opt, batches, train_ref) -> float:
+    """The larger of |loss - OOTB's| and the max abs difference of the post-step output on
+    batch 1, for one training step of `model` on batch 0 (the step is one of its warm-up
+    steps in effect: the timed steps start from the weights it leaves)."""
+    loss = float(model.train_step(batches[0], opt))
+    after = model.infer(batches[1 % len(batches)])
+    return max(abs(loss - train_ref[0]), float((after - train_ref[1]).abs().max()))
 
 
 def _base_row(cfg, impl: str, mode: str, steps: int, warmup: int, emb_dtype: str) -> dict:
@@ -206,6 +225,14 @@ def run_mode(
         models[impl] = (
             ootb if impl == "ootb" else dlrm.DLRMOptimized.from_ootb(ootb, dense_impl=dense_impl)
         )
+    # Training: OOTB's loss on batch 0 and its output on batch 1 after that one step (the
+    # optimized models were built from its weights before it).
+    train_ref = train_err = None
+    if mode == "train":
+        try:
+            train_ref = _train_reference(ootb, batches)
+        except Exception as e:  # every row fails: there is nothing to check against
+            train_err = f"error in OOTB's training step: {type(e).__name__}: {e}"
     ootb = None  # from here each model lives in `models`, then only in its step closure
     steps_by_impl = {}
     for impl, row in zip(impls, rows, strict=True):
@@ -215,9 +242,15 @@ def run_mode(
             dense_impl=getattr(model, "dense_impl", "ootb"),
             fallback=getattr(model, "fallback", None),
         )
+        if train_err:
+            row.update(status="failed", reason=train_err)
+            continue
         try:
-            diff = float((model.infer(batches[0]) - ref).abs().max())
+            # OOTB already took its reference step: it is the reference, as it is here.
+            diff = 0.0 if impl == "ootb" else float((model.infer(batches[0]) - ref).abs().max())
             opt = model.make_optimizer() if mode == "train" else None
+            if train_ref is not None and impl != "ootb" and diff <= MODEL_ATOL:
+                diff = max(diff, _train_diff(model, opt, batches, train_ref))
         except Exception as e:  # an impl bug is recorded, and the others still run
             row.update(status="failed", reason=f"error: {type(e).__name__}: {e}")
             continue
@@ -227,9 +260,11 @@ def run_mode(
             "atol": MODEL_ATOL,
             "ok": diff <= MODEL_ATOL,
             "batch": 0,
+            **({"train_step": True} if train_ref is not None else {}),
         }
         if not row["check"]["ok"]:
-            row.update(status="failed", reason=f"output differs from OOTB by {diff:.3g}")
+            what = "output" if train_ref is None else "output, loss or post-step output"
+            row.update(status="failed", reason=f"{what} differs from OOTB by {diff:.3g}")
             continue
         cycle = itertools.cycle(batches)
         if mode == "train":

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch.nn.functional as F
 from pydeepbench.models import dlrm
 
 from pydeepbench import cli, proxy, report, workload
@@ -148,6 +149,38 @@ def test_train_rows_have_no_latency_target():
     (row,) = workload.run_mode(cfg, "train", ["optimized"], steps=2, warmup=1)
     assert row["status"] == "ok" and row["latency_met"] is None
     assert row["latency_target_s"] is None and row["speedup_vs_ootb"] is None
+    # checked against OOTB's training step although OOTB is not timed
+    assert row["check"]["train_step"] is True and row["check"]["max_abs_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("broken", ["no_update", "loss_off"])
+def test_training_is_checked_beyond_the_forward(monkeypatch, broken):
+    # Only the forward on batch 0 was compared: an optimized step that skipped its backward
+    # and update passed the check, and was timed and reported faster than OOTB.
+    real = dlrm.DLRMOptimized.train_step
+
+    def step(self, b, opt=None):
+        if broken == "no_update":
+            z = self.logits(b, self._embed(b))
+            return F.binary_cross_entropy_with_logits(z, b.labels).detach()
+        return real(self, b, opt) * 1.01
+
+    monkeypatch.setattr(dlrm.DLRMOptimized, "train_step", step)
+    cfg = dlrm.load_config(TINY)
+    rows = workload.run_mode(cfg, "train", ["ootb", "optimized"], steps=2, warmup=1)
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "failed" and rows[1]["check"]["ok"] is False
+    assert "loss or post-step output differs from OOTB" in rows[1]["reason"]
+    assert "time_s" not in rows[1] or rows[1]["time_s"] is None
+
+
+def test_memory_check_counts_the_ootb_model_an_optimized_run_builds():
+    # The optimized model is built from OOTB's, so both are alive at once even when only
+    # the optimized one is timed.
+    cfg = dlrm.load_config(TINY)
+    for mode in ("infer", "train"):
+        alone = workload._footprint(cfg, ["optimized"], mode)
+        assert alone == workload._footprint(cfg, ["ootb"], "infer") + cfg.table_bytes()
 
 
 def test_too_big_for_memory_is_skipped_with_the_reason(monkeypatch):
