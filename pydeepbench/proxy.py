@@ -138,6 +138,11 @@ def _entry(r: dict) -> dict | None:
             "Units": r["units"],
             "value": r["score"],
             "missed": None if r.get("latency_met") is None else not r["latency_met"],
+            # Not shown, but part of the line's identity: another version of the config,
+            # or another latency target, is another line.
+            "identity": json.dumps(
+                [r.get(k) for k in ("config_version", "latency_target_s", "latency_percentile")]
+            ),
         }
     if r.get("op") in MICRO_OPS:
         name, key, units, batch_key = MICRO_OPS[r["op"]]
@@ -160,7 +165,7 @@ def _entry(r: dict) -> dict | None:
             "value": r[key],
             # A --shape case's name leaves fields out (an embedding's rows, row_cap): its
             # whole shape is part of the line's identity. Named sets' cases are unique.
-            "shape": json.dumps(r.get("shape"), sort_keys=True) if r["set"] == "custom" else "",
+            "identity": json.dumps(r.get("shape"), sort_keys=True) if r["set"] == "custom" else "",
         }
     return None
 
@@ -216,8 +221,9 @@ def notes(rows: list[dict]) -> list[str]:
 
 
 def line_key(e: dict) -> tuple:
-    """What identifies a line across files: KEY's columns, and a custom case's shape."""
-    return (*(e[c] for c in KEY), e.get("shape", ""))
+    """What identifies a line across files: KEY's columns, and what the table does not show
+    (a custom case's shape; a model config's version and latency target)."""
+    return (*(e[c] for c in KEY), e.get("identity", ""))
 
 
 def compare(base: list[dict], other: list[dict]) -> tuple[list[dict], list[str]]:

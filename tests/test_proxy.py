@@ -23,7 +23,7 @@ def test_table_from_model_and_micro_files():
     es = proxy.entries(rows)
     by = {(e["Model"], e["Implementation"], e["Mode"]): e for e in es}
     # value: the score as a number; missed: the latency target missed (None: no target)
-    assert list(es[0]) == [*proxy.COLUMNS, "value", "missed"]
+    assert list(es[0]) == [*proxy.COLUMNS, "value", "missed", "identity"]
     # Model rows: score in ex/s, '*' only on the inference row that missed its target.
     assert by[("DLRM", "ootb", "train")]["Score"] == "400.0"
     assert by[("DLRM", "ootb", "infer")]["Score"] == "20000.0"
@@ -356,3 +356,19 @@ def test_a_side_holding_two_devices_names_them():
 def test_compare_refuses_a_side_that_mixes_machines(capsys):
     assert cli.main(["report", str(MODELS), "--against", str(MODELS), str(OTHER)]) == 2
     assert "different machines" in capsys.readouterr().out
+
+
+def test_against_does_not_match_another_version_or_latency_target_of_a_config():
+    # The table shows the config's name only: version 1 and 2 of it, or the same config
+    # under another latency target, were matched and given a B/A ratio.
+    base = {
+        "status": "ok", "kind": "model", "model": "dlrm", "impl": "ootb", "mode": "infer",
+        "config": "c", "config_version": 1, "tables_capped": 0, "row_cap": 10,
+        "batch_size": 8, "score": 100.0, "units": "ex/s", "latency_met": True,
+        "latency_target_s": 0.06, "latency_percentile": 99,
+    }  # fmt: skip
+    for change in ({"config_version": 2}, {"latency_target_s": 0.01}):
+        lines, notes = proxy.compare([base], [{**base, **change}])
+        assert lines == [] and any("only" in n for n in notes)
+    lines, _ = proxy.compare([base], [{**base, "score": 200.0}])
+    assert len(lines) == 1 and lines[0]["B/A"] == "2.00x"
