@@ -82,32 +82,49 @@ def run_case(
 
     inputs = spec.make_inputs(case.shape, dtype, cfg.device, case.seed)
     variants = spec.variants(inputs)
-    ref = spec.reference(**variants[0], **_extra(inputs, variants[0]))
+    checked_variants = len(variants) if spec.check_every_variant else 1
+    refs = {}  # variant -> reference, made when first needed and shared by the impls
+
+    def ref(i: int) -> torch.Tensor:
+        if i not in refs:
+            refs[i] = spec.reference(**variants[i], **_extra(inputs, variants[i]))
+        return refs[i]
+
+    ref(0)  # before any impl runs (a training impl updates its own copy of the state)
     tol = spec.tolerance(dtype)
     flops, nbytes = spec.flops(case.shape), spec.bytes(case.shape, dtype)
 
     def checked(impl, row) -> list[dict] | None:
-        """The impl's prepared inputs once its output passed the gate; else a failed row."""
+        """The impl's prepared inputs once its output passed the gate on every variant it
+        will be timed on; else a failed row."""
         row.update(flops=flops, bytes=nbytes)
+        worst = None
         try:
             own = impl.prepare(variants) if impl.prepare else variants
-            out = impl.fn(**own[0])
-            if cfg.device.startswith("cuda"):
-                torch.cuda.synchronize()
+            for i in range(checked_variants):
+                out = impl.fn(**own[i])
+                if cfg.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                chk = compare(spec.observe(out, inputs), ref(i), tol)
+                if worst is None or not chk.ok or chk.max_abs_err > worst.max_abs_err:
+                    worst = chk
+                if not chk.ok:
+                    break
         except Exception as e:  # an impl bug must not end the sweep; it is recorded
             rows.append(_skip(row, f"error: {type(e).__name__}: {e}", "failed"))
             return None
-        chk = compare(spec.observe(out, inputs), ref, tol)
         row["check"] = {
-            "ok": chk.ok,
-            "max_abs_err": chk.max_abs_err,
-            "max_rel_err": chk.max_rel_err,
-            "atol": chk.atol,
-            "rtol": chk.rtol,
-            "mismatched": chk.mismatched,
+            "ok": worst.ok,
+            "max_abs_err": worst.max_abs_err,
+            "max_rel_err": worst.max_rel_err,
+            "atol": worst.atol,
+            "rtol": worst.rtol,
+            "mismatched": worst.mismatched,
+            "variants": i + 1,
         }
-        if not chk.ok:
-            rows.append(_skip(row, f"wrong result: {chk.message}", "failed"))
+        if not worst.ok:
+            where = f" (input variant {i})" if checked_variants > 1 else ""
+            rows.append(_skip(row, f"wrong result{where}: {worst.message}", "failed"))
             return None
         return own
 
@@ -121,22 +138,61 @@ def run_case(
     together = together and system.memory_shortfall(need * len(runnable), have) is None
     if together:
         ready = [(i, r, own) for i, r in runnable if (own := checked(i, r)) is not None]
-        fns = [timed(impl, own) for impl, _, own in ready]
-        ms = harness.measure_interleaved(fns, cfg.harness, flush=flusher, device=cfg.device)
-        del fns
-        for (_, row, _), m in zip(ready, ms, strict=True):
-            rows.append(_timed_row(row, m, flops, nbytes, dtype, peaks, cfg, len(ms) > 1))
+        while ready:  # until a timing round ends without an impl raising
+            errors: dict[int, Exception] = {}
+            fns = [_guarded(timed(impl, own), errors, k) for k, (impl, _, own) in enumerate(ready)]
+            try:
+                ms = harness.measure_interleaved(fns, cfg.harness, flush=flusher, device=cfg.device)
+            except Exception:
+                if not errors:  # not an impl's: ours
+                    raise
+                for k in sorted(errors, reverse=True):
+                    _, row, _ = ready.pop(k)
+                    rows.append(_timed_failure(row, errors[k]))
+                continue
+            finally:
+                del fns
+            for (_, row, _), m in zip(ready, ms, strict=True):
+                rows.append(_timed_row(row, m, flops, nbytes, dtype, peaks, cfg, len(ms) > 1))
+            break
         del ready
     else:
         for impl, row in runnable:
             own = checked(impl, row)
             if own is None:
                 continue
-            m = harness.measure(timed(impl, own), cfg.harness, flush=flusher, device=cfg.device)
-            del own
+            errors = {}
+            fn = _guarded(timed(impl, own), errors, 0)
+            try:
+                m = harness.measure(fn, cfg.harness, flush=flusher, device=cfg.device)
+            except Exception:
+                if not errors:
+                    raise
+                rows.append(_timed_failure(row, errors[0]))
+                continue
+            finally:
+                del own, fn
             rows.append(_timed_row(row, m, flops, nbytes, dtype, peaks, cfg, False))
     _add_speedups(rows)
     return rows
+
+
+def _guarded(fn: Callable[[], object], errors: dict, key) -> Callable[[], object]:
+    """fn, recording its first exception under `key` before it propagates: which impl
+    raised while being timed (it passed the gate, on other calls or inputs)."""
+
+    def call():
+        try:
+            return fn()
+        except Exception as e:
+            errors.setdefault(key, e)
+            raise
+
+    return call
+
+
+def _timed_failure(row: dict, e: Exception) -> dict:
+    return _skip(row, f"error while timed: {type(e).__name__}: {e}", "failed")
 
 
 def _timed_row(row, m, flops, nbytes, dtype, peaks, cfg, interleaved: bool) -> dict:

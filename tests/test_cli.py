@@ -1,6 +1,7 @@
 """End to end through the CLI: JSON schema, CSV/Markdown, list, bad input."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -534,3 +535,81 @@ def test_a_sweeps_repeated_skip_reason_prints_once(capsys):
         text = _rendered(report.table([row], False, False, 170, said), 170)
         assert (f"{case} triton float32: skipped: {reason}" in text) == (case != "b")
     assert len(said) == 2
+
+
+def _with_native_embedding_replaced(fn):
+    """The registry with embedding_bags' native impl replaced by fn(real, **kwargs)."""
+    real = registry.get_impl("embedding_bags", "native")
+    return real, dataclasses.replace(real, fn=lambda **kw: fn(real.fn, **kw))
+
+
+EMB = ["embedding_bags", "--shape", "tables=1,rows=500,dim=8,batch=16,pooling=2"]
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_an_impl_wrong_on_a_later_input_variant_fails_the_gate(tmp_path, sequential):
+    # The gate checked the first index batch only, and timing cycles through all 8: an
+    # impl that repeated its first output passed and was timed "faster".
+    calls = []
+
+    def stale(real_fn, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            stale.first = real_fn(**kw)
+        return stale.first
+
+    real, fake = _with_native_embedding_replaced(stale)
+    registry._IMPLS["embedding_bags"]["native"] = fake
+    try:
+        j = tmp_path / "r.json"
+        extra = ["--sequential"] if sequential else []
+        assert run([*EMB, "--impl", "ootb,native", *FAST, *extra, "--json", str(j)]) == 1
+        rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
+        assert rows["native"]["status"] == "failed" and rows["native"]["time_s"] is None
+        assert "wrong result (input variant 1)" in rows["native"]["reason"]
+        assert rows["ootb"]["status"] == "ok" and rows["ootb"]["check"]["variants"] == 8
+    finally:
+        registry._IMPLS["embedding_bags"]["native"] = real
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_an_impl_that_raises_while_timed_fails_its_row_and_the_sweep_goes_on(tmp_path, sequential):
+    # It passed the gate, then raised on a later call: the exception ended the sweep
+    # (a traceback, and the other impls' rows and the later cases lost).
+    calls = []
+
+    def flaky(real_fn, **kw):
+        calls.append(1)
+        if len(calls) > 12:
+            raise RuntimeError("device lost")
+        return real_fn(**kw)
+
+    real, fake = _with_native_embedding_replaced(flaky)
+    registry._IMPLS["embedding_bags"]["native"] = fake
+    try:
+        j = tmp_path / "r.json"
+        extra = ["--sequential"] if sequential else []
+        assert run([*EMB, "--impl", "ootb,native", *FAST, *extra, "--json", str(j)]) == 1
+        doc = json.loads(j.read_text())
+        rows = {r["impl"]: r for r in doc["results"]}
+        assert rows["native"]["status"] == "failed"
+        assert rows["native"]["reason"] == "error while timed: RuntimeError: device lost"
+        assert rows["ootb"]["status"] == "ok" and rows["ootb"]["time_s"]["n"] >= 3
+    finally:
+        registry._IMPLS["embedding_bags"]["native"] = real
+
+
+def test_an_impl_returning_no_tensor_fails_its_row(tmp_path):
+    # The gate's comparison sat outside the error handling: an AttributeError ended the sweep.
+    registry.register_impl("gemm", "none", devices=("cpu",), dtypes=(torch.float32,))(
+        lambda a, b: None
+    )
+    try:
+        j = tmp_path / "r.json"
+        args = ["gemm", "--shape", "M=8,N=8,K=8", "--impl", "ootb,none", *FAST]
+        assert run([*args, "--json", str(j), "--no-roofline"]) == 1
+        rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
+        assert rows["none"]["status"] == "failed" and "error: " in rows["none"]["reason"]
+        assert rows["ootb"]["status"] == "ok"
+    finally:
+        registry._IMPLS["gemm"].pop("none")
