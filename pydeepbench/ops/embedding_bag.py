@@ -209,9 +209,11 @@ class EmbeddingBags(OpSpec):
 
     def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
         n, D, B, T = self.lookups(s), s["dim"], s["batch"], s["tables"]
-        weights = sum(capped_rows(s)) * _row_bytes(D, dtype)
-        if dtype != torch.float32:  # make_inputs draws fp32 tables and converts them
-            weights += sum(capped_rows(s)) * D * 4
+        tables = sum(capped_rows(s)) * _row_bytes(D, dtype)
+        # Beside the tables, the larger of: the fp32 tables make_inputs draws and converts
+        # (other dtypes), and the native impls' own copy of the tables (`_own_tables`).
+        drawn = sum(capped_rows(s)) * D * 4 if dtype != torch.float32 else 0
+        weights = tables + max(drawn, tables)
         per_batch = n * (8 + 8 + 4) + (T * B + 1) * 8
         gathered = n * D * 8  # float64 rows gathered by the reference
         return weights + ROTATIONS * 2 * per_batch + gathered + 8 * B * T * D * 8
