@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from pydeepbench import registry, shapes
@@ -61,6 +63,39 @@ def test_unknown_set_and_bad_files(tmp_path):
         shapes.load(str(f))
     f.write_text(head + "cases=[{M=1, N=2, K=3}, {M=1, N=2, K=3, b_t=false}]\n")
     with pytest.raises(ValueError, match="case names repeat: M=1"):  # one key in reports
+        shapes.load(str(f))
+
+
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        # tracebacks (TypeError) or messages naming neither the file nor the field
+        ("cases = 5\n", "cases must be a list of tables"),
+        ("cases = [1, 2]\n", "cases must be a list of tables"),
+        ("cases = [{name = 5, M = 1, N = 1, K = 1}]\n", "case 0: name must be a string, got 5"),
+        ('seed = "abc"\ncases = [{M = 1, N = 1, K = 1}]\n', "seed must be an integer"),
+        ("seed = 1.5\ncases = [{M = 1, N = 1, K = 1}]\n", "seed must be an integer, got 1.5"),
+        ("seed = true\ncases = [{M = 1, N = 1, K = 1}]\n", "seed must be an integer, got True"),
+    ],
+)
+def test_malformed_files_name_the_file_and_the_field(tmp_path, body, said):
+    f = tmp_path / "bad.toml"
+    f.write_text(
+        'schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion=1\nsource="t"\n' + body
+    )
+    with pytest.raises(ValueError, match=f"{f.name}: .*{re.escape(said)}"):
+        shapes.load(str(f))
+
+
+def test_a_version_that_is_not_an_integer_and_bad_utf8_are_named(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text(
+        'schema = "pydeepbench.shapes/1"\nname="x"\nop="gemm"\nversion="v1"\nsource="t"\ncases=[]\n'
+    )
+    with pytest.raises(ValueError, match="bad.toml: version must be an integer, got 'v1'"):
+        shapes.load(str(f))
+    f.write_bytes(b'schema = "\xff"\n')
+    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
         shapes.load(str(f))
 
 

@@ -73,16 +73,29 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from e
     for key in ("schema", "name", "op", "version", "source", "cases"):
         if key not in data:
             raise ValueError(f"{path}: missing field {key!r}")
     if data["schema"] != SCHEMA:
         raise ValueError(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
+    for key, kind, what in (
+        ("name", str, "a string"),
+        ("op", str, "a string"),
+        ("source", str, "a string"),
+        ("version", int, "an integer"),
+    ):
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise ValueError(f"{path}: {key} must be {what}, got {data[key]!r}")
+    seed = data.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"{path}: seed must be an integer, got {seed!r}")
+    if not isinstance(data["cases"], list) or not all(isinstance(c, dict) for c in data["cases"]):
+        raise ValueError(f"{path}: cases must be a list of tables ({{ M = 1, ... }})")
     if op is not None and data["op"] != _set_op(op):
         raise ValueError(f"shape set {data['name']!r} is for op {data['op']!r}, not {op!r}")
-    base_seed = int(data.get("seed", 0))
+    base_seed = seed
     from pydeepbench import registry
 
     spec = registry.get_op(op or data["op"])
@@ -90,6 +103,8 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     for i, raw in enumerate(data["cases"]):
         raw = dict(raw)
         label = raw.pop("name", None)
+        if label is not None and not isinstance(label, str):
+            raise ValueError(f"{path}: case {i}: name must be a string, got {label!r}")
         try:
             shape = spec.validate_shape(raw)
         except ValueError as e:
@@ -101,9 +116,7 @@ def load(name_or_path: str, op: str | None = None) -> ShapeSet:
     if len(set(names)) < len(names):  # a case's name is its identity in reports
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ValueError(f"{path}: case names repeat: {', '.join(dup)} (give each a name)")
-    return ShapeSet(
-        data["name"], data["op"], int(data["version"]), data["source"], cases, str(path)
-    )
+    return ShapeSet(data["name"], data["op"], data["version"], data["source"], cases, str(path))
 
 
 def _scalar(v: str) -> int | float | str:
