@@ -81,18 +81,26 @@ def host_copy(t: torch.Tensor) -> torch.Tensor:
 ISA_CAPS = ("generic", "avx2", "avx512", "avx512_bf16", "amx")
 
 
-@functools.cache
-def _load(name: str) -> tuple[ModuleType | None, str | None]:
+def setting_problem() -> str | None:
+    """What is wrong with the environment's settings for the CPU kernels, or None. The CLI
+    refuses to run with one (every native row would be skipped for it, and the run pass)."""
     cap = os.environ.get("PYDEEPBENCH_ISA")
-    if name == "_C" and cap is not None and cap not in ISA_CAPS:
-        return None, f"PYDEEPBENCH_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}"
+    if cap is not None and cap not in ISA_CAPS:
+        return f"PYDEEPBENCH_ISA={cap!r} is not one of {', '.join(ISA_CAPS)}"
     # Read once by the host pool (csrc/cpu/host_pool.cpp) with strtoull, in MiB shifted to
     # bytes: "abc" read as 0, "-5" wrapped to a huge limit, and so would 2^44 MiB or more.
     pool = os.environ.get("PYDEEPBENCH_HOST_POOL_MB")
-    if name == "_C" and pool is not None:
+    if pool is not None:
         mb = pool.strip()
         if not (mb.isascii() and mb.isdigit() and int(mb) < 2**40):
-            return None, f"PYDEEPBENCH_HOST_POOL_MB={pool!r} is not a number of MiB (>= 0)"
+            return f"PYDEEPBENCH_HOST_POOL_MB={pool!r} is not a number of MiB (>= 0)"
+    return None
+
+
+@functools.cache
+def _load(name: str) -> tuple[ModuleType | None, str | None]:
+    if name == "_C" and (why := setting_problem()):
+        return None, why
     try:
         return importlib.import_module(f"pydeepbench.{name}"), None
     except ImportError as e:  # not built (e.g. PYDEEPBENCH_CUDA=OFF) or broken install

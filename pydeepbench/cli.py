@@ -8,7 +8,7 @@ import datetime as dt
 import torch
 from rich.markup import escape
 
-from pydeepbench import harness, registry, report, roofline, shapes, system
+from pydeepbench import _native, harness, registry, report, roofline, shapes, system
 from pydeepbench.ops._spec import dtype_name, parse_dtype
 from pydeepbench.runner import SweepConfig, sweep
 
@@ -325,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     con = report.console()
     try:
+        # A typo would skip every native row of a run, and the run would pass.
+        if args.command not in ("list", "report", "plot") and (why := _native.setting_problem()):
+            raise ValueError(why)
         if args.command == "list":
             return cmd_list(con)
         if args.command == "roofline":

@@ -613,3 +613,13 @@ def test_an_impl_returning_no_tensor_fails_its_row(tmp_path):
         assert rows["ootb"]["status"] == "ok"
     finally:
         registry._IMPLS["gemm"].pop("none")
+
+
+@pytest.mark.parametrize(
+    "var, value", [("PYDEEPBENCH_ISA", "avx3"), ("PYDEEPBENCH_HOST_POOL_MB", "lots")]
+)
+def test_a_bad_setting_is_refused_not_skipped(monkeypatch, capsys, var, value):
+    # Every native row was skipped for it and the run exited 0.
+    monkeypatch.setenv(var, value)
+    assert run(["gemm", "--shape", "M=8,N=8,K=8", *FAST]) == 2
+    assert f"error: {var}={value!r} is not" in capsys.readouterr().out
