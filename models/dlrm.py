@@ -422,6 +422,13 @@ class DLRMOOTB(nn.Module):
         with torch.no_grad():
             return self(b.dense, b.lS_o, b.lS_i, b.lS_w)
 
+    def features(self, b: Batch) -> torch.Tensor:
+        """The top MLP's input (the interaction's output), which the equivalence check
+        compares too: a deep top MLP can map every input to nearly one output."""
+        with torch.no_grad():
+            x = self.bot_l(b.dense)
+            return self.interact_features(x, self.apply_emb(b.lS_o, b.lS_i, b.lS_w))
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         _refuse_quantized_training(self.emb_q is not None)
         return torch.optim.SGD(self.parameters(), lr=self.cfg.lr)
@@ -633,6 +640,11 @@ class DLRMOptimized:
     def infer(self, b: Batch) -> torch.Tensor:
         with torch.no_grad():
             return torch.sigmoid(self.logits(b, self._embed(b)))
+
+    def features(self, b: Batch) -> torch.Tensor:
+        """The top MLP's input, laid out as DLRMOOTB.features."""
+        with torch.no_grad():
+            return self._interact(self._mlp(b.dense, self.bottom, last_plain=False), self._embed(b))
 
     def train_step(self, b: Batch, optimizer=None) -> torch.Tensor:
         pooled = self._embed(b).requires_grad_(True)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.nn.functional as F
 from pydeepbench.models import dlrm
 
@@ -269,3 +270,22 @@ def test_memory_check_counts_the_batches_as_built(weighted):
     built = sum(t.nbytes for t in tensors)
     counted = workload._footprint(cfg, ["ootb"], "infer") - cfg.table_bytes()
     assert abs(counted - built) <= 8 * cfg.rotations  # the packed offsets' last entry
+
+
+def test_the_check_sees_errors_a_deep_top_mlp_hides(monkeypatch):
+    # A.1dev-embed4's 36-layer top MLP maps every input to one output (std ~4e-8 at batch
+    # 64): zeroed embedding tables moved the output by 1e-7 and passed. The check also
+    # compares the top MLP's input.
+    cfg = dlrm.load_config("A.1dev-embed4-fp32").with_overrides(row_cap=50, batch_size=16)
+    real = dlrm.DLRMOptimized.from_ootb
+
+    def zeroed_tables(*a, **kw):
+        m = real(*a, **kw)
+        with torch.no_grad():
+            m.weight.zero_()
+        return m
+
+    monkeypatch.setattr(dlrm.DLRMOptimized, "from_ootb", zeroed_tables)
+    rows = workload.run_mode(cfg, "infer", ["ootb", "optimized"], steps=1, warmup=1)
+    assert rows[0]["status"] == "ok" and rows[1]["status"] == "failed"
+    assert rows[1]["check"]["max_abs_diff"] > 1e-2
