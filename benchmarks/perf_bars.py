@@ -51,7 +51,7 @@ class Ratio:
     num: str
     den: str
 
-    def _cases(self, rows: list[dict]) -> list[dict]:
+    def cases(self, rows: list[dict]) -> list[dict]:
         by: dict = {}
         for r in rows:
             if r["status"] == "ok":
@@ -62,7 +62,7 @@ class Ratio:
         return report.geomean(
             [
                 c[self.den]["time_s"]["median"] / c[self.num]["time_s"]["median"]
-                for c in self._cases(rows)
+                for c in self.cases(rows)
             ]
         )
 
@@ -75,7 +75,7 @@ class Ratio:
         bar asks more than reaching the machine's measured roofs would give. None unless
         every case has both peaks."""
         xs = []
-        for c in self._cases(rows):
+        for c in self.cases(rows):
             r = c[self.num]
             if not (r.get("peak_flops") and r.get("peak_bw")):
                 return None
@@ -456,7 +456,7 @@ def main(argv=None) -> int:
             bar_rows.extend(rows)
             roofs += [r] if r else []
             if isinstance(bar.measure, Ratio):
-                cases.append(len(bar.measure._cases(rows)))
+                cases.append(len(bar.measure.cases(rows)))
                 if c := bar.measure.at_roofline(rows):
                     at_roof.append(c)
             if base:

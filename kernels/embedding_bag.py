@@ -115,6 +115,9 @@ def _embedding_bag_kernel(
     else:
         acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
 
+    if Q8:  # byte steps in int64: 4 * stride_wd wraps int32 from a column stride of 2^29
+        step = tl.cast(stride_wd, tl.int64)
+
     # -- gather BLOCK_I rows at a time and reduce them over the bag axis -------
     for i0 in range(start, end, BLOCK_I):
         # int64 lanes: the interpreter runs i0 as int32 whenever its value fits.
@@ -127,8 +130,6 @@ def _embedding_bag_kernel(
         # has no bf16 arithmetic).
         rows = tl.load(w_ptrs, mask=mask, other=0.0).to(tl.float32)
         if Q8:
-            # Byte steps in int64: 4 * stride_wd wraps int32 from a column stride of 2^29.
-            step = tl.cast(stride_wd, tl.int64)
             row_ptrs = weight_ptr + idx * stride_wr + q8_param_off
             scale = _f32_from_bytes(row_ptrs, step, mask_i)
             bias = _f32_from_bytes(row_ptrs + 4 * step, step, mask_i)

@@ -255,7 +255,7 @@ def run_mode(
             row.update(status="failed", reason=train_err)
             continue
         try:
-            # OOTB already took its reference step: it is the reference, as it is here.
+            # OOTB is the reference (in training it has taken its reference step already).
             diff = 0.0
             if impl != "ootb":
                 diff = max(
@@ -277,7 +277,7 @@ def run_mode(
             **({"train_step": True} if train_ref is not None else {}),
         }
         if not row["check"]["ok"]:
-            what = "output" if train_ref is None else "output, loss or post-step output"
+            what = "output or top-MLP input" + (", loss or post-step output" if train_ref else "")
             row.update(status="failed", reason=f"{what} differs from OOTB by {diff:.3g}")
             continue
         cycle = itertools.cycle(batches)

@@ -537,39 +537,40 @@ def test_a_sweeps_repeated_skip_reason_prints_once(capsys):
     assert len(said) == 2
 
 
-def _with_native_embedding_replaced(fn):
-    """The registry with embedding_bags' native impl replaced by fn(real, **kwargs)."""
-    real = registry.get_impl("embedding_bags", "native")
-    return real, dataclasses.replace(real, fn=lambda **kw: fn(real.fn, **kw))
-
-
 EMB = ["embedding_bags", "--shape", "tables=1,rows=500,dim=8,batch=16,pooling=2"]
+
+
+def _emb_sweep_with_native(tmp_path, fn, sequential):
+    """An ootb,native embedding sweep with native's function replaced by fn(real_fn, **kw):
+    the exit status and the rows by impl."""
+    real = registry.get_impl("embedding_bags", "native")
+    fake = dataclasses.replace(real, fn=lambda **kw: fn(real.fn, **kw))
+    registry._IMPLS["embedding_bags"]["native"] = fake
+    try:
+        j = tmp_path / "r.json"
+        extra = ["--sequential"] if sequential else []
+        rc = run([*EMB, "--impl", "ootb,native", *FAST, *extra, "--json", str(j)])
+        return rc, {r["impl"]: r for r in json.loads(j.read_text())["results"]}
+    finally:
+        registry._IMPLS["embedding_bags"]["native"] = real
 
 
 @pytest.mark.parametrize("sequential", [False, True])
 def test_an_impl_wrong_on_a_later_input_variant_fails_the_gate(tmp_path, sequential):
     # The gate checked the first index batch only, and timing cycles through all 8: an
     # impl that repeated its first output passed and was timed "faster".
-    calls = []
+    first = []
 
     def stale(real_fn, **kw):
-        calls.append(1)
-        if len(calls) == 1:
-            stale.first = real_fn(**kw)
-        return stale.first
+        if not first:
+            first.append(real_fn(**kw))
+        return first[0]
 
-    real, fake = _with_native_embedding_replaced(stale)
-    registry._IMPLS["embedding_bags"]["native"] = fake
-    try:
-        j = tmp_path / "r.json"
-        extra = ["--sequential"] if sequential else []
-        assert run([*EMB, "--impl", "ootb,native", *FAST, *extra, "--json", str(j)]) == 1
-        rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
-        assert rows["native"]["status"] == "failed" and rows["native"]["time_s"] is None
-        assert "wrong result (input variant 1)" in rows["native"]["reason"]
-        assert rows["ootb"]["status"] == "ok" and rows["ootb"]["check"]["variants"] == 8
-    finally:
-        registry._IMPLS["embedding_bags"]["native"] = real
+    rc, rows = _emb_sweep_with_native(tmp_path, stale, sequential)
+    assert rc == 1
+    assert rows["native"]["status"] == "failed" and rows["native"]["time_s"] is None
+    assert "wrong result (input variant 1)" in rows["native"]["reason"]
+    assert rows["ootb"]["status"] == "ok" and rows["ootb"]["check"]["variants"] == 8
 
 
 @pytest.mark.parametrize("sequential", [False, True])
@@ -580,23 +581,15 @@ def test_an_impl_that_raises_while_timed_fails_its_row_and_the_sweep_goes_on(tmp
 
     def flaky(real_fn, **kw):
         calls.append(1)
-        if len(calls) > 12:
+        if len(calls) > 12:  # past the gate's 8 calls, in warm-up
             raise RuntimeError("device lost")
         return real_fn(**kw)
 
-    real, fake = _with_native_embedding_replaced(flaky)
-    registry._IMPLS["embedding_bags"]["native"] = fake
-    try:
-        j = tmp_path / "r.json"
-        extra = ["--sequential"] if sequential else []
-        assert run([*EMB, "--impl", "ootb,native", *FAST, *extra, "--json", str(j)]) == 1
-        doc = json.loads(j.read_text())
-        rows = {r["impl"]: r for r in doc["results"]}
-        assert rows["native"]["status"] == "failed"
-        assert rows["native"]["reason"] == "error while timed: RuntimeError: device lost"
-        assert rows["ootb"]["status"] == "ok" and rows["ootb"]["time_s"]["n"] >= 3
-    finally:
-        registry._IMPLS["embedding_bags"]["native"] = real
+    rc, rows = _emb_sweep_with_native(tmp_path, flaky, sequential)
+    assert rc == 1
+    assert rows["native"]["status"] == "failed"
+    assert rows["native"]["reason"] == "error while timed: RuntimeError: device lost"
+    assert rows["ootb"]["status"] == "ok" and rows["ootb"]["time_s"]["n"] >= 3
 
 
 def test_an_impl_returning_no_tensor_fails_its_row(tmp_path):
