@@ -76,7 +76,7 @@ def run_case(
 
     need = spec.footprint_bytes(case.shape, dtype)
     _native.release_pool_cache()
-    have = system.available_memory_bytes()  # before this case's inputs take their share
+    have = system.available_memory_bytes(cfg.device)  # before this case's inputs take their share
     if reason := system.memory_shortfall(need, have):
         return rows + [_skip(row, reason) for _, row in runnable]
 

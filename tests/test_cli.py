@@ -495,7 +495,7 @@ def test_side_by_side_falls_back_when_all_inputs_do_not_fit(tmp_path, monkeypatc
     )
     # room for one impl's inputs, not for two at once
     have = 1.5 * need / runner.system.MEMORY_FRACTION
-    monkeypatch.setattr(runner.system, "available_memory_bytes", lambda: have)
+    monkeypatch.setattr(runner.system, "available_memory_bytes", lambda device: have)
     h = _harness_info(tmp_path)
     assert not h["ootb"]["interleaved"] and not h["native"]["interleaved"]
 

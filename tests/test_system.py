@@ -48,6 +48,21 @@ def test_gpu_telemetry_reports_why_when_unavailable():
     assert t["available"] or t["reason"]
 
 
+def test_cuda_cases_must_fit_in_device_memory_too(monkeypatch):
+    """A case on a GPU is gated by the smaller of host and device memory; on the device,
+    torch's cached but unused blocks count as free."""
+    gib = 2**30
+    monkeypatch.setattr(system, "_host_available_bytes", lambda: 100 * gib)
+    monkeypatch.setattr(system.torch.cuda, "mem_get_info", lambda dev: (3 * gib, 80 * gib))
+    monkeypatch.setattr(system.torch.cuda, "memory_reserved", lambda dev: 5 * gib)
+    monkeypatch.setattr(system.torch.cuda, "memory_allocated", lambda dev: 4 * gib)
+    assert system.available_memory_bytes("cpu") == 100 * gib
+    assert system.available_memory_bytes("cuda") == 4 * gib
+    assert system.available_memory_bytes("cuda:1") == 4 * gib
+    monkeypatch.setattr(system.torch.cuda, "mem_get_info", lambda dev: (300 * gib, 320 * gib))
+    assert system.available_memory_bytes("cuda") == 100 * gib  # then the host is the limit
+
+
 def test_unknown_isa_cap_is_refused_by_name():
     """A misspelled PYDEEPBENCH_ISA must not silently run the kernels uncapped."""
     code = "from pydeepbench import _native; _native.cpu()"
