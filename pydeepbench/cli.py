@@ -59,7 +59,8 @@ def _add_op_parser(sub, op: str) -> None:
         "--min-time",
         type=float,
         default=None,
-        help="seconds of samples at least, per impl (default 0.25, or --max-time if less)",
+        help="seconds of sampling at least, per impl, before it may stop as converged "
+        "(default 0.25, or half of --max-time if less)",
     )
     p.add_argument("--min-samples", type=int, default=10, help="samples at least, per impl")
     p.add_argument(

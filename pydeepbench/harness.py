@@ -47,7 +47,11 @@ class HarnessConfig:
     mode: str = "hot"
     min_samples: int = 10
     max_samples: int = 100_000
-    min_time_s: float | None = None  # default: 0.25 s, or max_time_s if that is less
+    # Time spent sampling each closure (its cache flushes included) before it may stop as
+    # converged. Default: 0.25 s, or half of max_time_s if that is less (equal to it, a
+    # short run never converged: the budget's wall clock, overheads included, ran out
+    # first).
+    min_time_s: float | None = None
     max_time_s: float = 5.0
     target_rel_iqr: float = 0.02
     noisy_rel_iqr: float = 0.10
@@ -61,7 +65,7 @@ class HarnessConfig:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.min_time_s is None:
-            self.min_time_s = min(0.25, self.max_time_s)
+            self.min_time_s = min(0.25, self.max_time_s / 2)
         check_bounds(**{k: getattr(self, k) for k in BOUNDS})
         if self.max_samples < self.min_samples:
             raise ValueError(
@@ -274,6 +278,7 @@ class _Sampler:
     warmup_iters: int
     next_check: int
     samples: list[float] = field(default_factory=list)
+    spent: float = 0.0  # clock time of its samples and their cache flushes
     converged: bool = False
 
     def check(self, cfg: HarnessConfig) -> bool:
@@ -283,7 +288,9 @@ class _Sampler:
         if not self.converged and n >= self.next_check:
             self.next_check = n + max(1, n // 16)
             # target 0: never on noise (identical quartiles would meet <= 0)
-            if cfg.target_rel_iqr > 0 and sum(self.samples) * self.block >= cfg.min_time_s:
+            # `spent`, not the samples' sum: in cold mode a flush (~16 ms for 2x a 48 MiB
+            # L3) dwarfs a short call, whose samples could never add up to min_time_s.
+            if cfg.target_rel_iqr > 0 and self.spent >= cfg.min_time_s:
                 self.converged = Stats.of(self.samples).rel_iqr <= cfg.target_rel_iqr
         return self.converged
 
@@ -330,14 +337,17 @@ def measure_interleaved(
         if len(samplers[0].samples) >= cfg.max_samples:
             break
         for sp in samplers if rnd % 2 == 0 else reversed(samplers):
+            t0 = timer.clock()
             if flush is not None:
                 flush()
             sp.samples.append(timer.time(sp.fn, sp.block) / sp.block)
-        if timer.clock() - start >= cfg.max_time_s * len(samplers):
-            reason = SHORT if len(samplers[0].samples) < cfg.min_samples else "max_time"
-            break
+            sp.spent += timer.clock() - t0
+        # Convergence first: a round that both converges and uses up the budget converged.
         if all([sp.check(cfg) for sp in samplers]):  # a list: every sampler checks
             reason = "converged"
+            break
+        if timer.clock() - start >= cfg.max_time_s * len(samplers):
+            reason = SHORT if len(samplers[0].samples) < cfg.min_samples else "max_time"
             break
     return [
         Measurement.of(sp.samples, cfg, reason, sp.warmup_iters, sp.block, timer.name)

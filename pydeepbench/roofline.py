@@ -122,7 +122,7 @@ class Peaks:
 
 def _probe_config(max_time_s: float) -> harness.HarnessConfig:
     return harness.HarnessConfig(
-        min_samples=5, max_time_s=max_time_s, min_time_s=min(0.1, max_time_s), warmup_min_s=0.1
+        min_samples=5, max_time_s=max_time_s, min_time_s=min(0.1, max_time_s / 2), warmup_min_s=0.1
     )
 
 

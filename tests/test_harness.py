@@ -89,9 +89,38 @@ def test_max_time_below_min_samples_is_flagged_noisy():
     assert m.stop_reason == "max_time_below_min_samples"
     assert m.noisy
     assert m.row_fields()["harness"]["stop_reason"] == "max_time_below_min_samples"
-    # min_samples reached on the last round: a plain max_time stop, not noisy.
+    # min_samples reached on the last round, quiet: converged, not noisy.
     m = measure(lambda: None, cfg(min_samples=8), timer=FakeTimer(steady(0.125)))
-    assert (m.stats.n, m.stop_reason, m.noisy) == (8, "max_time", False)
+    assert (m.stats.n, m.stop_reason, m.noisy) == (8, "converged", False)
+    # ... noisy: a plain max_time stop.
+    m = measure(lambda: None, cfg(min_samples=8), timer=FakeTimer(iter([0.1, 0.15] * 50)))
+    assert (m.stats.n, m.stop_reason) == (8, "max_time")
+
+
+def test_a_short_max_time_can_still_converge():
+    # min_time defaulted to max_time: the budget's clock (>= the samples' sum) ran out
+    # before the summed samples reached it, so no short run ever stopped as converged.
+    c = HarnessConfig(  # not cfg(): it sets min_time, and the default is what is tested
+        max_time_s=0.1, warmup_min_s=0.0, min_block_s=0.0
+    )
+    assert c.min_time_s == pytest.approx(0.05)
+    m = measure(lambda: None, c, timer=FakeTimer(steady(1e-3)))
+    assert m.stop_reason == "converged"
+    assert 50 <= m.stats.n < 100
+
+
+def test_cold_mode_counts_its_flushes_toward_min_time():
+    # 10 us calls behind a 20 ms flush: 0.25 s of samples alone would take 25,000 calls
+    # (500 s of flushing), so cold rows of short calls never converged.
+    timer = FakeTimer(steady(10e-6))
+
+    def flush():
+        timer.now += 20e-3
+
+    c = cfg(mode="cold", min_time_s=0.25, max_time_s=2.0)
+    m = measure(lambda: None, c, timer=timer, flush=flush)
+    assert m.stop_reason == "converged"
+    assert 12 <= m.stats.n <= 14  # 0.25 s of 20 ms flushes
 
 
 def test_max_samples_stops():
