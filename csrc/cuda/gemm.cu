@@ -12,8 +12,8 @@
 //   dimension copy only the valid bytes and zero-fill the rest; chunks outside the
 //   matrix are zero-filled without reading. When an operand's base pointer is not
 //   16-byte aligned, or its leading stride is not a multiple of 16 bytes (e.g. a
-//   contiguous K that is not a multiple of 8 for 16-bit types), every tile is loaded
-//   element by element with bounds checks instead (slow, always correct).
+//   contiguous K that is not a multiple of 8 for 16-bit types), that operand's tiles
+//   are loaded element by element with bounds checks instead (slow, always correct).
 //
 // SIMT path (fp32 without TF32): CTA tile 128x128x8, 256 threads with 8x8 outputs each,
 //   register-staged double-buffered shared memory, bounds-checked loads.
@@ -49,7 +49,10 @@ struct Params {
   void* C; int64_t ldc;
   const float* bias;
   bool relu;
-  bool aligned;   // tensor-core path: both operands allow 16-byte cp.async chunks
+  // Tensor-core path, per operand: 16-byte cp.async chunks allowed. One flag for both
+  // sent an aligned operand down the element-by-element path beside a misaligned one
+  // (DeepBench's NN bf16 5124x700x2048: B's 1400-byte rows slowed A's loads too).
+  bool a_aligned, b_aligned;
   bool pair_ok;   // C allows 2-element stores (TC) / 4-element stores (SIMT)
 };
 
@@ -228,10 +231,10 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_tc_kernel(const Params p) {
     T* sa = smem + (2 * stage) * kStageElems;
     T* sb = smem + (2 * stage + 1) * kStageElems;
     const int k0 = kt * kBK;
-    if constexpr (kAKMajor) load_tile<kind, true>(sa, A, p.lda, m0, p.M, k0, p.K, p.aligned, tid);
-    else load_tile<kind, false>(sa, A, p.lda, k0, p.K, m0, p.M, p.aligned, tid);
-    if constexpr (kBKMajor) load_tile<kind, true>(sb, B, p.ldb, n0, p.N, k0, p.K, p.aligned, tid);
-    else load_tile<kind, false>(sb, B, p.ldb, k0, p.K, n0, p.N, p.aligned, tid);
+    if constexpr (kAKMajor) load_tile<kind, true>(sa, A, p.lda, m0, p.M, k0, p.K, p.a_aligned, tid);
+    else load_tile<kind, false>(sa, A, p.lda, k0, p.K, m0, p.M, p.a_aligned, tid);
+    if constexpr (kBKMajor) load_tile<kind, true>(sb, B, p.ldb, n0, p.N, k0, p.K, p.b_aligned, tid);
+    else load_tile<kind, false>(sb, B, p.ldb, k0, p.K, n0, p.N, p.b_aligned, tid);
   };
 
   float acc[kMTiles][kNTiles][4];
@@ -575,8 +578,8 @@ void gemm(const GemmArgs& g, DType dtype, bool allow_tf32, void* stream_ptr) {
   const int64_t vec = 16 / esize;
   // The outer (non-unit-stride) dimension's size: its stride only matters when > 1.
   const int64_t a_outer = a_kmajor ? g.M : g.K, b_outer = b_kmajor ? g.N : g.K;
-  p.aligned = aligned16(g.A) && aligned16(g.B) && (a_outer <= 1 || p.lda % vec == 0) &&
-              (b_outer <= 1 || p.ldb % vec == 0);
+  p.a_aligned = aligned16(g.A) && (a_outer <= 1 || p.lda % vec == 0);
+  p.b_aligned = aligned16(g.B) && (b_outer <= 1 || p.ldb % vec == 0);
 
   const auto stream = static_cast<cudaStream_t>(stream_ptr);
   const int dev = current_device();
@@ -593,7 +596,7 @@ void gemm(const GemmArgs& g, DType dtype, bool allow_tf32, void* stream_ptr) {
   }
   // M's tiles go on gridDim.y (at most 65535): taller problems run as slices of rows, one
   // launch each. A slice starts 2^22 rows on, a multiple of 16 bytes into A (its row
-  // stride is a multiple of 16 bytes when `aligned`, or A is contiguous along M) and of
+  // stride is a multiple of 16 bytes when `a_aligned`, or A is contiguous along M) and of
   // the store width into C (ldc is even / a multiple of 4 when `pair_ok`).
   constexpr int64_t kSliceRows = int64_t{1} << 22;
   static_assert(kSliceRows / kBM <= 65535, "a slice's row tiles must fit gridDim.y");
