@@ -163,9 +163,10 @@ def _entry(r: dict) -> dict | None:
             "Score": f"{r[key]:.3g}",
             "Units": units,
             "value": r[key],
-            # A --shape case's name leaves fields out (an embedding's rows, row_cap): its
-            # whole shape is part of the line's identity. Named sets' cases are unique.
-            "identity": json.dumps(r.get("shape"), sort_keys=True) if r["set"] == "custom" else "",
+            # A case's name may leave fields out (a --shape case's embedding rows and
+            # row_cap), and a named set's case may change with the set's file (an edited
+            # or newer version): the whole shape is part of the line's identity.
+            "identity": json.dumps(r.get("shape"), sort_keys=True),
         }
     return None
 
@@ -222,7 +223,7 @@ def notes(rows: list[dict]) -> list[str]:
 
 def line_key(e: dict) -> tuple:
     """What identifies a line across files: KEY's columns, and what the table does not show
-    (a custom case's shape; a model config's version and latency target)."""
+    (a micro case's shape; a model config's version and latency target)."""
     return (*(e[c] for c in KEY), e.get("identity", ""))
 
 

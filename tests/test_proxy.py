@@ -333,6 +333,21 @@ def test_compare_matches_custom_cases_on_their_whole_shape():
     assert [x["B/A"] for x in lines] == ["1.50x"]
 
 
+def test_compare_matches_named_set_cases_on_their_whole_shape():
+    # An edited shape file keeps its set and case names: rows of 1000 and 10M rows had
+    # been compared as one line (B/A 0.20x).
+    def row(rows, gbps):
+        shape = {"tables": 8, "rows": rows, "dim": 64, "batch": 2048, "pooling": 20}
+        return {"op": "embedding_bags", "impl": "native", "status": "ok", "mode": "hot",
+                "set": "my-emb", "case": "T8xD64 B2048 L20", "shape": shape,
+                "gbps": gbps}  # fmt: skip
+
+    lines, notes = proxy.compare([row(1000, 100.0)], [row(10_000_000, 20.0)])
+    assert lines == [] and "1 line(s) only on side A are not compared" in notes
+    lines, _ = proxy.compare([row(1000, 2.0)], [row(1000, 3.0)])
+    assert [x["B/A"] for x in lines] == ["1.50x"]
+
+
 def test_a_side_holding_two_devices_names_them():
     """One GPU machine's cpu and cuda rows of a case: --against had compared its cuda row
     with the other side's cpu row (B/A 0.0012x). Single-device sides stay untagged, so a
