@@ -291,6 +291,11 @@ def gemm(
     c = torch.empty((M, N), device=device, dtype=a.dtype)
     if M == 0 or N == 0:
         return c
+    # The kernel reads memory, not the view: a negative view (the imaginary part of a
+    # conjugated complex tensor, torch._neg_view) holds the values negated, and came out
+    # with the wrong sign. resolve_neg copies only such a view.
+    a, b = a.resolve_neg(), b.resolve_neg()
+    bias = None if bias is None else bias.resolve_neg()
 
     # The kernel steps along K with 32-bit offsets (k * stride_k, k < BLOCK_K <= 64; int64
     # there spilled registers on sm_90): an operand whose K stride could overflow them is

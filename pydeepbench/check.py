@@ -47,6 +47,8 @@ def compare(out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> CheckResult
             ref.numel(),
             f"shape {tuple(out.shape)} != reference {tuple(ref.shape)}",
         )
+    if out.is_complex() or ref.is_complex():  # float64 would drop the imaginary part
+        raise TypeError("compare: complex tensors are not supported")
     o = out.detach().to("cpu", torch.float64)
     r = ref.detach().to("cpu", torch.float64)
     if o.numel() == 0:

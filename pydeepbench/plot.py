@@ -44,8 +44,9 @@ def points(docs: list[dict], ops: set[str] | None = None) -> list[dict]:
     out = []
     for r in _op_rows(docs, ops):
         ai, tf = r.get("arithmetic_intensity"), r.get("tflops")
-        # not placed (--no-roofline), no bytes model (intensity inf), or no FLOPs
-        if not ai or not tf or math.isinf(ai):
+        # not placed (--no-roofline), no bytes model (intensity inf), or no FLOPs; NaN
+        # only from a file written elsewhere (json reads it; ours store null)
+        if not ai or not tf or not math.isfinite(ai) or not math.isfinite(tf):
             continue
         pg = r.get("pct_peak_gather")
         out.append(

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pydeepbench.check import Tolerance, compare
@@ -18,6 +19,13 @@ def test_nan_output_fails_and_shape_mismatch_fails():
     assert not compare(torch.tensor([1.0, float("inf"), 1.0]), ref, TOL).ok
     r = compare(torch.ones(4), ref, TOL)
     assert not r.ok and "shape" in r.message
+
+
+def test_complex_outputs_are_refused():
+    # Compared in float64, (1+1j) had passed against (1+0j): the imaginary part dropped.
+    ref = torch.tensor([1 + 0j], dtype=torch.complex128)
+    with pytest.raises(TypeError, match="complex"):
+        compare(torch.tensor([1 + 1j]), ref, TOL)
 
 
 def test_empty_outputs_pass():

@@ -142,6 +142,13 @@ def test_negative_views_keep_their_sign(impl):
     torch.testing.assert_close(ops.linear(x, w, b, "relu", impl=impl), ref)
 
 
+def test_ootb_takes_a_sparse_x_as_f_linear_does():
+    # The wrapper reshaped every x to 2-D, and a sparse tensor has no reshape.
+    x, w, b = torch.randn(4, 8), torch.randn(5, 8), torch.randn(5)
+    got = ops.linear(x.to_sparse(), w, b, "relu", impl="ootb")
+    torch.testing.assert_close(got, F.relu(F.linear(x, w, b)))
+
+
 @pytest.mark.parametrize("impl", [i for i in CPU_IMPLS if i != "ootb"])
 def test_impls_without_autograd_refuse_weights_that_require_grad(impl):
     x, w = torch.randn(3, 4), torch.nn.Parameter(torch.randn(5, 4))

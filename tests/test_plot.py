@@ -51,6 +51,8 @@ def test_points_are_ok_op_rows_with_flops_and_bytes():
         row(status="skipped"),
         row(ai=None),  # an op without a bytes model has no intensity
         row(ai=float("inf")),  # a row of zero bytes (roofline.place)
+        row(ai=float("nan")),  # only a file from elsewhere (ours write null): NaN axes
+        row(tflops=float("nan")),
         {"kind": "model", "model": "dlrm", "status": "ok"},
     ]
     pts = plot.points([doc(rows)])

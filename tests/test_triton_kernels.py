@@ -196,6 +196,16 @@ def test_gemm_relu_keeps_nan_like_torch():
     DEVICE == "cuda" and torch.cuda.is_available() and torch.cuda.mem_get_info()[0] < 20 << 30,
     reason="needs two 8.5 GiB strided buffers on the GPU",
 )
+def test_gemm_called_directly_keeps_negative_views_sign():
+    # kernels.gemm.gemm is public: called without ops.gemm's operand care, a negative
+    # view (memory holds -x) came out with the wrong sign (max error 2.5).
+    a, bias = (torch.randn(*s, dtype=torch.cfloat).conj().imag for s in ((5, 7), (3,)))
+    b = torch._neg_view(torch.randn(7, 3))
+    assert a.is_neg() and b.is_neg() and bias.is_neg()
+    want = a.resolve_neg() @ b.resolve_neg() + bias.resolve_neg()
+    torch.testing.assert_close(gemm(a.to(DEVICE), b.to(DEVICE), bias.to(DEVICE)).cpu(), want)
+
+
 def test_gemm_copies_operands_whose_k_stride_would_overflow_its_offsets():
     # k * stride along K is 32-bit in the kernel: with 2^27 elements per K step it wrapped
     # from k = 16 and read wild memory (a segfault under the interpreter). Strided views

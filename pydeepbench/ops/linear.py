@@ -130,9 +130,11 @@ def linear(
         x, weight, *rest = kernel_operands("linear", impl, *named)
         bias = rest[0] if rest else None
     lead = x.shape[:-1]
-    # The rows spelled out: reshape(-1, 0) is ambiguous when in_features is 0.
+    # The rows spelled out: reshape(-1, 0) is ambiguous when in_features is 0. A 2-D x as
+    # it is (a sparse x, which F.linear takes, has no reshape).
+    rows = x if x.dim() == 2 else x.reshape(math.prod(lead), x.shape[-1])
     try:
-        y = chosen.fn(x.reshape(math.prod(lead), x.shape[-1]), weight, bias, activation)
+        y = chosen.fn(rows, weight, bias, activation)
     except (RuntimeError, ValueError) as e:
         explain_unaddressable("linear", impl, e, ("x", x), ("weight", weight), ("bias", bias))
         raise
