@@ -9,7 +9,7 @@ import torch
 from rich.markup import escape
 
 from pydeepbench import _native, harness, registry, report, roofline, shapes, system
-from pydeepbench.ops._spec import dtype_name, parse_dtype
+from pydeepbench.ops._spec import TF32, dtype_name, parse_dtype
 from pydeepbench.runner import SweepConfig, sweep
 
 
@@ -40,7 +40,8 @@ def _add_op_parser(sub, op: str) -> None:
     p.add_argument(
         "--dtype",
         default="fp32",
-        help="comma list of fp32,bf16,fp16,uint8 (uint8: 8-bit rowwise embedding rows)",
+        help="comma list of fp32,tf32,bf16,fp16,uint8 (tf32: fp32 tensors, TF32 tensor-core "
+        "products, CUDA only; uint8: 8-bit rowwise embedding rows)",
     )
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument(
@@ -221,9 +222,10 @@ def _check_sweep_args(args, op: str, impl_names: list[str], dtypes: list[torch.d
     for dtype in dtypes:
         if not any(dtype in i.dtypes.get(args.device, ()) for i in impls):
             name = dtype_name(dtype)
+            why = " (a CUDA tensor-core mode)" if dtype == TF32 and args.device != "cuda" else ""
             raise ValueError(
                 f"--dtype {name}: no implementation of {op} ({', '.join(impl_names)}) "
-                f"supports it on {args.device}"
+                f"supports it on {args.device}{why}"
             )
 
 

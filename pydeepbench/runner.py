@@ -3,16 +3,17 @@ check against the reference, time with the harness, and emit a result row."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from pydeepbench import _native, harness, registry, roofline, system
 from pydeepbench.check import compare
-from pydeepbench.ops._spec import dtype_name
+from pydeepbench.ops._spec import TF32, dtype_name, storage_dtype
 from pydeepbench.shapes import Case
 
 
@@ -20,7 +21,7 @@ from pydeepbench.shapes import Case
 class SweepConfig:
     op: str
     impls: list[str]
-    dtypes: list[torch.dtype]
+    dtypes: list[torch.dtype | str]  # torch dtypes, or _spec.TF32
     device: str
     harness: harness.HarnessConfig
     shape_set: str
@@ -52,21 +53,52 @@ def _skip(row: dict, reason: str, status: str = "skipped") -> dict:
     return row
 
 
+@contextlib.contextmanager
+def matmul_precision(device: str, dtype: torch.dtype | str) -> Iterator[None]:
+    """On a CUDA device, fp32 rows run IEEE fp32 products and TF32 rows TF32 ones, by
+    torch's switch (which torch.matmul, our CUDA GEMM and Triton follow): a TF32 setting
+    made outside must not turn an fp32 row into a TF32 one, which fails the fp32 gate.
+    The switch is restored after the row."""
+    if not device.startswith("cuda") or storage_dtype(dtype) != torch.float32:
+        yield
+        return
+    switch = torch.backends.cuda.matmul
+    before = switch.fp32_precision
+    switch.fp32_precision = "tf32" if dtype == TF32 else "ieee"
+    try:
+        yield
+    finally:
+        switch.fp32_precision = before
+
+
 def run_case(
     cfg: SweepConfig,
     case: Case,
-    dtype: torch.dtype,
+    dtype: torch.dtype | str,
     peaks: roofline.Peaks | None,
     flusher: harness.CacheFlusher | None,
 ) -> list[dict]:
-    """All implementations on one (case, dtype); one reference shared by all of them."""
+    """All implementations on one (case, dtype); one reference shared by all of them.
+    `dtype` is the row's precision: a torch dtype, or TF32 (fp32 tensors)."""
+    with matmul_precision(cfg.device, dtype):
+        return _run_case(cfg, case, dtype, peaks, flusher)
+
+
+def _run_case(
+    cfg: SweepConfig,
+    case: Case,
+    dtype: torch.dtype | str,
+    peaks: roofline.Peaks | None,
+    flusher: harness.CacheFlusher | None,
+) -> list[dict]:
     spec = registry.get_op(cfg.op)
+    store = storage_dtype(dtype)  # what the tensors are; `dtype` names the row's precision
     rows = []
     runnable = []
     for name in cfg.impls:
         impl = registry.get_impl(cfg.op, name)
         row = _base_row(cfg, name, dtype, case)
-        why = impl.why_not(cfg.device, dtype) or impl.supports(case.shape, dtype, cfg.device)
+        why = impl.why_not(cfg.device, dtype) or impl.supports(case.shape, store, cfg.device)
         if why:
             rows.append(_skip(row, why))
         else:
@@ -74,13 +106,13 @@ def run_case(
     if not runnable:
         return rows
 
-    need = spec.footprint_bytes(case.shape, dtype)
+    need = spec.footprint_bytes(case.shape, store)
     _native.release_pool_cache()
     have = system.available_memory_bytes(cfg.device)  # before this case's inputs take their share
     if reason := system.memory_shortfall(need, have):
         return rows + [_skip(row, reason) for _, row in runnable]
 
-    inputs = spec.make_inputs(case.shape, dtype, cfg.device, case.seed)
+    inputs = spec.make_inputs(case.shape, store, cfg.device, case.seed)
     variants = spec.variants(inputs)
     checked_variants = len(variants) if spec.check_every_variant else 1
     refs = {}  # variant -> reference, made when first needed and shared by the impls
@@ -92,7 +124,7 @@ def run_case(
 
     ref(0)  # before any impl runs (a training impl updates its own copy of the state)
     tol = spec.tolerance(dtype)
-    flops, nbytes = spec.flops(case.shape), spec.bytes(case.shape, dtype)
+    flops, nbytes = spec.flops(case.shape), spec.bytes(case.shape, store)
 
     def checked(impl, row) -> list[dict] | None:
         """The impl's prepared inputs once its output passed the gate on every variant it

@@ -616,3 +616,79 @@ def test_a_bad_setting_is_refused_not_skipped(monkeypatch, capsys, var, value):
     monkeypatch.setenv(var, value)
     assert run(["gemm", "--shape", "M=8,N=8,K=8", *FAST]) == 2
     assert f"error: {var}={value!r} is not" in capsys.readouterr().out
+
+
+def _tf32_products(a, b):
+    """TF32 on the CPU: operands truncated to 10-bit mantissas (what the tensor cores
+    read), fp32 products and sums."""
+
+    def cut(t):
+        return (t.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+
+    assert a.dtype == b.dtype == torch.float32  # a TF32 row's tensors are fp32
+    return cut(a) @ cut(b)
+
+
+def test_tf32_rows_hold_fp32_tensors_and_meet_tf32_tolerance_and_peak():
+    """`--dtype tf32` rows: fp32 inputs, TF32's gate and TF32's peak. No GPU here, so an
+    emulated TF32 impl registered on cpu stands in for the CUDA ones."""
+    from pydeepbench import harness, roofline, runner
+    from pydeepbench.ops._spec import TF32
+    from pydeepbench.shapes import parse_shape
+
+    registry.register_impl("gemm", "emul", devices=("cpu",), dtypes=(torch.float32, TF32))(
+        _tf32_products
+    )
+    try:
+        hcfg = harness.HarnessConfig(max_time_s=0.02, min_time_s=0, min_samples=3)
+        pk = roofline.Peaks(
+            "cpu", {"float32": 1e11, "tf32": 8e11}, {"float32": "fp32", "tf32": "sheet"}, 1e10,
+            "bw", {},
+        )  # fmt: skip
+        case = parse_shape("M=64,N=64,K=4096", "gemm")
+        rows = {}
+        for dtype in (TF32, torch.float32):
+            cfg = runner.SweepConfig(
+                op="gemm", impls=["ootb", "emul"], dtypes=[dtype], device="cpu",
+                shape_set="custom", harness=hcfg,
+            )  # fmt: skip
+            rows[dtype] = {r["impl"]: r for r in runner.run_case(cfg, case, dtype, pk, None)}
+        tf32 = rows[TF32]
+        assert tf32["ootb"]["status"] == "skipped" and "not tf32" in tf32["ootb"]["reason"]
+        assert tf32["emul"]["status"] == "ok" and tf32["emul"]["dtype"] == "tf32"
+        assert tf32["emul"]["check"]["atol"] == 5e-3
+        assert tf32["emul"]["check"]["max_abs_err"] > 1e-4  # really TF32-sized errors
+        assert tf32["emul"]["peak_flops"] == 8e11
+        # The same products fail an fp32 row's gate.
+        assert rows[torch.float32]["emul"]["status"] == "failed"
+    finally:
+        registry._IMPLS["gemm"].pop("emul")
+
+
+def test_matmul_precision_sets_torchs_switch_per_row_and_restores_it():
+    from pydeepbench import runner
+    from pydeepbench.ops._spec import TF32
+    from pydeepbench.ops.gemm import tf32_matmul
+
+    switch = torch.backends.cuda.matmul
+    before = switch.fp32_precision
+    try:
+        switch.fp32_precision = "tf32"  # set outside, e.g. by the user's environment
+        with runner.matmul_precision("cuda", torch.float32):
+            assert not tf32_matmul()  # an fp32 row is IEEE fp32
+        assert switch.fp32_precision == "tf32"
+        switch.fp32_precision = "ieee"
+        with runner.matmul_precision("cuda", TF32):
+            assert tf32_matmul()
+        assert switch.fp32_precision == "ieee"
+        for device, dtype in (("cpu", TF32), ("cuda", torch.bfloat16)):
+            with runner.matmul_precision(device, dtype):
+                assert switch.fp32_precision == "ieee"  # untouched
+    finally:
+        switch.fp32_precision = before
+
+
+def test_tf32_is_refused_on_the_cpu_with_the_reason(capsys):
+    assert run(["gemm", "--shape", "M=8,N=8,K=8", "--dtype", "tf32"]) == 2
+    out = capsys.readouterr().out
+    assert "--dtype tf32: no implementation of gemm" in out and "(a CUDA tensor-core mode)" in out

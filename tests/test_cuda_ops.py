@@ -244,6 +244,28 @@ def test_gemm_side_stream():
     torch.testing.assert_close(out.double(), ref_gemm(a, b, None, False), **gemm_tol("bf16", 200))
 
 
+@pytest.mark.gpu
+@requires_gpu
+@pytest.mark.parametrize("op", ["gemm", "linear"])
+def test_sweep_runs_tf32_rows_on_every_impl(tmp_path, op):
+    """`--dtype tf32`: every impl passes TF32's gate under the TF32 switch, and each row
+    is placed against the TF32 peak."""
+    import json
+
+    from pydeepbench import cli
+
+    shape = "M=256,N=192,K=1024" + (",bias=1,relu=1" if op == "linear" else "")
+    j = tmp_path / "r.json"
+    args = [op, "--device", "cuda", "--dtype", "fp32,tf32", "--shape", shape, "--json", str(j)]
+    assert cli.main([*args, "--max-time", "0.2", "--min-samples", "3"]) == 0
+    rows = json.loads(j.read_text())["results"]
+    tf32 = [r for r in rows if r["dtype"] == "tf32"]
+    assert {r["impl"] for r in tf32} >= {"ootb", "native"}
+    assert all(r["status"] == "ok" or "Triton" in (r["reason"] or "") for r in tf32)
+    assert all(r["check"]["atol"] == 5e-3 for r in tf32 if r["status"] == "ok")
+    assert all(r["check"]["atol"] == 1e-4 for r in rows if r["dtype"] == "float32")
+
+
 @needs_module
 class TestGemmValidation:
     """Rejected in the binding, before any CUDA call (CPU tensors are fine here)."""

@@ -10,6 +10,11 @@ import torch.autograd.forward_ad as fwAD
 
 from pydeepbench.check import Tolerance, tolerance_for
 
+# Not a storage dtype: fp32 tensors whose matmul products run as TF32 (10-bit mantissas)
+# on CUDA tensor cores, by torch's fp32_precision switch, which torch.matmul, our CUDA
+# GEMM and Triton's tl.dot follow (the runner sets it per row: runner.matmul_precision).
+TF32 = "tf32"
+
 DTYPE_NAMES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -19,17 +24,24 @@ DTYPE_NAMES = {
     "float16": torch.float16,
     # 8-bit rowwise-quantized embedding rows (FBGEMM's fused layout; ops/embedding_bag.py).
     "uint8": torch.uint8,
+    "tf32": TF32,
 }
 
 
-def parse_dtype(name: str) -> torch.dtype:
+def parse_dtype(name: str) -> torch.dtype | str:
+    """A torch dtype, or TF32."""
     if name not in DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {name!r}; use one of fp32, bf16, fp16, uint8")
+        raise ValueError(f"unknown dtype {name!r}; use one of fp32, tf32, bf16, fp16, uint8")
     return DTYPE_NAMES[name]
 
 
-def dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype | str) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def storage_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """The tensors' dtype: fp32 for TF32."""
+    return torch.float32 if dtype == TF32 else dtype
 
 
 class OpSpec:

@@ -24,7 +24,9 @@ from pydeepbench.ops._spec import (
 )
 from pydeepbench.ops.gemm import (
     NATIVE_DTYPES,
+    OOTB_DTYPES,
     TOLERANCES,
+    TRITON_DTYPES,
     Gemm,
     cpu_gemm,
     cuda_gemm,
@@ -141,9 +143,7 @@ def linear(
     return y.reshape(*lead, weight.shape[0])
 
 
-@register_impl(
-    "linear", "ootb", devices=("cpu", "cuda"), dtypes=(torch.float32, torch.bfloat16, torch.float16)
-)
+@register_impl("linear", "ootb", devices=("cpu", "cuda"), dtypes=OOTB_DTYPES)
 def linear_ootb(x, weight, bias, activation):
     """F.linear then F.relu, as a researcher writes it."""
     y = F.linear(x, weight, bias)
@@ -171,7 +171,7 @@ def linear_native(x, weight, bias, activation):
     "linear",
     "triton",
     devices=("cpu", "cuda"),
-    dtypes=(torch.float32, torch.bfloat16, torch.float16),
+    dtypes=TRITON_DTYPES,
     available=_triton.unavailable,
     supports=lambda s, dtype, device: _triton.too_big_for_interpreter(Linear().flops(s), device),
 )
