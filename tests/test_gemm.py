@@ -48,6 +48,27 @@ def test_inputs_are_seeded_and_laid_out_as_asked():
     assert not torch.equal(x["a"], z["a"])
 
 
+@pytest.mark.parametrize("a_t, b_t", [(False, False), (True, False), (False, True)])
+def test_col_major_cases_have_deepbench_s_memory_layouts(a_t, b_t):
+    """DeepBench's (M, N, K, a_t, b_t) is cuBLAS's column-major C = op(A) op(B): A (M x K
+    unless a_t) is stored column-major, so contiguous along M (along K when a_t); B along
+    K (N when b_t); C along M. Read on row-major operands (version 1 of its sets), every
+    operand was stored the other way."""
+    M, N, K = 3, 5, 7
+    s = SPEC.validate_shape(dict(M=M, N=N, K=K, a_t=a_t, b_t=b_t, col_major=True))
+    assert SPEC.describe(s).endswith(",col")
+    x = SPEC.make_inputs(s, torch.float32, "cpu", 0)
+    # The row-major problem over the same bytes: C^T (N x M) = op(B)^T (N x K) @ op(A)^T.
+    b_t_op, a_t_op = x["a"], x["b"]
+    assert b_t_op.shape == (N, K) and a_t_op.shape == (K, M)
+    assert b_t_op.stride() == ((1, N) if b_t else (K, 1))  # B along N if b_t, else along K
+    assert a_t_op.stride() == ((1, K) if a_t else (M, 1))  # A along K if a_t, else along M
+    out = ops.gemm(x["a"], x["b"], impl="native")
+    assert out.shape == (N, M) and out.stride() == (M, 1)  # C contiguous along M
+    assert SPEC.flops(s) == 2 * M * N * K
+    torch.testing.assert_close(out.double(), SPEC.reference(**x))
+
+
 @pytest.mark.parametrize("impl", CPU_IMPLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("layout", ["NN", "TN", "NT", "TT"])

@@ -41,6 +41,14 @@ def test_deepbench_train_layout_mix():
     assert (lay.count("NN"), lay.count("TN"), lay.count("NT")) == (73 + 4, 73, 6 + 4)
 
 
+@pytest.mark.parametrize(
+    "name", ["deepbench-train", "deepbench-infer-server", "deepbench-infer-device"]
+)
+def test_deepbench_sets_run_as_cublas_column_major_problems(name):
+    s = shapes.load(name)
+    assert s.version >= 2 and all(c.shape["col_major"] for c in s.cases)
+
+
 def test_unknown_set_and_bad_files(tmp_path):
     with pytest.raises(ValueError, match="unknown shape set 'nope'"):
         shapes.load("nope")

@@ -1,10 +1,14 @@
 """GEMM: out[M,N] = a[M,K] @ b[K,N].
 
-Layouts follow DeepBench's transpose flags applied to row-major operands: a_t makes `a`
-a transposed view of a contiguous (K, M) tensor, b_t makes `b` a transposed view of a
-contiguous (N, K) tensor (nn.Linear's weight). FLOPs = 2*M*N*K (one multiply and one add
-per term). Bytes = each of A, B and C moved once: (M*K + K*N + M*N) * element size, the
-compulsory traffic a perfectly blocked kernel needs.
+Layouts: a_t makes `a` a transposed view of a contiguous (K, M) tensor, b_t makes `b` a
+transposed view of a contiguous (N, K) tensor (nn.Linear's weight); otherwise both are
+row-major. col_major reads (M, N, K, a_t, b_t) as DeepBench's tuples do, for cuBLAS's
+column-major C[MxN] = op(A) op(B): in row-major memory that is C^T[NxM] = op(B)^T op(A)^T,
+which make_inputs builds, so A, B and C have DeepBench's layouts (its NN has A contiguous
+along M and B along K, which the row-major reading would store the other way round).
+FLOPs = 2*M*N*K (one multiply and one add per term). Bytes = each of A, B and C moved
+once: (M*K + K*N + M*N) * element size, the compulsory traffic a perfectly blocked kernel
+needs.
 
 Inputs are seeded: a ~ N(0, 1), b ~ N(0, 1/K), so outputs are O(1) for every K and one
 (atol, rtol) per dtype serves all shapes. The reference is computed in float64 from the
@@ -51,12 +55,13 @@ class Gemm(OpSpec):
         "K": (int, None, 1),
         "a_t": (bool, False, 0),
         "b_t": (bool, False, 0),
+        "col_major": (bool, False, 0),
     }
     tolerances = TOLERANCES
 
     def describe(self, s: dict) -> str:
         lay = ("T" if s["a_t"] else "N") + ("T" if s["b_t"] else "N")
-        return f"M={s['M']},N={s['N']},K={s['K']},{lay}"
+        return f"M={s['M']},N={s['N']},K={s['K']},{lay}" + (",col" if s["col_major"] else "")
 
     def flops(self, s: dict) -> float:
         return 2.0 * s["M"] * s["N"] * s["K"]
@@ -71,6 +76,8 @@ class Gemm(OpSpec):
         return (M * K + K * N) * (dtype.itemsize + 4 + 8) + M * N * (2 * dtype.itemsize + 8 * 4)
 
     def make_inputs(self, s: dict, dtype: torch.dtype, device: str, seed: int) -> dict:
+        if s.get("col_major"):  # the row-major problem with the same bytes (module doc)
+            s = {"M": s["N"], "N": s["M"], "K": s["K"], "a_t": s["b_t"], "b_t": s["a_t"]}
         g = torch.Generator().manual_seed(seed)
         M, N, K = s["M"], s["N"], s["K"]
         a = torch.randn((K, M) if s["a_t"] else (M, K), generator=g)
