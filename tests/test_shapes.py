@@ -143,7 +143,7 @@ def test_parse_shape_takes_float_fields_and_names_what_differs_from_the_defaults
 
 def test_parse_shape():
     c = shapes.parse_shape("M=3, N=4, K=5, b_t=true", "gemm")
-    assert c.shape == {"M": 3, "N": 4, "K": 5, "a_t": False, "b_t": True}
+    assert c.shape == {"M": 3, "N": 4, "K": 5, "a_t": False, "b_t": True, "col_major": False}
     with pytest.raises(ValueError, match="unknown shape field"):
         shapes.parse_shape("M=3,N=4,K=5,Z=1", "gemm")
     with pytest.raises(ValueError, match="KEY=VALUE"):
