@@ -183,14 +183,15 @@ def cmd_roofline(args, con) -> int:
             # every later %peak is placed against what this measures
             con.print(f"[yellow]warning:[/yellow] {escape(warning)}")
         pk = roofline.peaks(args.device, refresh=True, max_time_s=args.max_time)
-    when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     con.print(f"peaks for {args.device} ({escape(system.machine_id(sysinfo))}):")
-    con.print(
-        escape(
-            f"  {'measured now' if measuring else f'cached, measured {when}'}: {path} "
-            "(--refresh measures again; PYDEEPBENCH_CACHE moves the cache)"
-        )
-    )
+    if "not_cached" in pk.detail:  # roofline.peaks: measured on a busy machine
+        where = f"measured now, not cached (the machine was busy; {path} is left as it was)"
+    elif measuring:
+        where = f"measured now: {path}"
+    else:
+        when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        where = f"cached, measured {when.strftime('%Y-%m-%d %H:%M UTC')}: {path}"
+    con.print(escape(f"  {where} (--refresh measures again; PYDEEPBENCH_CACHE moves the cache)"))
     for dtype, v in pk.flops.items():
         con.print(escape(f"  {dtype:9s} {v / 1e9:10.1f} GFLOP/s   [{pk.flops_source[dtype]}]"))
     for k, v in pk.detail.items():

@@ -219,16 +219,27 @@ def timer_for(device: str):
     return CudaTimer() if device.startswith("cuda") else CpuTimer()
 
 
-def llc_bytes(device: str) -> int:
-    """Last-level cache size: L2 on a GPU, the largest CPU cache level otherwise."""
+def llc_bytes(device: str, cpus: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Last-level cache size: L2 on a GPU; on a CPU, the total of the distinct caches of
+    its highest level (one L3 per socket, or per AMD CCD: sized by cpu0's alone, a flush
+    or STREAM array could fit in the others' caches)."""
     if device.startswith("cuda"):
         return int(torch.cuda.get_device_properties(torch.device(device)).L2_cache_size)
-    sizes = []
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = f.read_text().strip()
-        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
-        sizes.append(int(text.rstrip("KMG")) * mult)
-    return max(sizes, default=32 << 20)
+    caches = {}  # (level, the CPUs sharing it) -> bytes
+    for d in cpus.glob("cpu[0-9]*/cache/index[0-9]*"):
+        try:
+            if (d / "type").read_text().strip() == "Instruction":
+                continue
+            text = (d / "size").read_text().strip()
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            key = (int((d / "level").read_text()), (d / "shared_cpu_list").read_text().strip())
+            caches[key] = int(text.rstrip("KMG")) * mult
+        except (OSError, ValueError):  # a cache sysfs does not describe fully
+            continue
+    if not caches:
+        return 32 << 20
+    top = max(level for level, _ in caches)
+    return sum(size for (level, _), size in caches.items() if level == top)
 
 
 @dataclass

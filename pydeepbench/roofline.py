@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +33,9 @@ SCHEMA = (
 # /4: the gather probe prefetches 64 lookups ahead, as the embedding kernels now do
 
 # Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
-# NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 product brief,
-# AMD Instinct MI300X datasheet. tf32/bf16/fp16 are tensor-core (matrix) peaks.
+# NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 datasheet (SXM and
+# NVL columns; its tensor figures are with sparsity, halved here), AMD Instinct MI300X
+# datasheet. tf32/bf16/fp16 are tensor-core (matrix) peaks.
 DATASHEET = {
     "A100-SXM4-80GB": dict(
         float32=19.5e12, tf32=156e12, bfloat16=312e12, float16=312e12, bandwidth=2039e9
@@ -53,6 +55,9 @@ DATASHEET = {
     "H200": dict(
         float32=67e12, tf32=494.7e12, bfloat16=989.4e12, float16=989.4e12, bandwidth=4800e9
     ),
+    "H200 NVL": dict(
+        float32=60e12, tf32=417.5e12, bfloat16=835.5e12, float16=835.5e12, bandwidth=4800e9
+    ),
     "MI300X": dict(
         float32=163.4e12, tf32=653.7e12, bfloat16=1307.4e12, float16=1307.4e12, bandwidth=5300e9
     ),
@@ -60,12 +65,27 @@ DATASHEET = {
 
 
 def datasheet_for(gpu_name: str) -> tuple[str, dict] | None:
-    """Longest datasheet key contained in the device name (so 'H100 PCIe' beats 'H100')."""
-    hits = [k for k in DATASHEET if k.lower() in gpu_name.lower()]
+    """The longest datasheet key in the device name as whole words ('H200 NVL' beats
+    'H200'; 'GH200', another part, is not 'H200'), or None. None too for a MIG slice,
+    which has a fraction of the GPU's peaks."""
+    if "MIG" in gpu_name.split():
+        return None
+
+    def named(key: str) -> bool:
+        return re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", gpu_name, re.I) is not None
+
+    hits = [k for k in DATASHEET if named(k)]
     if not hits:
         return None
     key = max(hits, key=len)
     return key, DATASHEET[key]
+
+
+# CPU dtypes placed under the fp32 FMA peak when they have none of their own, and why.
+FP32_ROOF = {
+    "bfloat16": "fp32 FMA: no native bfloat16 FMA",
+    "float16": "fp32 FMA: float16 FMA is not probed",
+}
 
 
 @dataclass
@@ -79,16 +99,15 @@ class Peaks:
     gather_bandwidth: float | None = None  # bytes/s of random rows read; None: not measured
     gather_source: str = "not measured"
 
-    def peak_flops(self, dtype: torch.dtype) -> tuple[float | None, str]:
+    def peak_flops(self, dtype: torch.dtype | str) -> tuple[float | None, str]:
         """Peak FLOP/s for dtype and where it comes from. On a CPU without a native bf16
-        dot product, bf16 math runs on the fp32 FMA units, so fp32 is the roof."""
+        dot product, bf16 math runs on the fp32 FMA units, so fp32 is the roof; fp16 (not
+        probed) is placed there too. Other dtypes without a peak (float64) get none."""
         name = str(dtype).removeprefix("torch.")
         if name in self.flops:
             return self.flops[name], self.flops_source[name]
-        if "float32" in self.flops and self.device == "cpu":
-            return self.flops[
-                "float32"
-            ], f"{self.flops_source['float32']} (fp32 FMA: no native {name} FMA)"
+        if name in FP32_ROOF and "float32" in self.flops and self.device == "cpu":
+            return self.flops["float32"], f"{self.flops_source['float32']} ({FP32_ROOF[name]})"
         return None, f"no {name} peak"
 
     def as_dict(self) -> dict:
@@ -164,7 +183,9 @@ def remeasure_flops(pk: Peaks, dtype: torch.dtype, max_time_s: float = 2.0) -> P
     name = str(dtype).removeprefix("torch.")
     C = _native.cpu()
     if not C.fma_probe_supported(name):
-        return pk  # no probe for it on this ISA: the cached (or fp32) roof stands
+        if name not in FP32_ROOF:
+            return pk  # no probe and no roof
+        name = "float32"  # the roof its rows are placed under (Peaks.peak_flops)
     f, src, det = _fma_probe(C, name, max_time_s)
     return dataclasses.replace(
         pk,
@@ -304,12 +325,16 @@ def cache_path(device: str) -> Path:
     from pydeepbench import __version__
 
     sysinfo = system.collect()
+    # The probes run on torch's threads within this process's CPU affinity: peaks of 2
+    # threads placed a 1-thread run at half its share of the machine.
     key = json.dumps(
         [
             device,
             system.machine_id(sysinfo),
             sysinfo["cpu"].get("isa"),
             os.environ.get("PYDEEPBENCH_ISA"),
+            sysinfo["cpu"].get("torch_threads"),
+            sysinfo["cpu"].get("usable_cpus"),
             __version__,
         ]
     )
@@ -331,11 +356,17 @@ def load_cached(device: str = "cpu", path: Path | None = None) -> Peaks | None:
 
 
 def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -> Peaks:
-    """Cached peaks for this machine and device, measuring them on first use."""
+    """Cached peaks for this machine and device, measuring them on first use. Peaks
+    measured on a busy machine are used but not cached (detail["not_cached"] says why):
+    with another process on one of 2 cores the fp32 probe read 34 GFLOP/s against 369
+    idle, and every later run would have been placed under that roof."""
     path = cache_path(device)
     if not refresh and (cached := load_cached(device, path)) is not None:
         return cached
+    busy = system.busy_warning(system.collect())
     p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
+    if busy:
+        return dataclasses.replace(p, detail={**p.detail, "not_cached": busy})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(p.as_dict(), indent=1))

@@ -294,14 +294,20 @@ def test_roofline_says_whether_it_measured_or_read_the_cache_and_where(
     monkeypatch.setattr(roofline, "measure_cpu", lambda t: measured.append(t) or fake)
     assert run(["roofline", "--refresh", "--max-time", "0.05"]) == 0
     out = capsys.readouterr().out
-    assert "warning: the machine is busy (test)" in out and "measured now: " in out
+    # Busy: measured and used, but a later run must not be placed under this roof.
+    assert "warning: the machine is busy (test)" in out
+    assert "measured now, not cached (the machine was busy" in out
+    assert not roofline.cache_path("cpu").exists()
+    monkeypatch.setattr(system, "busy_warning", lambda s: None)
+    assert run(["roofline"]) == 0
+    assert "measured now: " in capsys.readouterr().out and len(measured) == 2
     assert run(["roofline"]) == 0
     out = capsys.readouterr().out
     assert "cached, measured " in out and "PYDEEPBENCH_CACHE" in out and "warning" not in out
     # A stale cache (an older schema) is measured again, and said so.
     roofline.cache_path("cpu").write_text('{"schema": "pydeepbench.roofline/1"}')
     assert run(["roofline"]) == 0
-    assert "measured now: " in capsys.readouterr().out and len(measured) == 2
+    assert "measured now: " in capsys.readouterr().out and len(measured) == 3
 
 
 def test_roofline_refuses_a_probe_time_that_would_cache_a_bogus_peak(capsys):

@@ -286,3 +286,23 @@ def test_interleaved_of_nothing_is_empty_and_of_one_is_measure():
     one = harness.measure_interleaved([lambda: None], cfg(), timer=FakeTimer(steady(1e-3)))[0]
     ref = measure(lambda: None, cfg(), timer=FakeTimer(steady(1e-3)))
     assert one.samples_s == ref.samples_s and one.stop_reason == ref.stop_reason
+
+
+def test_llc_is_the_total_of_the_distinct_last_level_caches(tmp_path):
+    """Two L3s (two sockets, or two AMD CCDs): cpu0's alone sized flushes and STREAM arrays
+    that fit in the other's cache."""
+
+    def cache(cpu, index, level, size, shared, kind="Unified"):
+        d = tmp_path / f"cpu{cpu}" / "cache" / f"index{index}"
+        d.mkdir(parents=True)
+        for name, text in (("level", level), ("size", size), ("shared_cpu_list", shared)):
+            (d / name).write_text(f"{text}\n")
+        (d / "type").write_text(f"{kind}\n")
+
+    for cpu in range(4):
+        cache(cpu, 0, 1, "48K", str(cpu), "Data")
+        cache(cpu, 1, 1, "32K", str(cpu), "Instruction")
+        cache(cpu, 2, 2, "1280K", str(cpu))
+        cache(cpu, 3, 3, "32768K", "0-1" if cpu < 2 else "2-3")
+    assert harness.llc_bytes("cpu", tmp_path) == 2 * (32 << 20)
+    assert harness.llc_bytes("cpu", tmp_path / "none") == 32 << 20  # no sysfs: a default

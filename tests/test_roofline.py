@@ -34,6 +34,31 @@ def test_place_memory_and_compute_bound():
 def test_cpu_bf16_falls_back_to_fp32_roof_and_says_so():
     peak, src = peaks().peak_flops(torch.bfloat16)
     assert peak == 100e9 and "no native bfloat16" in src
+    peak, src = peaks().peak_flops(torch.float16)
+    assert peak == 100e9 and "float16 FMA is not probed" in src
+    # fp64 is not fp32 math: it had read "no native float64 FMA" under the fp32 roof.
+    assert peaks().peak_flops(torch.float64) == (None, "no float64 peak")
+
+
+def test_a_bf16_compute_bar_without_a_bf16_probe_remeasures_its_fp32_roof(monkeypatch):
+    C = roofline._native.cpu()
+    if C.fma_probe_supported("bfloat16"):
+        pytest.skip("this CPU has a bf16 probe: the bar measures that")
+    pk = roofline.remeasure_flops(peaks(), torch.bfloat16, max_time_s=0.05)
+    assert pk.flops["float32"] != 100e9 and "bfloat16" not in pk.flops
+    assert pk.peak_flops(torch.bfloat16)[0] == pk.flops["float32"]
+
+
+def test_peak_cache_is_per_thread_count_and_affinity(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))
+    two = roofline.cache_path("cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        assert roofline.cache_path("cpu") != two
+    finally:
+        torch.set_num_threads(threads)
+    assert roofline.cache_path("cpu") == two
 
 
 def test_datasheet_lookup_prefers_most_specific_name():
@@ -43,6 +68,11 @@ def test_datasheet_lookup_prefers_most_specific_name():
     assert roofline.datasheet_for("NVIDIA A100-SXM4-80GB")[1]["float32"] == 19.5e12
     assert roofline.datasheet_for("NVIDIA H200")[1]["bandwidth"] == 4800e9
     assert roofline.datasheet_for("Some GPU") is None
+    # Whole words: an H200 NVL is not the SXM part; a GH200 is not an H200; a MIG slice
+    # has a fraction of its GPU's peaks.
+    assert roofline.datasheet_for("NVIDIA H200 NVL")[1]["float32"] == 60e12
+    assert roofline.datasheet_for("NVIDIA GH200 480GB") is None
+    assert roofline.datasheet_for("NVIDIA A100-SXM4-80GB MIG 1g.10gb") is None
 
 
 def test_fma_probe_counts_its_flops():
@@ -69,6 +99,7 @@ def test_fma_probe_counts_its_flops():
 
 def test_measured_peaks_are_plausible_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(roofline.system, "busy_warning", lambda s: None)  # the suite's load
     pk = roofline.peaks("cpu", max_time_s=0.2)
     assert 1e9 < pk.flops["float32"] < 1e14
     assert 1e9 < pk.bandwidth < 1e13
