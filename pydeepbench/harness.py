@@ -11,8 +11,9 @@ Protocol for one case:
    blocks and the spread is that of block means, narrower than single calls'. In cold
    mode a buffer of twice the last-level cache is rewritten before every sample, outside
    the timed region.
-3. Stop when n >= min_samples, summed sample time >= min_time_s and IQR/median <=
-   target_rel_iqr ("converged"); or at max_time_s ("max_time", or
+3. Stop when n >= min_samples, min_time_s has been spent sampling (cache flushes
+   included) and IQR/median <= target_rel_iqr ("converged", tested before the budget);
+   or at max_time_s ("max_time", or
    "max_time_below_min_samples" when n < min_samples) or max_samples ("max_samples").
    The reason is recorded; results with IQR/median above `noisy_rel_iqr`, or that ran
    out of time below min_samples, are flagged noisy.

@@ -35,7 +35,7 @@ import os
 from rich.markup import escape
 from rich.table import Table
 
-from pydeepbench import report, system
+from pydeepbench import registry, report, system
 from pydeepbench.workload import latency_marker
 
 COLUMNS = ("Model", "Implementation", "Mode", "Config", "Batch Size", "Score", "Units")
@@ -165,10 +165,18 @@ def _entry(r: dict) -> dict | None:
             "value": r[key],
             # A case's name may leave fields out (a --shape case's embedding rows and
             # row_cap), and a named set's case may change with the set's file (an edited
-            # or newer version): the whole shape is part of the line's identity.
-            "identity": json.dumps(r.get("shape"), sort_keys=True),
+            # or newer version): the whole shape is part of the line's identity, less
+            # the fields at their defaults (a file written before a field was added
+            # lacks them, and is the same case).
+            "identity": _shape_identity(r["op"], r.get("shape") or {}),
         }
     return None
+
+
+def _shape_identity(op: str, shape: dict) -> str:
+    fields = registry.get_op(op).fields
+    kept = {k: v for k, v in shape.items() if k not in fields or fields[k][1] != v}
+    return json.dumps(kept, sort_keys=True)
 
 
 def entries(rows: list[dict], device_tag: bool | None = None) -> list[dict]:

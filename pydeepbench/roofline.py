@@ -27,10 +27,10 @@ import torch
 
 from pydeepbench import _native, harness, system
 
-SCHEMA = (
-    "pydeepbench.roofline/4"  # /2: gather_bandwidth; /3: the gather probe unrolled (2x faster);
-)
-# /4: the gather probe prefetches 64 lookups ahead, as the embedding kernels now do
+# /2: gather_bandwidth; /3: the gather probe unrolled (2x faster); /4: the gather probe
+# prefetches 64 lookups ahead, as the embedding kernels now do; /5: the generic FMA probe
+# runs 48 chains (8 were latency bound, ~4x low); the LLC is the total of the distinct ones
+SCHEMA = "pydeepbench.roofline/5"
 
 # Dense (no sparsity) peaks from vendor datasheets, FLOP/s and bytes/s.
 # NVIDIA A100 datasheet (SXM4 80GB), H100 datasheet (SXM5 / PCIe), H200 datasheet (SXM and
@@ -334,7 +334,7 @@ def cache_path(device: str) -> Path:
             sysinfo["cpu"].get("isa"),
             os.environ.get("PYDEEPBENCH_ISA"),
             sysinfo["cpu"].get("torch_threads"),
-            sysinfo["cpu"].get("usable_cpus"),
+            sorted(os.sched_getaffinity(0)),
             __version__,
         ]
     )
@@ -363,7 +363,11 @@ def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -
     path = cache_path(device)
     if not refresh and (cached := load_cached(device, path)) is not None:
         return cached
-    busy = system.busy_warning(system.collect())
+    # The load average is the whole machine's: against all of its CPUs (a process pinned to
+    # one CPU of many would never cache). A GPU's peaks are its datasheet's and its own copy.
+    busy = (
+        None if device.startswith("cuda") else system.busy_warning(system.collect(), os.cpu_count())
+    )
     p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
     if busy:
         return dataclasses.replace(p, detail={**p.detail, "not_cached": busy})

@@ -63,12 +63,17 @@ def matmul_precision(device: str, dtype: torch.dtype | str) -> Iterator[None]:
         yield
         return
     switch = torch.backends.cuda.matmul
-    before = switch.fp32_precision
-    switch.fp32_precision = "tf32" if dtype == TF32 else "ieee"
+    tf32 = dtype == TF32
+    if hasattr(switch, "fp32_precision"):  # torch >= 2.9 (ops/gemm.py: tf32_matmul)
+        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
+    else:
+        name, value = "allow_tf32", tf32
+    before = getattr(switch, name)
+    setattr(switch, name, value)
     try:
         yield
     finally:
-        switch.fp32_precision = before
+        setattr(switch, name, before)
 
 
 def run_case(

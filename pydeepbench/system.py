@@ -151,9 +151,10 @@ def collect() -> dict:
     }
 
 
-def busy_warning(system: dict) -> str | None:
-    """A warning when the machine was already busy (1-minute load >= half its CPUs)."""
-    load, cpus = system["load_average"][0], system["cpu"]["usable_cpus"]
+def busy_warning(system: dict, cpus: int | None = None) -> str | None:
+    """A warning when the machine was already busy: 1-minute load >= half of `cpus`
+    (default: the CPUs this process may use)."""
+    load, cpus = system["load_average"][0], cpus or system["cpu"]["usable_cpus"]
     if load >= 0.5 * cpus:
         return (
             f"load average {load:.2f} on {cpus} CPUs: other processes are running, "

@@ -289,7 +289,7 @@ def test_roofline_says_whether_it_measured_or_read_the_cache_and_where(
 
     fake = roofline.Peaks("cpu", {"float32": 1e11}, {"float32": "test"}, 1e10, "test", {})
     monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))  # not the suite's cache
-    monkeypatch.setattr(system, "busy_warning", lambda s: "the machine is busy (test)")
+    monkeypatch.setattr(system, "busy_warning", lambda s, cpus=None: "the machine is busy (test)")
     measured = []
     monkeypatch.setattr(roofline, "measure_cpu", lambda t: measured.append(t) or fake)
     assert run(["roofline", "--refresh", "--max-time", "0.05"]) == 0
@@ -298,7 +298,7 @@ def test_roofline_says_whether_it_measured_or_read_the_cache_and_where(
     assert "warning: the machine is busy (test)" in out
     assert "measured now, not cached (the machine was busy" in out
     assert not roofline.cache_path("cpu").exists()
-    monkeypatch.setattr(system, "busy_warning", lambda s: None)
+    monkeypatch.setattr(system, "busy_warning", lambda s, cpus=None: None)
     assert run(["roofline"]) == 0
     assert "measured now: " in capsys.readouterr().out and len(measured) == 2
     assert run(["roofline"]) == 0

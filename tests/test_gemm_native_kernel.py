@@ -311,13 +311,18 @@ def test_row_streaming_path_sums_long_k_in_blocks(dtype):
 
 
 @pytest.mark.parametrize(
-    "M, N, b_t, path", [(17, 2, False, "small_n_dot"), (2, 8, True, "small_m_dot")]
+    "M, N, b_t, paths",
+    [
+        (17, 2, False, ("small_n_dot",)),
+        (2, 8, True, ("small_m_dot",)),
+        (24, 1, False, ("gemv", "small_n_dot")),  # the AVX-512 GEMV, else the dot form
+    ],
 )
-def test_dot_paths_sum_long_k_in_blocks(M, N, b_t, path):
-    """The dot-product paths kept one running sum per lane over all of K (K = 2^25: 1.6e-4
-    against torch's 7.6e-6, over the gate); in blocks of 512, as the row-streaming path.
-    Here (K = 2^21, seeds 0-2) one running sum read 2.1e-5 to 3.7e-5, blocks 1.6e-6 to
-    4.9e-6, torch 1.1e-6 to 2.4e-5."""
+def test_dot_paths_sum_long_k_in_blocks(M, N, b_t, paths):
+    """The dot-product and GEMV paths kept one running sum per lane over all of K (K =
+    2^25: 1.6e-4 against torch's 7.6e-6, over the gate); in blocks of 512, as the
+    row-streaming path. Here (K = 2^21, seeds 0-2) one running sum read 2.1e-5 to 3.7e-5
+    (GEMV 1.3e-5 to 2.0e-5), blocks 1.6e-6 to 4.9e-6, torch 1.1e-6 to 2.4e-5."""
     from pydeepbench import _native
 
     g = torch.Generator().manual_seed(0)
@@ -329,10 +334,10 @@ def test_dot_paths_sum_long_k_in_blocks(M, N, b_t, path):
     args = (_native.arg(a), _native.arg(b), _native.arg(out), None, False)
     if _native.cpu().isa() == "generic":
         pytest.skip("the dot paths are AVX2 code")
-    assert path in _native.cpu().gemm_path(*args)
+    assert any(p in _native.cpu().gemm_path(*args) for p in paths)
     _native.cpu().gemm(*args)
     err = (out.double() - a.double() @ b.double()).abs().max().item()
-    assert err < 1e-5
+    assert err < 8e-6  # seed 0: one running sum 1.3e-5 to 3.0e-5, blocks 1.6e-6 to 4.9e-6
 
 
 @pytest.mark.parametrize("a_t", [False, True], ids=["A", "At"])

@@ -348,6 +348,21 @@ def test_compare_matches_named_set_cases_on_their_whole_shape():
     assert [x["B/A"] for x in lines] == ["1.50x"]
 
 
+def test_compare_matches_a_file_written_before_a_shape_field_was_added():
+    # gemm gained col_major (default false): a file written before has no such key, and
+    # its lines are the same cases.
+    def row(tflops, **extra):
+        shape = {"M": 128, "N": 512, "K": 13, "a_t": False, "b_t": True, **extra}
+        return {"op": "gemm", "impl": "native", "status": "ok", "mode": "hot", "set": "dlrm",
+                "case": "kaggle.bot0", "dtype": "float32", "shape": shape,
+                "tflops": tflops}  # fmt: skip
+
+    lines, _ = proxy.compare([row(0.1)], [row(0.2, col_major=False)])
+    assert [x["B/A"] for x in lines] == ["2.00x"]
+    lines, _ = proxy.compare([row(0.1)], [row(0.2, col_major=True)])
+    assert lines == []
+
+
 def test_a_side_holding_two_devices_names_them():
     """One GPU machine's cpu and cuda rows of a case: --against had compared its cuda row
     with the other side's cpu row (B/A 0.0012x). Single-device sides stay untagged, so a

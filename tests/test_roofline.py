@@ -59,6 +59,9 @@ def test_peak_cache_is_per_thread_count_and_affinity(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert roofline.cache_path("cpu") == two
+    # The same number of CPUs, other ones (another socket, an SMT sibling): its own peaks.
+    monkeypatch.setattr(roofline.os, "sched_getaffinity", lambda pid: {0, 63})
+    assert roofline.cache_path("cpu") != two
 
 
 def test_datasheet_lookup_prefers_most_specific_name():
@@ -99,7 +102,9 @@ def test_fma_probe_counts_its_flops():
 
 def test_measured_peaks_are_plausible_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("PYDEEPBENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(roofline.system, "busy_warning", lambda s: None)  # the suite's load
+    monkeypatch.setattr(
+        roofline.system, "busy_warning", lambda s, cpus=None: None
+    )  # the suite's load
     pk = roofline.peaks("cpu", max_time_s=0.2)
     assert 1e9 < pk.flops["float32"] < 1e14
     assert 1e9 < pk.bandwidth < 1e13

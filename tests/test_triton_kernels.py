@@ -192,10 +192,6 @@ def test_gemm_relu_keeps_nan_like_torch():
     torch.testing.assert_close(out, torch.relu(a @ eye), equal_nan=True)
 
 
-@pytest.mark.skipif(
-    DEVICE == "cuda" and torch.cuda.is_available() and torch.cuda.mem_get_info()[0] < 20 << 30,
-    reason="needs two 8.5 GiB strided buffers on the GPU",
-)
 def test_gemm_called_directly_keeps_negative_views_sign():
     # kernels.gemm.gemm is public: called without ops.gemm's operand care, a negative
     # view (memory holds -x) came out with the wrong sign (max error 2.5).
@@ -206,6 +202,10 @@ def test_gemm_called_directly_keeps_negative_views_sign():
     torch.testing.assert_close(gemm(a.to(DEVICE), b.to(DEVICE), bias.to(DEVICE)).cpu(), want)
 
 
+@pytest.mark.skipif(
+    DEVICE == "cuda" and torch.cuda.is_available() and torch.cuda.mem_get_info()[0] < 20 << 30,
+    reason="needs two 8.5 GiB strided buffers on the GPU",
+)
 def test_gemm_copies_operands_whose_k_stride_would_overflow_its_offsets():
     # k * stride along K is 32-bit in the kernel: with 2^27 elements per K step it wrapped
     # from k = 16 and read wild memory (a segfault under the interpreter). Strided views

@@ -283,20 +283,17 @@ void rowstream_pass(const typename BIn::T* a, int64_t sam, int64_t sak,
   }
 }
 
-// K in blocks of kRowSumBlock: the first block's terms are summed in w, each later
-// block's in the zeroed partial p, which its last pass adds to w. One running sum over
-// all of K let the rounding error grow with K (M = 4, K = 2^25: 3.4e-4 against MKL's
-// 8.5e-6 and the packed path's 1.1e-5, whose K blocks are summed the same way).
-constexpr int64_t kRowSumBlock = 512;
+// K in blocks of kSumBlock (gemm.h): the first block's terms are summed in w, each later
+// block's in the zeroed partial p, which its last pass adds to w.
 
 template <int R, typename BIn>
 void rowstream_block(const typename BIn::T* a, int64_t sam, int64_t sak, int64_t K,
                      const typename BIn::T* b, int64_t sbk, int64_t ncols, float* w,
                      int64_t ldw, float* p, int64_t ldp, const TileEpi& e) {
   constexpr int KU = R == 1 ? 8 : (R == 2 ? 4 : 2);
-  static_assert(kRowSumBlock % KU == 0, "passes must not straddle blocks");
-  for (int64_t k0 = 0; k0 < K; k0 += kRowSumBlock) {
-    const int64_t k1 = imin(K, k0 + kRowSumBlock);
+  static_assert(kSumBlock % KU == 0, "passes must not straddle blocks");
+  for (int64_t k0 = 0; k0 < K; k0 += kSumBlock) {
+    const int64_t k1 = imin(K, k0 + kSumBlock);
     float* acc = k0 == 0 ? w : p;
     const int64_t ld_acc = k0 == 0 ? ldw : ldp;
     for (int64_t k = k0; k < k1;) {
@@ -332,8 +329,8 @@ bool small_m_rowb_t(const GemmArgs& g, int64_t n0, int64_t n1, bool bf16) {
   float* scratch = bf16 ? static_cast<float*>(tls_buffer(kBufSmallB, f32_bytes(M, kNB)))
                         : nullptr;
   float* partial =
-      K > kRowSumBlock ? static_cast<float*>(tls_buffer(kBufSum, f32_bytes(M, kNB))) : nullptr;
-  if ((bf16 && !scratch) || (K > kRowSumBlock && !partial)) return false;
+      K > kSumBlock ? static_cast<float*>(tls_buffer(kBufSum, f32_bytes(M, kNB))) : nullptr;
+  if ((bf16 && !scratch) || (K > kSumBlock && !partial)) return false;
   const size_t cb = bf16 ? 2 : 4;
   for (int64_t j = n0; j < n1; j += kNB) {
     const int64_t nc = imin(kNB, n1 - j);
@@ -369,17 +366,16 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// out[i][j] = sum_k x[i*ldx + k] * y[j*ldy + k]. K in blocks of kRowSumBlock, each summed
-// in zeroed accumulators and then added to the tile's totals, as the row-streaming path
-// does: one running sum per lane over all of K let the error grow with K (N = 2, K = 2^25:
-// 1.6e-4 against torch's 7.6e-6, over the fp32 gate's 1e-4; found by a helper).
+// out[i][j] = sum_k x[i*ldx + k] * y[j*ldy + k], K in blocks of kSumBlock (gemm.h): one
+// running sum per lane over all of K read 1.6e-4 at N = 2, K = 2^25 (torch 7.6e-6; the
+// fp32 gate is 1e-4).
 template <int MX, int NY, typename XIn, typename YIn>
 void dot_tile(int64_t K, const typename XIn::T* x, int64_t ldx, const typename YIn::T* y,
               int64_t ldy, float* out) {
   float tot[MX][NY] = {};
   const int64_t k8 = K / 8 * 8;
-  for (int64_t k0 = 0; k0 < k8; k0 += kRowSumBlock) {
-    const int64_t k1 = imin(k8, k0 + kRowSumBlock);
+  for (int64_t k0 = 0; k0 < k8; k0 += kSumBlock) {
+    const int64_t k1 = imin(k8, k0 + kSumBlock);
     __m256 acc[MX][NY];
 #pragma GCC unroll 8
     for (int i = 0; i < MX; ++i)

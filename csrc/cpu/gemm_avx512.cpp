@@ -245,13 +245,21 @@ void gemv_f32(const GemmArgs& g, int64_t r0, int64_t r1) {
     auto row = [&](int i) {
       return decltype(full)::value ? a + i * lda : a + (i < rows ? i : rows - 1) * lda;
     };
-    __m512 acc[kRows];
-    for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < k16; k += 16) {
-      const __m512 xv = _mm512_loadu_ps(x + k);
+    // K in blocks of kSumBlock (gemm.h), added to vector totals at each block's end.
+    __m512 acc[kRows], tot[kRows];
+    for (int i = 0; i < kRows; ++i) tot[i] = _mm512_setzero_ps();
+    for (int64_t k0 = 0; k0 < k16; k0 += kSumBlock) {
+      const int64_t k1 = imin(k16, k0 + kSumBlock);
+      for (int i = 0; i < kRows; ++i) acc[i] = _mm512_setzero_ps();
+      for (int64_t k = k0; k < k1; k += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + k);
 #pragma GCC unroll 8
-      for (int i = 0; i < kRows; ++i) acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(row(i) + k), xv, acc[i]);
+        for (int i = 0; i < kRows; ++i)
+          acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(row(i) + k), xv, acc[i]);
+      }
+      for (int i = 0; i < kRows; ++i) tot[i] = _mm512_add_ps(tot[i], acc[i]);
     }
+    for (int i = 0; i < kRows; ++i) acc[i] = tot[i];
     if (tail) {
       const __m512 xv = maskz16(tail, x + k16);
 #pragma GCC unroll 8
