@@ -111,10 +111,21 @@ def _run_case(
     if not runnable:
         return rows
 
-    need = spec.footprint_bytes(case.shape, store)
+    # Host memory holds the footprint (on a GPU, an upper bound for the host's share: the
+    # float64 reference and the gate's copies); a GPU also its device_bytes.
+    needs = {"cpu": spec.footprint_bytes(case.shape, store)}
+    if cfg.device != "cpu":
+        needs[cfg.device] = spec.device_bytes(case.shape, store)
     _native.release_pool_cache()
-    have = system.available_memory_bytes(cfg.device)  # before this case's inputs take their share
-    if reason := system.memory_shortfall(need, have):
+    haves = {d: system.available_memory_bytes(d) for d in needs}  # before the inputs exist
+
+    def shortfall(copies: int) -> str | None:
+        for d, need in needs.items():
+            if why := system.memory_shortfall(copies * need, haves[d]):
+                return why if d == "cpu" else f"{why} on {d}"
+        return None
+
+    if reason := shortfall(1):
         return rows + [_skip(row, reason) for _, row in runnable]
 
     inputs = spec.make_inputs(case.shape, store, cfg.device, case.seed)
@@ -172,7 +183,7 @@ def _run_case(
     # Side by side when every impl's inputs fit in memory at once (the footprint counted
     # once per impl, a safe upper bound); otherwise one after the other.
     together = cfg.interleave and len(runnable) > 1
-    together = together and system.memory_shortfall(need * len(runnable), have) is None
+    together = together and shortfall(len(runnable)) is None
     if together:
         ready = [(i, r, own) for i, r in runnable if (own := checked(i, r)) is not None]
         refs.clear()  # every impl is checked: the references need not be held while timed

@@ -189,16 +189,13 @@ def memory_shortfall(need: float, have: float | None = None) -> str | None:
 
 
 def available_memory_bytes(device: str = "cpu") -> int:
-    """MemAvailable on the host. On a CUDA device, the smaller of that and what torch can
-    still allocate there (the device's free memory plus the blocks torch's caching
-    allocator holds unused): an op's footprint counts the device's inputs and outputs and
-    the host's float64 reference together, so a case must fit in each."""
-    host = _host_available_bytes()
+    """MemAvailable on the host; on a CUDA device, what torch can still allocate there
+    (the device's free memory plus the blocks its caching allocator holds unused)."""
     if not device.startswith("cuda"):
-        return host
+        return _host_available_bytes()
     dev = torch.device(device)
     cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
-    return min(host, torch.cuda.mem_get_info(dev)[0] + cached)
+    return torch.cuda.mem_get_info(dev)[0] + cached
 
 
 def _host_available_bytes() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pydeepbench import cli, proxy, registry, report
+from pydeepbench import cli, proxy, registry, report, shapes
 
 FAST = ["--max-time", "0.05", "--min-time", "0.0", "--min-samples", "3"]
 
@@ -698,3 +698,32 @@ def test_tf32_is_refused_on_the_cpu_with_the_reason(capsys):
     assert run(["gemm", "--shape", "M=8,N=8,K=8", "--dtype", "tf32"]) == 2
     out = capsys.readouterr().out
     assert "--dtype tf32: no implementation of gemm" in out and "(a CUDA tensor-core mode)" in out
+
+
+def test_a_gpu_case_must_fit_in_host_and_device_memory(monkeypatch):
+    """The memory check had read host memory only for --device cuda; a case is now checked
+    against the host (its footprint: references and copies) and the GPU (device_bytes).
+    No GPU here: both skip paths end before any input is made."""
+    from pydeepbench import harness, runner
+
+    registry.register_impl("gemm", "gpu", devices=("cuda",), dtypes=(torch.float32,))(
+        lambda a, b: a @ b
+    )
+    try:
+        case = shapes.parse_shape("M=4096,N=4096,K=4096", "gemm")
+        spec = registry.get_op("gemm")
+        host_need = spec.footprint_bytes(case.shape, torch.float32)
+        dev_need = spec.device_bytes(case.shape, torch.float32)
+        assert dev_need == 2 * 3 * 4096**2 * 4 < host_need  # the GPU's share only
+        cfg = runner.SweepConfig(
+            op="gemm", impls=["gpu"], dtypes=[torch.float32], device="cuda",
+            shape_set="custom", harness=harness.HarnessConfig(),
+        )  # fmt: skip
+        for host, dev, on_gpu in ((10 * host_need, dev_need, True), (host_need, 10**15, False)):
+            mem = {"cpu": host, "cuda": dev}
+            monkeypatch.setattr(runner.system, "available_memory_bytes", lambda d, mem=mem: mem[d])
+            (row,) = runner.run_case(cfg, case, torch.float32, None, None)
+            assert row["status"] == "skipped" and row["reason"].startswith("needs ~")
+            assert row["reason"].endswith(" on cuda") == on_gpu
+    finally:
+        registry._IMPLS["gemm"].pop("gpu")

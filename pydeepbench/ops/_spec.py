@@ -67,6 +67,11 @@ class OpSpec:
         like embedding indices, return several); see check_every_variant."""
         return [inputs]
 
+    def device_bytes(self, s: dict, dtype: torch.dtype) -> int:
+        """The part of footprint_bytes (the memory check's host total) a GPU holds: its
+        inputs, outputs and impls' copies. By default all of it, an upper bound."""
+        return self.footprint_bytes(s, dtype)
+
     def observe(self, out, inputs: dict):
         """The part of an impl's output the gate compares with `reference` (all of it,
         unless the op says otherwise, e.g. only the rows a training step may touch)."""

@@ -75,6 +75,12 @@ class Gemm(OpSpec):
         M, N, K = s["M"], s["N"], s["K"]
         return (M * K + K * N) * (dtype.itemsize + 4 + 8) + M * N * (2 * dtype.itemsize + 8 * 4)
 
+    def device_bytes(self, s: dict, dtype: torch.dtype) -> int:
+        """On a GPU: the operands and a copy of each (cuda_gemm copies one without a unit
+        stride), and two outputs (an impl's, and the next one's before it is freed)."""
+        M, N, K = s["M"], s["N"], s["K"]
+        return 2 * (M * K + K * N + M * N) * dtype.itemsize
+
     def make_inputs(self, s: dict, dtype: torch.dtype, device: str, seed: int) -> dict:
         if s.get("col_major"):  # the row-major problem with the same bytes (module doc)
             s = {"M": s["N"], "N": s["M"], "K": s["K"], "a_t": s["b_t"], "b_t": s["a_t"]}

@@ -63,6 +63,10 @@ class Linear(OpSpec):
     def footprint_bytes(self, s: dict, dtype: torch.dtype) -> int:
         return Gemm().footprint_bytes({**s, "a_t": False, "b_t": True}, dtype)
 
+    def device_bytes(self, s: dict, dtype: torch.dtype) -> int:
+        """Gemm's, and the bias with its fp32 copy."""
+        return Gemm().device_bytes(s, dtype) + s["N"] * (dtype.itemsize + 4)
+
     def make_inputs(self, s: dict, dtype: torch.dtype, device: str, seed: int) -> dict:
         g = torch.Generator().manual_seed(seed)
         M, N, K = s["M"], s["N"], s["K"]
