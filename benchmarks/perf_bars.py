@@ -20,9 +20,11 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+import pydeepbench
 from pydeepbench import harness, registry, report, roofline, shapes, system
 from pydeepbench.runner import SweepConfig, sweep
 
@@ -394,6 +396,23 @@ def roof_note(rows: list[dict], roofs: list[dict]) -> str:
     )
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def stale_copy_note(checkout: Path = CHECKOUT) -> str | None:
+    """A note when the pydeepbench measured is not this checkout's: `python
+    benchmarks/perf_bars.py` puts benchmarks/, not the checkout, on sys.path, so after a
+    change a non-editable install measures the code it was built from."""
+    mine = checkout / "pydeepbench"
+    used = Path(pydeepbench.__file__).resolve().parent
+    if not mine.is_dir() or used == mine.resolve():
+        return None
+    return (
+        f"measuring the installed pydeepbench ({used}), not this checkout's: "
+        f"`pip install .` to update it, or run with PYTHONPATH={checkout}"
+    )
+
+
 def main(argv=None) -> int:
     names = [b.name for b in BARS]
     p = argparse.ArgumentParser(
@@ -433,6 +452,8 @@ def main(argv=None) -> int:
     sysinfo = system.collect()
     if warning := system.busy_warning(sysinfo):
         print(f"warning: {warning}")
+    if note := stale_copy_note():
+        print(f"note: {note}")
     peaks = roofline.peaks("cpu")
     print(
         f"machine: {system.machine_id(sysinfo)}  isa: {sysinfo['cpu'].get('isa')}  "

@@ -368,3 +368,14 @@ def test_a_failed_bar_says_so_and_the_other_bars_still_run(tmp_path, monkeypatch
     assert bf16["value"] > 0 and bf16["runs"] == [bf16["value"]]
     out = capsys.readouterr().out
     assert "FAIL  gemm-dlrm-fp32" in out and "failed: 1 failed row(s)" in out
+
+
+def test_a_stale_installed_copy_is_named(tmp_path, monkeypatch):
+    """`python benchmarks/perf_bars.py` imports whichever pydeepbench is on sys.path, which
+    after a change to a non-editable checkout is the copy it was built from."""
+    pb = load()
+    (tmp_path / "pydeepbench").mkdir()
+    note = pb.stale_copy_note(tmp_path)
+    assert "measuring the installed pydeepbench" in note and f"PYTHONPATH={tmp_path}" in note
+    here = Path(pb.pydeepbench.__file__).resolve().parent
+    assert pb.stale_copy_note(here.parent) is None  # the copy measured is this one
