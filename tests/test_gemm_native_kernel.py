@@ -342,14 +342,16 @@ def test_dot_paths_sum_long_k_in_blocks(M, N, b_t, paths):
 
 @pytest.mark.parametrize("a_t", [False, True], ids=["A", "At"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("M, K", [(1, 513), (3, 1025), (2, 7)])
-def test_row_streaming_blocks_with_epilogue_and_padding(M, K, dtype, a_t):
+@pytest.mark.parametrize("M, K", [(1, 513), (3, 1025), (2, 7), (4, 100)])
+@pytest.mark.parametrize("N", [9, 45])
+def test_row_streaming_blocks_with_epilogue_and_padding(M, K, N, dtype, a_t):
     """The blocked sums at K one past a block (and short K), with a column tail under 8,
-    bias, ReLU, padded rows of A and of C, and A transposed (read in place at any stride)."""
+    bias, ReLU, padded rows of A and of C, and A transposed (read in place at any stride).
+    M >= 2 with B in L2 runs register strips (rowb_strips): N = 45 is 16- or 32-column
+    strips, then 8, then 5 scalar columns."""
     from pydeepbench import _native
 
     g = torch.Generator().manual_seed(M * 1000 + K)
-    N = 9
     if a_t:
         a = torch.randn(K, M + 2, generator=g).to(dtype)[:, :M].t()
     else:
