@@ -855,10 +855,10 @@ _INDEX_DTYPES = {
 
 
 def _explain_native_failure(fn: str, error: Exception, **named) -> None:
-    """On the error path of the backward's or a step's C++ call only: a ValueError naming
-    the tensor the kernels cannot read (one with no memory of its own, or an index array of
-    a dtype they take none of), as the forward's errors name theirs; else return so the
-    caller re-raises `error`."""
+    """On the error path of the backward's or a step's C++ call only (_call_native): a
+    ValueError naming the tensor the kernels cannot read (one with no memory of its own, or
+    an index array of a dtype they take none of), as the forward's errors name theirs; else
+    return so the caller re-raises `error`."""
     for name, t in named.items():
         if not isinstance(t, torch.Tensor):
             continue
@@ -868,6 +868,16 @@ def _explain_native_failure(fn: str, error: Exception, **named) -> None:
             raise ValueError(
                 f"{fn}: {name} must be {_INDEX_DTYPES[name]}, got {t.dtype}"
             ) from error
+
+
+def _call_native(fn: str, call, **named) -> None:
+    """call(), the backward's or a step's C++ call; on its error, _explain_native_failure
+    over the `named` tensors, else the error itself."""
+    try:
+        call()
+    except (TypeError, RuntimeError, ValueError) as e:
+        _explain_native_failure(fn, e, **named)
+        raise
 
 
 def _contiguous(table_offsets, indices, offsets):
@@ -1038,8 +1048,9 @@ def embedding_bags_backward(
         argmax=argmax,
     )  # fmt: skip
     grad_weight = torch.zeros(tuple(weight_shape), dtype=torch.float32)
-    try:
-        _native.cpu().embedding_bags_backward_dense(
+    _call_native(
+        "embedding_bags_backward",
+        lambda: _native.cpu().embedding_bags_backward_dense(
             _native.arg(grad),
             _native.arg(table_offsets),
             _native.arg(indices),
@@ -1048,13 +1059,10 @@ def embedding_bags_backward(
             code,
             _opt_arg(psw),
             _opt_arg(argmax),
-        )
-    except (TypeError, RuntimeError, ValueError) as e:
-        _explain_native_failure(
-            "embedding_bags_backward", e, grad_out=grad, per_sample_weights=psw,
-            table_offsets=table_offsets, indices=indices, offsets=offsets, argmax=argmax,
-        )  # fmt: skip
-        raise
+        ),
+        grad_out=grad, per_sample_weights=psw, table_offsets=table_offsets, indices=indices,
+        offsets=offsets, argmax=argmax,
+    )  # fmt: skip
     return grad_weight
 
 
@@ -1077,8 +1085,9 @@ def embedding_bags_sgd_step(
         "embedding_bags_sgd_step", grad_out, per_sample_weights, table_offsets, indices, offsets,
         (weight,),
     )  # fmt: skip
-    try:
-        _native.cpu().embedding_bags_sgd_step(
+    _call_native(
+        "embedding_bags_sgd_step",
+        lambda: _native.cpu().embedding_bags_sgd_step(
             _native.arg(weight),
             _native.arg(table_offsets),
             _native.arg(indices),
@@ -1087,13 +1096,10 @@ def embedding_bags_sgd_step(
             lr if type(lr) is float else _number("embedding_bags_sgd_step", "lr", lr),
             code,
             _opt_arg(psw),
-        )
-    except (TypeError, RuntimeError, ValueError) as e:
-        _explain_native_failure(
-            "embedding_bags_sgd_step", e, weight=weight, grad_out=grad, per_sample_weights=psw,
-            table_offsets=table_offsets, indices=indices, offsets=offsets,
-        )  # fmt: skip
-        raise
+        ),
+        weight=weight, grad_out=grad, per_sample_weights=psw, table_offsets=table_offsets,
+        indices=indices, offsets=offsets,
+    )  # fmt: skip
     torch.autograd.graph.increment_version(weight)  # an in-place update, to autograd
 
 
@@ -1119,8 +1125,9 @@ def embedding_bags_adagrad_step(
         "embedding_bags_adagrad_step", grad_out, per_sample_weights, table_offsets, indices,
         offsets, (weight, momentum),
     )  # fmt: skip
-    try:
-        _native.cpu().embedding_bags_adagrad_step(
+    _call_native(
+        "embedding_bags_adagrad_step",
+        lambda: _native.cpu().embedding_bags_adagrad_step(
             _native.arg(weight),
             _native.arg(momentum),
             _native.arg(table_offsets),
@@ -1131,14 +1138,10 @@ def embedding_bags_adagrad_step(
             eps if type(eps) is float else _number("embedding_bags_adagrad_step", "eps", eps),
             code,
             _opt_arg(psw),
-        )
-    except (TypeError, RuntimeError, ValueError) as e:
-        _explain_native_failure(
-            "embedding_bags_adagrad_step", e, weight=weight, momentum=momentum, grad_out=grad,
-            per_sample_weights=psw, table_offsets=table_offsets, indices=indices,
-            offsets=offsets,
-        )  # fmt: skip
-        raise
+        ),
+        weight=weight, momentum=momentum, grad_out=grad, per_sample_weights=psw,
+        table_offsets=table_offsets, indices=indices, offsets=offsets,
+    )  # fmt: skip
     torch.autograd.graph.increment_version((weight, momentum))  # in-place, to autograd
 
 
