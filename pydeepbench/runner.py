@@ -3,17 +3,16 @@ check against the reference, time with the harness, and emit a result row."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 
 from pydeepbench import _native, harness, registry, roofline, system
 from pydeepbench.check import compare
-from pydeepbench.ops._spec import TF32, dtype_name, storage_dtype
+from pydeepbench.ops._spec import dtype_name, matmul_precision, storage_dtype
 from pydeepbench.shapes import Case
 
 
@@ -51,29 +50,6 @@ def _extra(inputs: dict, variant: dict) -> dict:
 def _skip(row: dict, reason: str, status: str = "skipped") -> dict:
     row.update(status=status, reason=reason)
     return row
-
-
-@contextlib.contextmanager
-def matmul_precision(device: str, dtype: torch.dtype | str) -> Iterator[None]:
-    """On a CUDA device, fp32 rows run IEEE fp32 products and TF32 rows TF32 ones, by
-    torch's switch (which torch.matmul, our CUDA GEMM and Triton follow): a TF32 setting
-    made outside must not turn an fp32 row into a TF32 one, which fails the fp32 gate.
-    The switch is restored after the row."""
-    if not device.startswith("cuda") or storage_dtype(dtype) != torch.float32:
-        yield
-        return
-    switch = torch.backends.cuda.matmul
-    tf32 = dtype == TF32
-    if hasattr(switch, "fp32_precision"):  # torch >= 2.9 (ops/gemm.py: tf32_matmul)
-        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
-    else:
-        name, value = "allow_tf32", tf32
-    before = getattr(switch, name)
-    setattr(switch, name, value)
-    try:
-        yield
-    finally:
-        setattr(switch, name, before)
 
 
 def run_case(

@@ -672,23 +672,21 @@ def test_tf32_rows_hold_fp32_tensors_and_meet_tf32_tolerance_and_peak():
 
 
 def test_matmul_precision_sets_torchs_switch_per_row_and_restores_it():
-    from pydeepbench import runner
-    from pydeepbench.ops._spec import TF32
-    from pydeepbench.ops.gemm import tf32_matmul
+    from pydeepbench.ops._spec import TF32, matmul_precision, tf32_matmul
 
     switch = torch.backends.cuda.matmul
     before = switch.fp32_precision
     try:
         switch.fp32_precision = "tf32"  # set outside, e.g. by the user's environment
-        with runner.matmul_precision("cuda", torch.float32):
+        with matmul_precision("cuda", torch.float32):
             assert not tf32_matmul()  # an fp32 row is IEEE fp32
         assert switch.fp32_precision == "tf32"
         switch.fp32_precision = "ieee"
-        with runner.matmul_precision("cuda", TF32):
+        with matmul_precision("cuda", TF32):
             assert tf32_matmul()
         assert switch.fp32_precision == "ieee"
         for device, dtype in (("cpu", TF32), ("cuda", torch.bfloat16)):
-            with runner.matmul_precision(device, dtype):
+            with matmul_precision(device, dtype):
                 assert switch.fp32_precision == "ieee"  # untouched
     finally:
         switch.fp32_precision = before

@@ -249,7 +249,7 @@ def test_tf32_switch_is_read_whichever_api_set_it(restore_matmul_precision, sett
     """The CUDA and Triton impls follow torch's TF32 switch. After the newer
     fp32_precision API sets it, torch raises on a read of the legacy allow_tf32 (which
     the CUDA impl read on every call, bf16 included)."""
-    from pydeepbench.ops.gemm import tf32_matmul
+    from pydeepbench.ops._spec import tf32_matmul
 
     restore_matmul_precision.fp32_precision = "none"
     torch.backends.fp32_precision = "none"

@@ -3,7 +3,9 @@ tolerance lookup. Op-specific math (inputs, reference, FLOPs, bytes) lives in ea
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -12,8 +14,42 @@ from pydeepbench.check import Tolerance, tolerance_for
 
 # Not a storage dtype: fp32 tensors whose matmul products run as TF32 (10-bit mantissas)
 # on CUDA tensor cores, by torch's fp32_precision switch, which torch.matmul, our CUDA
-# GEMM and Triton's tl.dot follow (the runner sets it per row: runner.matmul_precision).
+# GEMM and Triton's tl.dot follow (the runner sets it per row: matmul_precision).
 TF32 = "tf32"
+
+
+def tf32_matmul() -> bool:
+    """Whether torch's fp32 matmuls may use TF32 (the switch our CUDA and Triton kernels
+    follow, as torch.matmul does). torch >= 2.9 reads it from `fp32_precision`, and once
+    that is set, reading the legacy `allow_tf32` raises (torch refuses the mixed APIs)."""
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if precision is None:  # torch < 2.9
+        return torch.backends.cuda.matmul.allow_tf32
+    return precision == "tf32"
+
+
+@contextlib.contextmanager
+def matmul_precision(device: str, dtype: torch.dtype | str) -> Iterator[None]:
+    """On a CUDA device, fp32 rows run IEEE fp32 products and TF32 rows TF32 ones, by
+    torch's switch (which torch.matmul, our CUDA GEMM and Triton follow): a TF32 setting
+    made outside must not turn an fp32 row into a TF32 one, which fails the fp32 gate.
+    The switch is restored after the row."""
+    if not device.startswith("cuda") or storage_dtype(dtype) != torch.float32:
+        yield
+        return
+    switch = torch.backends.cuda.matmul
+    tf32 = dtype == TF32
+    if hasattr(switch, "fp32_precision"):  # torch >= 2.9 (tf32_matmul)
+        name, value = "fp32_precision", "tf32" if tf32 else "ieee"
+    else:
+        name, value = "allow_tf32", tf32
+    before = getattr(switch, name)
+    setattr(switch, name, value)
+    try:
+        yield
+    finally:
+        setattr(switch, name, before)
+
 
 DTYPE_NAMES = {
     "fp32": torch.float32,

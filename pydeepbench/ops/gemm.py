@@ -31,6 +31,7 @@ from pydeepbench.ops._spec import (
     explain_unaddressable,
     kernel_operands,
     needs_operand_care,
+    tf32_matmul,
 )
 from pydeepbench.registry import get_impl, register_impl, register_op
 
@@ -169,16 +170,6 @@ def cpu_gemm(a: torch.Tensor, b_arg: tuple, n: int, bias: torch.Tensor | None, r
         relu,
     )
     return out
-
-
-def tf32_matmul() -> bool:
-    """Whether torch's fp32 matmuls may use TF32 (the switch our CUDA and Triton kernels
-    follow, as torch.matmul does). torch >= 2.9 reads it from `fp32_precision`, and once
-    that is set, reading the legacy `allow_tf32` raises (torch refuses the mixed APIs)."""
-    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
-    if precision is None:  # torch < 2.9
-        return torch.backends.cuda.matmul.allow_tf32
-    return precision == "tf32"
 
 
 def cuda_gemm(

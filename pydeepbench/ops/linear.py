@@ -21,6 +21,7 @@ from pydeepbench.ops._spec import (
     explain_unaddressable,
     kernel_operands,
     needs_operand_care,
+    tf32_matmul,
 )
 from pydeepbench.ops.gemm import (
     NATIVE_DTYPES,
@@ -31,7 +32,6 @@ from pydeepbench.ops.gemm import (
     cpu_gemm,
     cuda_gemm,
     native_available,
-    tf32_matmul,
 )
 from pydeepbench.registry import get_impl, register_impl, register_op
 
