@@ -175,7 +175,8 @@ def cmd_roofline(args, con) -> int:
     harness.check_bounds(max_time_s=args.max_time)  # also when the cached peaks answer
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("roofline --device cuda: no CUDA device visible to torch")
-    sysinfo, path = system.collect(), roofline.cache_path(args.device)
+    sysinfo = system.collect()
+    path = roofline.cache_path(args.device, sysinfo)
     pk = None if args.refresh else roofline.load_cached(args.device, path)
     measuring = pk is None
     if measuring:

@@ -321,10 +321,12 @@ def measure_cuda(max_time_s: float = 2.0) -> Peaks:
     return Peaks("cuda", flops, source, bw, bw_src, detail)
 
 
-def cache_path(device: str) -> Path:
+def cache_path(device: str, sysinfo: dict | None = None) -> Path:
+    """This machine's cache file for `device` (sysinfo: system.collect()'s, if the caller
+    has it)."""
     from pydeepbench import __version__
 
-    sysinfo = system.collect()
+    sysinfo = sysinfo or system.collect()
     # The probes run on torch's threads within this process's CPU affinity: peaks of 2
     # threads placed a 1-thread run at half its share of the machine.
     key = json.dumps(
@@ -360,14 +362,13 @@ def peaks(device: str = "cpu", refresh: bool = False, max_time_s: float = 2.0) -
     measured on a busy machine are used but not cached (detail["not_cached"] says why):
     with another process on one of 2 cores the fp32 probe read 34 GFLOP/s against 369
     idle, and every later run would have been placed under that roof."""
-    path = cache_path(device)
+    sysinfo = system.collect()
+    path = cache_path(device, sysinfo)
     if not refresh and (cached := load_cached(device, path)) is not None:
         return cached
     # The load average is the whole machine's: against all of its CPUs (a process pinned to
     # one CPU of many would never cache). A GPU's peaks are its datasheet's and its own copy.
-    busy = (
-        None if device.startswith("cuda") else system.busy_warning(system.collect(), os.cpu_count())
-    )
+    busy = None if device.startswith("cuda") else system.busy_warning(sysinfo, os.cpu_count())
     p = measure_cuda(max_time_s) if device.startswith("cuda") else measure_cpu(max_time_s)
     if busy:
         return dataclasses.replace(p, detail={**p.detail, "not_cached": busy})
