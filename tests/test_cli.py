@@ -1,5 +1,6 @@
 """End to end through the CLI: JSON schema, CSV/Markdown, list, bad input."""
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -13,6 +14,16 @@ import torch
 from pydeepbench import cli, proxy, registry, report, shapes
 
 FAST = ["--max-time", "0.05", "--min-time", "0.0", "--min-samples", "3"]
+
+
+@contextlib.contextmanager
+def extra_impl(name, fn, devices=("cpu",), dtypes=(torch.float32,)):
+    """fn registered as gemm impl `name` for the block's length."""
+    registry.register_impl("gemm", name, devices=devices, dtypes=dtypes)(fn)
+    try:
+        yield
+    finally:
+        registry._IMPLS["gemm"].pop(name)
 
 
 def run(args):
@@ -458,8 +469,7 @@ def test_module_entry_point_runs():
 def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err, capsys):
     # A NaN output or a wrong shape has an infinite error, which JSON cannot hold: the
     # row is still written (with a null error) and the sweep goes on to the next impl.
-    registry.register_impl("gemm", "wrong", devices=("cpu",), dtypes=(torch.float32,))(wrong)
-    try:
+    with extra_impl("wrong", wrong):
         j = tmp_path / "r.json"
         args = ["gemm", "--shape", "M=32,N=32,K=512", "--impl", "ootb,wrong,native", *FAST]
         assert run([*args, "--json", str(j), "--no-roofline"]) == 1  # a failed check fails the run
@@ -472,8 +482,6 @@ def test_failed_impl_is_recorded_not_hidden(tmp_path, wrong, err, capsys):
         out = capsys.readouterr().out  # the live table: FAIL, with a figure only if finite
         assert "FAIL" in out and "FAIL inf" not in out and "FAIL nan" not in out
         assert rows["ootb"]["status"] == rows["native"]["status"] == "ok"
-    finally:
-        registry._IMPLS["gemm"].pop("wrong")
 
 
 def _harness_info(tmp_path, *extra):
@@ -510,8 +518,7 @@ def test_a_failing_impl_leaves_the_others_side_by_side(tmp_path):
     def boom(a, b):
         raise RuntimeError("kernel exploded")
 
-    registry.register_impl("gemm", "boom", devices=("cpu",), dtypes=(torch.float32,))(boom)
-    try:
+    with extra_impl("boom", boom):
         j = tmp_path / "r.json"
         args = ["gemm", "--shape", "M=16,N=16,K=16", "--impl", "ootb,boom,native", *FAST]
         assert run([*args, "--json", str(j), "--no-roofline"]) == 1
@@ -519,8 +526,6 @@ def test_a_failing_impl_leaves_the_others_side_by_side(tmp_path):
         assert rows["boom"]["status"] == "failed" and "kernel exploded" in rows["boom"]["reason"]
         assert rows["ootb"]["status"] == rows["native"]["status"] == "ok"
         assert rows["ootb"]["harness"]["interleaved"] and rows["native"]["harness"]["interleaved"]
-    finally:
-        registry._IMPLS["gemm"].pop("boom")
 
 
 def test_summary_counts_noisy_rows():
@@ -600,18 +605,13 @@ def test_an_impl_that_raises_while_timed_fails_its_row_and_the_sweep_goes_on(tmp
 
 def test_an_impl_returning_no_tensor_fails_its_row(tmp_path):
     # The gate's comparison sat outside the error handling: an AttributeError ended the sweep.
-    registry.register_impl("gemm", "none", devices=("cpu",), dtypes=(torch.float32,))(
-        lambda a, b: None
-    )
-    try:
+    with extra_impl("none", lambda a, b: None):
         j = tmp_path / "r.json"
         args = ["gemm", "--shape", "M=8,N=8,K=8", "--impl", "ootb,none", *FAST]
         assert run([*args, "--json", str(j), "--no-roofline"]) == 1
         rows = {r["impl"]: r for r in json.loads(j.read_text())["results"]}
         assert rows["none"]["status"] == "failed" and "error: " in rows["none"]["reason"]
         assert rows["ootb"]["status"] == "ok"
-    finally:
-        registry._IMPLS["gemm"].pop("none")
 
 
 @pytest.mark.parametrize(
@@ -642,10 +642,7 @@ def test_tf32_rows_hold_fp32_tensors_and_meet_tf32_tolerance_and_peak():
     from pydeepbench.ops._spec import TF32
     from pydeepbench.shapes import parse_shape
 
-    registry.register_impl("gemm", "emul", devices=("cpu",), dtypes=(torch.float32, TF32))(
-        _tf32_products
-    )
-    try:
+    with extra_impl("emul", _tf32_products, dtypes=(torch.float32, TF32)):
         hcfg = harness.HarnessConfig(max_time_s=0.02, min_time_s=0, min_samples=3)
         pk = roofline.Peaks(
             "cpu", {"float32": 1e11, "tf32": 8e11}, {"float32": "fp32", "tf32": "sheet"}, 1e10,
@@ -667,8 +664,6 @@ def test_tf32_rows_hold_fp32_tensors_and_meet_tf32_tolerance_and_peak():
         assert tf32["emul"]["peak_flops"] == 8e11
         # The same products fail an fp32 row's gate.
         assert rows[torch.float32]["emul"]["status"] == "failed"
-    finally:
-        registry._IMPLS["gemm"].pop("emul")
 
 
 def test_matmul_precision_sets_torchs_switch_per_row_and_restores_it():
@@ -704,10 +699,7 @@ def test_a_gpu_case_must_fit_in_host_and_device_memory(monkeypatch):
     No GPU here: both skip paths end before any input is made."""
     from pydeepbench import harness, runner
 
-    registry.register_impl("gemm", "gpu", devices=("cuda",), dtypes=(torch.float32,))(
-        lambda a, b: a @ b
-    )
-    try:
+    with extra_impl("gpu", lambda a, b: a @ b, devices=("cuda",)):
         case = shapes.parse_shape("M=4096,N=4096,K=4096", "gemm")
         spec = registry.get_op("gemm")
         host_need = spec.footprint_bytes(case.shape, torch.float32)
@@ -723,5 +715,3 @@ def test_a_gpu_case_must_fit_in_host_and_device_memory(monkeypatch):
             (row,) = runner.run_case(cfg, case, torch.float32, None, None)
             assert row["status"] == "skipped" and row["reason"].startswith("needs ~")
             assert row["reason"].endswith(" on cuda") == on_gpu
-    finally:
-        registry._IMPLS["gemm"].pop("gpu")

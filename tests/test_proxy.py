@@ -318,33 +318,26 @@ def test_compare_keeps_only_lines_both_sides_have():
     assert len(lines) == 1 and "4 repeated line(s) on side A: the first is compared" in notes
 
 
-def test_compare_matches_custom_cases_on_their_whole_shape():
-    # A --shape case's name leaves out an embedding's rows: a 100-row and a 4M-row table
-    # were compared as one line (B/A 269x).
-    def row(rows, gbps):
-        shape = {"tables": 2, "rows": rows, "dim": 64, "batch": 256, "pooling": 1}
+@pytest.mark.parametrize(
+    "set_name, case, tables, rows",
+    [
+        # A --shape case's name leaves out an embedding's rows: a 100-row and a 4M-row
+        # table were compared as one line (B/A 269x).
+        ("custom", "T=2,D=64,B=256,L=1,uniform", 2, (100, 4_000_000)),
+        # An edited shape file keeps its set and case names (B/A 0.20x).
+        ("my-emb", "T8xD64 B2048 L20", 8, (1000, 10_000_000)),
+    ],
+)
+def test_compare_matches_micro_cases_on_their_whole_shape(set_name, case, tables, rows):
+    def row(n, gbps):
+        shape = {"tables": tables, "rows": n, "dim": 64, "batch": 256, "pooling": 1}
         return {"op": "embedding_bags", "impl": "native", "status": "ok", "mode": "hot",
-                "set": "custom", "case": "T=2,D=64,B=256,L=1,uniform", "shape": shape,
-                "gbps": gbps}  # fmt: skip
+                "set": set_name, "case": case, "shape": shape, "gbps": gbps}  # fmt: skip
 
-    lines, notes = proxy.compare([row(100, 269.0)], [row(4_000_000, 1.0)])
+    small, large = rows
+    lines, notes = proxy.compare([row(small, 269.0)], [row(large, 1.0)])
     assert lines == [] and "1 line(s) only on side A are not compared" in notes
-    lines, _ = proxy.compare([row(100, 2.0)], [row(100, 3.0)])
-    assert [x["B/A"] for x in lines] == ["1.50x"]
-
-
-def test_compare_matches_named_set_cases_on_their_whole_shape():
-    # An edited shape file keeps its set and case names: rows of 1000 and 10M rows had
-    # been compared as one line (B/A 0.20x).
-    def row(rows, gbps):
-        shape = {"tables": 8, "rows": rows, "dim": 64, "batch": 2048, "pooling": 20}
-        return {"op": "embedding_bags", "impl": "native", "status": "ok", "mode": "hot",
-                "set": "my-emb", "case": "T8xD64 B2048 L20", "shape": shape,
-                "gbps": gbps}  # fmt: skip
-
-    lines, notes = proxy.compare([row(1000, 100.0)], [row(10_000_000, 20.0)])
-    assert lines == [] and "1 line(s) only on side A are not compared" in notes
-    lines, _ = proxy.compare([row(1000, 2.0)], [row(1000, 3.0)])
+    lines, _ = proxy.compare([row(small, 2.0)], [row(small, 3.0)])
     assert [x["B/A"] for x in lines] == ["1.50x"]
 
 
